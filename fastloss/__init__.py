@@ -1,0 +1,63 @@
+"""fastloss: loss functions and their gradients in one fused, parallel, stable pass.
+
+The losses follow ``torch.nn.functional`` (names, parameters, defaults and results); every
+loss ``NAME`` has a twin ``NAME_grad`` returning ``(loss, grad)``. See the README and
+API.md for the contract.
+
+Backends: the compiled Cython/OpenMP backend when it imports, else the pure NumPy backend
+(with one RuntimeWarning). ``FASTLOSS_BACKEND=numpy`` forces NumPy, ``=cython`` makes a
+missing compiled backend an ImportError.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+
+from ._api import get_num_threads, make_public_api, set_num_threads
+from ._registry import LOSSES
+
+__version__ = "0.1.0"
+
+
+def _select_backend():
+    choice = os.environ.get("FASTLOSS_BACKEND", "").strip().lower()
+    if choice not in ("", "numpy", "cython"):
+        raise ImportError(f"FASTLOSS_BACKEND must be 'numpy' or 'cython', got {choice!r}")
+    if choice != "numpy":
+        try:
+            from . import _cython_backend as backend
+
+            return backend
+        except ImportError as exc:
+            if choice == "cython":
+                raise ImportError(
+                    f"FASTLOSS_BACKEND=cython but the compiled backend does not import: {exc}"
+                ) from exc
+            warnings.warn(
+                f"fastloss: the compiled backend is not available ({exc}); using the pure "
+                "NumPy backend, which is much slower. Reinstall with a C compiler to build it.",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+    from . import numpy_backend as backend
+
+    return backend
+
+
+_backend = _select_backend()
+
+
+def get_backend() -> str:
+    """``"cython"`` or ``"numpy"``: the backend the functions of this module run on."""
+    return _backend.NAME
+
+
+globals().update(make_public_api(_backend))
+
+__all__ = [
+    *(name for loss in LOSSES for name in (loss.name, loss.name + "_grad")),
+    "get_backend",
+    "get_num_threads",
+    "set_num_threads",
+]

@@ -1,0 +1,384 @@
+"""The front layer shared by both backends.
+
+Everything a backend may rely on is established here, once: dtypes are coerced, shapes,
+parameter domains and ``out`` are checked, values are checked (through the backend's fast
+scanners) and every error is raised *before* anything is written. The backend then only
+does math on arrays of a fixed, simple form (see ``numpy_backend`` for the contract).
+
+No loss math lives here: only the *semantics of the reductions* (what "mean" divides by),
+which PyTorch fixes per loss and the registry records.
+
+The public functions themselves are generated from the registry (``make_public_api``), so
+their signatures are real Python signatures and there is one code path for all of them.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import operator
+import os
+
+import numpy as np
+
+from ._registry import LOSSES, REDUCTIONS, Loss
+
+_F32 = np.dtype(np.float32)
+_F64 = np.dtype(np.float64)
+_REAL_KINDS = "biuf"  # bool, signed, unsigned, float
+_INT64_MAX = np.iinfo(np.int64).max
+
+
+# --------------------------------------------------------------------------- threads
+
+_num_threads: int | None = None  # set by set_num_threads; None follows OpenMP
+
+
+def _default_threads() -> int:
+    """What OpenMP would use: the compiled module asks omp_get_max_threads() (so
+    OMP_NUM_THREADS and threadpoolctl limits apply); without it, OMP_NUM_THREADS or the
+    number of CPUs this process may run on."""
+    try:
+        from . import _kernels
+    except ImportError:
+        env = os.environ.get("OMP_NUM_THREADS", "").split(",")[0].strip()
+        if env.isdigit() and int(env) > 0:
+            return int(env)
+        try:
+            return len(os.sched_getaffinity(0))
+        except AttributeError:  # pragma: no cover - not Linux
+            return os.cpu_count() or 1
+    return _kernels.omp_max_threads()
+
+
+def get_num_threads() -> int:
+    """The number of threads a call uses when ``n_threads`` is not given."""
+    return _num_threads if _num_threads is not None else _default_threads()
+
+
+def set_num_threads(n: int | None) -> None:
+    """Set the default number of threads (``None``: follow OpenMP again)."""
+    global _num_threads
+    _num_threads = None if n is None else _check_threads(n)
+
+
+def _check_threads(n) -> int:
+    if isinstance(n, bool) or not isinstance(n, numbers.Integral):
+        raise TypeError(f"n_threads must be a positive integer or None, got {n!r}")
+    n = int(n)
+    if n < 1:
+        raise ValueError(f"n_threads must be a positive integer or None, got {n}")
+    return n
+
+
+# --------------------------------------------------------------------------- coercion
+
+
+def _real_array(value, name: str) -> np.ndarray:
+    arr = value if type(value) is np.ndarray else np.asarray(value)
+    if arr.dtype.kind not in _REAL_KINDS:
+        raise TypeError(f"{name} must be a real (bool, integer or float) array, got dtype {arr.dtype}")
+    return arr
+
+
+def _compute_dtype(arr: np.ndarray) -> np.dtype:
+    """float32 input computes in float32; every other real dtype in float64."""
+    return _F32 if arr.dtype == _F32 else _F64
+
+
+def _as_compute(arr: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """A C-contiguous array of ``dtype``: the array itself when it already is one.
+
+    Backends see only C-contiguous data, so any memory layout gives results bitwise
+    identical to a contiguous copy (sums always run in the same, logical, order)."""
+    return np.asarray(arr, dtype=dtype, order="C")
+
+
+def _scalar_param(spec_param, value):
+    if value is spec_param.default:
+        return value
+    name = spec_param.name
+    if spec_param.type is int:
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+            raise TypeError(f"{name} must be an integer, got {value!r}")
+        value = int(value)
+    else:
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            raise TypeError(f"{name} must be a real number, got {value!r}")
+        value = float(value)
+    if not spec_param.valid(value):
+        raise ValueError(f"{name} must be {spec_param.domain}, got {value!r}")
+    return value
+
+
+def _check_reduction(reduction) -> str:
+    if reduction in REDUCTIONS and type(reduction) is str:
+        return reduction
+    choices = ", ".join(repr(r) for r in REDUCTIONS)
+    if not isinstance(reduction, str):
+        raise TypeError(f"reduction must be one of {choices}, got {reduction!r}")
+    raise ValueError(f"reduction must be one of {choices}, got {reduction!r}")
+
+
+def _elementwise_weight(weight, name: str, shape: tuple, dtype: np.dtype):
+    """An elementwise weight broadcast to ``shape``, as its shortest repeating block.
+
+    Returns a 1-D C-contiguous array ``w`` of length P, with P dividing the element count,
+    such that element i of the (C-order) flattened input has weight ``w[i % P]``. A scalar
+    weight gives P = 1, a weight over the last axis P = shape[-1]; a weight that repeats
+    only along inner axes (e.g. shape (N, 1)) is materialised at the full size."""
+    w = _real_array(weight, name)
+    try:
+        wb = np.broadcast_to(w, shape)
+    except ValueError:
+        raise ValueError(
+            f"{name} of shape {w.shape} does not broadcast to the input's shape {shape}"
+        ) from None
+    lead = 0
+    while lead < wb.ndim and wb.strides[lead] == 0:
+        lead += 1
+    return np.asarray(wb[(0,) * lead], dtype=dtype, order="C").reshape(-1)
+
+
+def _check_out(out, shape: tuple, dtype: np.dtype) -> None:
+    if not isinstance(out, np.ndarray):
+        raise ValueError(f"out must be a NumPy array of shape {shape} and dtype {dtype}, got {type(out).__name__}")
+    if out.shape != shape or out.dtype != dtype:
+        raise ValueError(
+            f"out must have shape {shape} and dtype {dtype} (the input's shape and compute dtype), "
+            f"got shape {out.shape} and dtype {out.dtype}"
+        )
+    if not out.flags.writeable:
+        raise ValueError("out must be writable, got a read-only array")
+
+
+def _kernel_out(out, x, others, kernel_shape):
+    """The array the kernel writes the gradient into, or None to let it allocate.
+
+    The kernel writes ``out`` directly when it is C-contiguous and overlaps no operand
+    other than being exactly the input (in-place). Otherwise the kernel writes a fresh
+    array that the caller copies into ``out`` afterwards."""
+    if out is None or not out.flags.c_contiguous:
+        return None
+    for a in others:
+        if a is not None and np.may_share_memory(out, a):
+            return None
+    if np.may_share_memory(out, x) and out.ctypes.data != x.ctypes.data:
+        return None
+    return out.reshape(kernel_shape)
+
+
+def _divide(total: float, divisor: float) -> float:
+    """``total / divisor`` with IEEE semantics (0/0 is NaN: the empty-batch mean)."""
+    if divisor:
+        return total / divisor
+    return math.nan if total == 0 or math.isnan(total) else math.copysign(math.inf, total)
+
+
+# --------------------------------------------------------------------------- the call
+
+
+def _call(spec: Loss, backend, input, target, weight, pos_weight, ignore_index, params,
+          reduction, n_threads, out, want_grad):
+    reduction = _check_reduction(reduction)
+    n_threads = get_num_threads() if n_threads is None else _check_threads(n_threads)
+    params = tuple(_scalar_param(p, v) for p, v in zip(spec.params, params))
+
+    x_in = _real_array(input, "input")
+    dtype = _compute_dtype(x_in)
+    shape = x_in.shape
+    if spec.kind == "elementwise":
+        prepared = _prepare_elementwise(spec, backend, x_in, target, weight, pos_weight, params, dtype)
+    else:
+        prepared = _prepare_classes(spec, backend, x_in, target, weight, ignore_index, params, dtype)
+    kernel_name, x, t, w, pw, kparams, divisor, loss_shape, kernel_shape = prepared
+
+    if out is not None:
+        _check_out(out, shape, dtype)
+
+    # ----- every check has passed: from here on, results are written
+    if reduction == "mean":
+        grad_scale = 1.0 / divisor if divisor else math.inf
+    else:
+        grad_scale = 1.0
+    kout = _kernel_out(out, x, (t, w, pw), kernel_shape) if want_grad else None
+    total, loss_values, grad = backend.KERNELS[kernel_name](
+        x, t, w, pw, kparams, reduction == "none", grad_scale if want_grad else None, kout,
+        n_threads,
+    )
+
+    if reduction == "none":
+        loss = loss_values.reshape(loss_shape)
+    elif reduction == "sum":
+        loss = dtype.type(total)
+    else:
+        loss = dtype.type(_divide(total, divisor))
+    if not want_grad:
+        return loss
+    if out is None:
+        return loss, grad.reshape(shape)
+    if grad is not kout:
+        np.copyto(out, grad.reshape(shape))
+    return loss, out
+
+
+def _prepare_elementwise(spec, backend, x_in, target, weight, pos_weight, params, dtype):
+    t_in = _real_array(target, "target")
+    shape = x_in.shape
+    if t_in.shape != shape:
+        raise ValueError(f"input and target must have the same shape, got input {shape} and target {t_in.shape}")
+    x = _as_compute(x_in, dtype).reshape(-1)
+    t = _as_compute(t_in, dtype).reshape(-1)
+    n = x.size
+    w = pw = None
+    if weight is not None:
+        w = _elementwise_weight(weight, "weight", shape, dtype)
+    if pos_weight is not None:
+        pw = _elementwise_weight(pos_weight, "pos_weight", shape, dtype)
+    if n == 0:  # nothing to weigh; keeps every kernel's "P divides n" simple
+        w = pw = None
+
+    if spec.input_domain == "unit":
+        _check_unit(backend, x, "input")
+    if spec.target_domain == "unit":
+        _check_unit(backend, t, "target")
+    elif spec.target_domain == "sign":
+        bad = backend.first_non_sign(t)
+        if bad is not None:
+            raise ValueError(f"target (labels) must be -1 or +1, got {bad!r}")
+
+    if spec.mean_divisor == "weight_sum" and w is not None:
+        divisor = float(np.sum(w, dtype=np.float64)) * (n // w.size)
+    else:
+        divisor = float(n)
+    return spec.kernel_name, x, t, w, pw, params, divisor, shape, (n,)
+
+
+def _check_unit(backend, a, name):
+    bad = backend.first_outside_unit(a)
+    if bad is not None:
+        raise ValueError(f"{name} (probabilities) must lie in [0, 1], got {bad!r}")
+
+
+def _prepare_classes(spec, backend, x_in, target, weight, ignore_index, params, dtype):
+    shape = x_in.shape
+    if x_in.ndim == 0 or (spec.max_input_dims and x_in.ndim > spec.max_input_dims):
+        allowed = "(N, C) or (C,)" if spec.max_input_dims == 2 else "(N, C), (C,) or (N, C, d1, ...)"
+        raise ValueError(f"input must have shape {allowed}, got {shape}")
+    if x_in.ndim == 1:
+        n_rows, n_classes, inner = 1, shape[0], 1
+        index_shape = ()
+    else:
+        n_rows, n_classes = shape[0], shape[1]
+        inner = math.prod(shape[2:])
+        index_shape = (shape[0],) + shape[2:]
+    kernel_shape = (n_rows, n_classes, inner)
+    x = _as_compute(x_in, dtype).reshape(kernel_shape)
+
+    t_in = _real_array(target, "target")
+    probabilities = t_in.dtype.kind == "f" and spec.probability_target and t_in.shape == shape
+    if not probabilities:
+        if t_in.dtype.kind not in "iu":
+            what = "class indices or class probabilities of the input's shape" if spec.probability_target else "class indices"
+            raise TypeError(f"target must hold integer {what}, got dtype {t_in.dtype} and shape {t_in.shape}")
+        if t_in.shape != index_shape:
+            raise ValueError(
+                f"target of class indices must have shape {index_shape} for input of shape {shape}, got {t_in.shape}"
+            )
+
+    w = None
+    if weight is not None:
+        w = _as_compute(_real_array(weight, "weight"), dtype)
+        if w.shape != (n_classes,):
+            raise ValueError(f"weight must have shape (C,) = ({n_classes},), one weight per class, got {w.shape}")
+
+    if probabilities:
+        t = _as_compute(t_in, dtype).reshape(kernel_shape)
+        return ("cross_entropy_probs", x, t, w, None, params, float(n_rows * inner),
+                index_shape, kernel_shape)
+
+    if spec.ignore_index:
+        if isinstance(ignore_index, bool) or not isinstance(ignore_index, numbers.Integral):
+            raise TypeError(f"ignore_index must be an integer, got {ignore_index!r}")
+        ignore_index = int(ignore_index)
+    else:
+        ignore_index = None
+    if t_in.dtype == np.uint64 and t_in.size and t_in.max() > _INT64_MAX:
+        raise ValueError(f"target holds class index {int(t_in.max())}, outside [0, {n_classes})")
+    t = np.asarray(t_in, dtype=np.int64, order="C").reshape(n_rows, inner)
+    bad, target_weight = backend.class_target_stats(t, n_classes, ignore_index, w)
+    if bad is not None:
+        raise ValueError(f"target holds class index {bad}, outside [0, {n_classes})"
+                         + (f" and not ignore_index ({ignore_index})" if ignore_index is not None else ""))
+    divisor = target_weight if spec.mean_divisor == "target_weight" else float(n_rows * inner)
+    kparams = ((ignore_index,) if spec.ignore_index else ()) + params
+    return spec.kernel_name, x, t, w, None, kparams, divisor, index_shape, kernel_shape
+
+
+# --------------------------------------------------------------------------- generation
+
+
+def _signature_parts(spec: Loss, grad: bool):
+    """The keyword-only parameters of a public function, in PyTorch's order."""
+    kw = []
+    if spec.weight:
+        kw.append("weight=None")
+    if spec.pos_weight:
+        kw.append("pos_weight=None")
+    if spec.ignore_index:
+        kw.append("ignore_index=-100")
+    kw += [f"{p.name}={p.default!r}" for p in spec.params]
+    kw += ['reduction="mean"', "n_threads=None"]
+    if grad:
+        kw.append("out=None")
+    return kw
+
+
+def _docstring(spec: Loss, grad: bool, backend_name: str) -> str:
+    lines = [spec.summary, ""]
+    if grad:
+        lines += [
+            f"Fused loss and gradient: returns ``(loss, grad)`` where ``loss`` is bitwise "
+            f"``{spec.name}(...)`` with the same arguments and ``grad`` is the gradient of that",
+            "loss with respect to ``input`` (of its sum for ``reduction='none'``), shaped like",
+            "``input``, in the compute dtype. ``out`` (optional) receives the gradient; it may be",
+            "``input`` itself.",
+            "",
+        ]
+    lines += [f"Per element: ``{spec.formula}``.", f"Gradient: ``{spec.gradient}``."]
+    divisor = {
+        "count": "the number of loss terms",
+        "weight_sum": "the sum of the weight broadcast to the input's shape (the element count without weight)",
+        "target_weight": "the sum of weight[target] over non-ignored samples (their count without weight)",
+    }[spec.mean_divisor]
+    lines += [f"``reduction='mean'`` divides the summed loss by {divisor}."]
+    lines += list(spec.notes)
+    for p in spec.params:
+        lines.append(f"``{p.name}`` ({p.domain}, default {p.default!r}): {p.doc}.")
+    lines += ["", f"Backend: {backend_name}. See fastloss's API.md for the full contract."]
+    return "\n".join(lines)
+
+
+def make_public_api(backend) -> dict:
+    """The 22 public functions (every loss and its ``_grad`` twin) bound to ``backend``."""
+    functions = {}
+    for spec in LOSSES:
+        for grad in (False, True):
+            name = spec.name + ("_grad" if grad else "")
+            kw = _signature_parts(spec, grad)
+            params = "".join(f"{p.name}, " for p in spec.params)
+            src = (
+                f"def {name}(input, target, *, {', '.join(kw)}):\n"
+                f"    return _call(_spec, _backend, input, target, "
+                f"{'weight' if spec.weight else 'None'}, "
+                f"{'pos_weight' if spec.pos_weight else 'None'}, "
+                f"{'ignore_index' if spec.ignore_index else 'None'}, "
+                f"({params}), reduction, n_threads, {'out' if grad else 'None'}, {grad})\n"
+            )
+            namespace = {"_call": _call, "_spec": spec, "_backend": backend}
+            exec(compile(src, f"<fastloss generated {name}>", "exec"), namespace)
+            fn = namespace[name]
+            fn.__doc__ = _docstring(spec, grad, backend.NAME)
+            fn.__module__ = "fastloss"
+            functions[name] = fn
+    return functions

@@ -1,0 +1,318 @@
+"""The pure NumPy backend: the fallback, the readable reference, the benchmarks' baseline.
+
+Importing this module gives every public function of fastloss computed with NumPy only
+(``fastloss.numpy_backend.mse_loss(...)`` and so on), whatever backend ``fastloss`` uses.
+
+The backend contract
+--------------------
+A backend module has ``NAME``, ``KERNELS`` (kernel name -> function) and three scanners
+used by the front layer (``fastloss._api``) before anything is computed:
+
+``first_outside_unit(a)``       the first value of ``a`` not in [0, 1] (NaN included), or None
+``first_non_sign(a)``           the first value of ``a`` that is not -1 or +1, or None
+``class_target_stats(t, C, ignore_index, w)``
+                                ``(bad, target_weight)``: the first index of ``t`` outside
+                                [0, C) that is not ``ignore_index`` (or None), and the sum of
+                                ``w[t]`` (count when ``w`` is None) over non-ignored targets
+
+Every kernel is called as ``kernel(x, t, w, pw, params, want_none, grad_scale, out, n_threads)``
+and returns ``(total, loss, grad)``. The front layer guarantees:
+
+* elementwise kernels: ``x`` and ``t`` are 1-D C-contiguous arrays of the compute dtype
+  (float32 or float64) and equal length n; ``w`` and ``pw`` (pos_weight) are None or 1-D
+  C-contiguous arrays of that dtype whose length P divides n, element i being weighted by
+  ``w[i % P]``; ``params`` holds the loss's scalar parameters in registry order.
+* class kernels: ``x`` is ``(N, C, K)`` C-contiguous (K = product of the extra dims); ``t`` is
+  ``(N, K)`` int64 class indices, already validated (or, for ``cross_entropy_probs``, class
+  probabilities shaped like ``x``); ``w`` is None or ``(C,)``; ``params`` is
+  ``(ignore_index, *registry params)`` for losses with ``ignore_index``.
+* ``want_none``: return the weighted per-term losses as ``loss`` (total None); otherwise
+  ``total`` is the float64 sum of those losses and ``loss`` None.
+* ``grad_scale``: None for no gradient; else the gradient of the summed weighted loss,
+  times ``grad_scale``, is written into ``out`` (C-contiguous, of ``x``'s shape, possibly
+  ``x`` itself) or into a new array when ``out`` is None, and returned as ``grad``.
+* ``n_threads`` >= 1 (this backend runs on one thread and ignores it).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+NAME = "numpy"
+
+
+# --------------------------------------------------------------------------- scanners
+
+
+def _first(a, bad):
+    idx = np.flatnonzero(bad)
+    return a.reshape(-1)[idx[0]].item() if idx.size else None
+
+
+def first_outside_unit(a):
+    return _first(a, ~((a >= 0) & (a <= 1)))
+
+
+def first_non_sign(a):
+    return _first(a, (a != 1) & (a != -1))
+
+
+def class_target_stats(t, n_classes, ignore_index, w):
+    t = t.reshape(-1)
+    kept = t if ignore_index is None else t[t != ignore_index]
+    bad = _first(kept, (kept < 0) | (kept >= n_classes))
+    if bad is not None:
+        return bad, 0.0
+    if w is None:
+        return None, float(kept.size)
+    return None, float(np.sum(w[kept], dtype=np.float64))
+
+
+# --------------------------------------------------------------------------- elementwise math
+# Each function takes x, t (same shape, compute dtype), pos_weight (broadcastable, or None)
+# and the loss's parameters, and returns (loss, grad) per element, grad None unless asked.
+
+
+def _sign(r):
+    """sign(r) with sign(NaN) = 0, as PyTorch's L1 gradient."""
+    return (r > 0).astype(r.dtype) - (r < 0).astype(r.dtype)
+
+
+def mse(x, t, pw, want_grad):
+    r = x - t
+    return r * r, (2 * r if want_grad else None)
+
+
+def l1(x, t, pw, want_grad):
+    r = x - t
+    return np.abs(r), (_sign(r) if want_grad else None)
+
+
+def huber(x, t, pw, delta, want_grad):
+    # Quadratic inside |r| < delta, linear (slope delta) outside; continuous at delta.
+    r = x - t
+    a = np.abs(r)
+    loss = np.where(a < delta, 0.5 * a * a, delta * (a - 0.5 * delta))
+    return loss, (np.clip(r, -delta, delta) if want_grad else None)
+
+
+def smooth_l1(x, t, pw, beta, want_grad):
+    # Huber divided by beta; beta == 0 is exactly l1 (the quadratic piece is empty).
+    r = x - t
+    a = np.abs(r)
+    if beta == 0:
+        return a, (_sign(r) if want_grad else None)
+    loss = np.where(a < beta, 0.5 * a * a / beta, a - 0.5 * beta)
+    return loss, (np.where(a < beta, r / beta, _sign(r)) if want_grad else None)
+
+
+def bce(x, t, pw, want_grad):
+    # Domain x in [0, 1] (checked in front). PyTorch's clamp of each log at -100 keeps
+    # x = 0 or 1 finite; log1p(-x) keeps 1 - x accurate for small x.
+    with np.errstate(divide="ignore"):
+        log_x = np.maximum(np.log(x), -100)
+        log_1mx = np.maximum(np.log1p(-x), -100)
+    loss = (t - 1) * log_1mx - t * log_x
+    if not want_grad:
+        return loss, None
+    return loss, (x - t) / np.maximum((1 - x) * x, x.dtype.type(1e-12))
+
+
+def bce_logits(x, t, pw, want_grad):
+    # loss = (1 - y) * softplus(x) + p * y * softplus(-x) for any real x, no overflow:
+    # softplus(+-x) = max(+-x, 0) + log1p(exp(-|x|)), and both terms are >= 0 for y in
+    # [0, 1], so tiny losses (x = -40, y = 0: 4.2e-18) keep their relative accuracy.
+    # grad = (1 - y) * sigmoid(x) - p * y * sigmoid(-x), the sigmoids from exp(-|x|).
+    e = np.exp(-np.abs(x))
+    log_term = np.log1p(e)
+    py = t if pw is None else pw * t
+    loss = (1 - t) * (np.maximum(x, 0) + log_term) + py * (np.maximum(-x, 0) + log_term)
+    if not want_grad:
+        return loss, None
+    inv = 1 / (1 + e)
+    positive = x >= 0
+    sig = np.where(positive, inv, e * inv)
+    sig_neg = np.where(positive, e * inv, inv)
+    return loss, (1 - t) * sig - py * sig_neg
+
+
+def hinge(x, t, pw, margin, want_grad):
+    # z = margin - y * x; loss max(0, z) (NaN propagates); grad -y where z > 0, 0 at the
+    # kink z == 0, NaN where z is NaN.
+    z = margin - t * x
+    return np.maximum(z, 0), (-t * np.heaviside(z, 0) if want_grad else None)
+
+
+def squared_hinge(x, t, pw, margin, want_grad):
+    h = np.maximum(margin - t * x, 0)
+    return h * h, (-2 * t * h if want_grad else None)
+
+
+def _elementwise_kernel(math_fn):
+    def kernel(x, t, w, pw, params, want_none, grad_scale, out, n_threads):
+        want_grad = grad_scale is not None
+        # View the flat data as rows of the weights' period so the weights broadcast.
+        period = math.lcm(*(a.size for a in (w, pw) if a is not None)) if (w is not None or pw is not None) else 1
+        rows = (-1, period) if x.size else (0, 1)
+        x2, t2 = x.reshape(rows), t.reshape(rows)
+        w2 = None if w is None else np.tile(w, period // w.size)
+        pw2 = None if pw is None else np.tile(pw, period // pw.size)
+        loss, grad = math_fn(x2, t2, pw2, *params, want_grad)
+        if w2 is not None:
+            loss = loss * w2
+        total = None if want_none else float(np.sum(loss, dtype=np.float64))
+        if want_grad:
+            if w2 is not None:
+                grad = grad * w2
+            if grad_scale != 1.0:
+                grad = grad * x.dtype.type(grad_scale)
+            grad = grad.reshape(-1)
+            if out is not None:
+                out[...] = grad
+                grad = out
+        return total, (loss.reshape(-1) if want_none else None), grad
+
+    return kernel
+
+
+# --------------------------------------------------------------------------- class math
+# x is (N, C, K); t is (N, K) int64 (or (N, C, K) probabilities); w is (C,) or None.
+
+
+def _log_softmax(x):
+    # log-sum-exp with the row max subtracted: exp never overflows; logp = (x - m) - log(s)
+    # keeps full precision even for huge logits (no m + log(s) - x cancellation).
+    m = np.max(x, axis=1, keepdims=True)
+    shifted = x - m
+    s = np.sum(np.exp(shifted), axis=1, keepdims=True)
+    return shifted - np.log(s), shifted, s
+
+
+def _gather(a, t):
+    """a[n, t[n, k], k] for every n, k (t clipped to valid classes; ignored rows masked later)."""
+    return np.take_along_axis(a, np.clip(t, 0, a.shape[1] - 1)[:, None, :], axis=1)[:, 0, :]
+
+
+def _onehot(t, n_classes, dtype):
+    return (np.arange(n_classes)[None, :, None] == t[:, None, :]).astype(dtype)
+
+
+def _class_weight(w, n_classes, dtype):
+    return np.ones(n_classes, dtype) if w is None else w
+
+
+def _finish(loss, grad, want_none, grad_scale, out, dtype):
+    total = None if want_none else float(np.sum(loss, dtype=np.float64))
+    if grad is not None:
+        if grad_scale != 1.0:
+            grad = grad * dtype.type(grad_scale)
+        if out is not None:
+            out[...] = grad
+            grad = out
+    return total, (loss if want_none else None), grad
+
+
+def cross_entropy(x, t, w, pw, params, want_none, grad_scale, out, n_threads):
+    ignore_index, eps = params
+    dtype = x.dtype
+    n_classes = x.shape[1]
+    wc = _class_weight(w, n_classes, dtype)
+    keep = t != ignore_index
+    logp, shifted, s = _log_softmax(x)
+    w_y = np.where(keep, wc[np.clip(t, 0, n_classes - 1)], 0).astype(dtype)
+    loss = w_y * -_gather(logp, t)
+    if eps > 0:
+        # Label smoothing (PyTorch): (1 - eps) * nll + eps / C * sum_c w_c * (-logp_c).
+        smooth = np.sum(-logp * wc[None, :, None], axis=1)
+        loss = (1 - eps) * loss + (eps / n_classes) * np.where(keep, smooth, 0)
+    loss = np.where(keep, loss, 0).astype(dtype)
+    grad = None
+    if grad_scale is not None:
+        p = np.exp(shifted) / s
+        grad = w_y[:, None, :] * (p - _onehot(t, n_classes, dtype))
+        if eps > 0:
+            grad = (1 - eps) * grad + (eps / n_classes) * (p * np.sum(wc) - wc[None, :, None])
+        grad = np.where(keep[:, None, :], grad, 0).astype(dtype)
+    return _finish(loss, grad, want_none, grad_scale, out, dtype)
+
+
+def cross_entropy_probs(x, t, w, pw, params, want_none, grad_scale, out, n_threads):
+    (eps,) = params
+    dtype = x.dtype
+    n_classes = x.shape[1]
+    q = (1 - eps) * t + eps / n_classes if eps > 0 else t
+    wq = q if w is None else q * w[None, :, None]
+    logp, shifted, s = _log_softmax(x)
+    loss = -np.sum(logp * wq, axis=1)
+    grad = None
+    if grad_scale is not None:
+        p = np.exp(shifted) / s
+        grad = p * np.sum(wq, axis=1, keepdims=True) - wq
+    return _finish(loss, grad, want_none, grad_scale, out, dtype)
+
+
+def nll(x, t, w, pw, params, want_none, grad_scale, out, n_threads):
+    (ignore_index,) = params
+    dtype = x.dtype
+    n_classes = x.shape[1]
+    wc = _class_weight(w, n_classes, dtype)
+    keep = t != ignore_index
+    w_y = np.where(keep, wc[np.clip(t, 0, n_classes - 1)], 0).astype(dtype)
+    loss = np.where(keep, -w_y * _gather(x, t), 0).astype(dtype)
+    grad = None
+    if grad_scale is not None:
+        grad = -w_y[:, None, :] * _onehot(t, n_classes, dtype)
+    return _finish(loss, grad, want_none, grad_scale, out, dtype)
+
+
+def multi_margin(x, t, w, pw, params, want_none, grad_scale, out, n_threads):
+    # z_c = margin - x_y + x_c for c != y; terms with z_c > 0 count (NaN counts as not > 0,
+    # as in PyTorch); loss = w_y / C * sum_c z_c**p.
+    p, margin = params
+    dtype = x.dtype
+    n_classes = x.shape[1]
+    wc = _class_weight(w, n_classes, dtype)
+    w_y = wc[t]
+    not_target = 1 - _onehot(t, n_classes, dtype)
+    z = margin - _gather(x, t)[:, None, :] + x
+    active = (z > 0) & (not_target > 0)
+    h = np.where(active, z, 0).astype(dtype)
+    loss = (w_y * np.sum(h if p == 1 else h * h, axis=1) / n_classes).astype(dtype)
+    grad = None
+    if grad_scale is not None:
+        g = (active.astype(dtype) if p == 1 else 2 * h) * (w_y[:, None, :] / n_classes)
+        grad = (g - (1 - not_target) * np.sum(g, axis=1, keepdims=True)).astype(dtype)
+    return _finish(loss, grad, want_none, grad_scale, out, dtype)
+
+
+KERNELS = {
+    "mse_loss": _elementwise_kernel(mse),
+    "l1_loss": _elementwise_kernel(l1),
+    "huber_loss": _elementwise_kernel(huber),
+    "smooth_l1_loss": _elementwise_kernel(smooth_l1),
+    "binary_cross_entropy": _elementwise_kernel(bce),
+    "binary_cross_entropy_with_logits": _elementwise_kernel(bce_logits),
+    "hinge_loss": _elementwise_kernel(hinge),
+    "squared_hinge_loss": _elementwise_kernel(squared_hinge),
+    "cross_entropy": cross_entropy,
+    "cross_entropy_probs": cross_entropy_probs,
+    "nll_loss": nll,
+    "multi_margin_loss": multi_margin,
+}
+
+
+def _export_public_api():
+    import sys
+
+    from ._api import make_public_api
+
+    api = make_public_api(sys.modules[__name__])
+    for fn in api.values():
+        fn.__module__ = __name__
+    globals().update(api)
+    return tuple(api)
+
+
+PUBLIC_FUNCTIONS = _export_public_api()
