@@ -29,7 +29,9 @@ OPENMP_PROBE = textwrap.dedent(
     """
 )
 
-BASE_FLAGS = ["-O3", "-fno-math-errno", "-fno-semantic-interposition"]
+# -ffp-contract=off: no fused multiply-add contraction, so a loss computed with or without
+# its gradient (different loops) has the same bits.
+BASE_FLAGS = ["-O3", "-std=c++17", "-fno-math-errno", "-ffp-contract=off", "-fno-semantic-interposition"]
 
 
 def _compiles(compiler, source, flags):
@@ -64,11 +66,21 @@ class BuildExt(build_ext):
 
 def extensions():
     try:
+        import numpy  # noqa: F401
         from Cython.Build import cythonize
     except ImportError:
         print("fastloss build: Cython missing, installing the NumPy backend only", file=sys.stderr)
         return []
-    ext = Extension("fastloss._kernels", ["fastloss/_kernels.pyx"], optional=True)
+    import numpy
+
+    ext = Extension(
+        "fastloss._kernels",
+        ["fastloss/_kernels.pyx"],
+        depends=["fastloss/_kernels.hpp"],
+        include_dirs=[numpy.get_include(), "fastloss"],
+        language="c++",
+        optional=True,
+    )
     return cythonize(
         [ext],
         compiler_directives={
