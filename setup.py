@@ -31,7 +31,7 @@ OPENMP_PROBE = textwrap.dedent(
 
 # -ffp-contract=off: no fused multiply-add contraction, so a loss computed with or without
 # its gradient (different loops) has the same bits.
-BASE_FLAGS = ["-O3", "-std=c++17", "-fno-math-errno", "-ffp-contract=off", "-fno-semantic-interposition"]
+BASE_FLAGS = ["-O3", "-std=c++17", "-fno-math-errno", "-fno-trapping-math", "-ffp-contract=off", "-fno-semantic-interposition"]
 
 
 def _compiles(compiler, source, flags):
@@ -76,7 +76,7 @@ def extensions():
     ext = Extension(
         "fastloss._kernels",
         ["fastloss/_kernels.pyx"],
-        depends=["fastloss/_kernels.hpp"],
+        depends=["fastloss/_kernels.hpp", "fastloss/_kernels_impl.hpp", "fastloss/_vecmath.hpp"],
         include_dirs=[numpy.get_include(), "fastloss"],
         language="c++",
         optional=True,

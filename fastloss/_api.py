@@ -188,7 +188,7 @@ def _call(spec: Loss, backend, input, target, weight, pos_weight, ignore_index, 
     dtype = _compute_dtype(x_in)
     shape = x_in.shape
     if spec.kind == "elementwise":
-        prepared = _prepare_elementwise(spec, backend, x_in, target, weight, pos_weight, params, dtype)
+        prepared = _prepare_elementwise(spec, backend, x_in, target, weight, pos_weight, params, dtype, n_threads)
     else:
         prepared = _prepare_classes(spec, backend, x_in, target, weight, ignore_index, params, dtype)
     kernel_name, x, t, w, pw, kparams, divisor, loss_shape, kernel_shape = prepared
@@ -222,7 +222,7 @@ def _call(spec: Loss, backend, input, target, weight, pos_weight, ignore_index, 
     return loss, out
 
 
-def _prepare_elementwise(spec, backend, x_in, target, weight, pos_weight, params, dtype):
+def _prepare_elementwise(spec, backend, x_in, target, weight, pos_weight, params, dtype, n_threads):
     t_in = _real_array(target, "target")
     shape = x_in.shape
     if t_in.shape != shape:
@@ -239,11 +239,11 @@ def _prepare_elementwise(spec, backend, x_in, target, weight, pos_weight, params
         w = pw = None
 
     if spec.input_domain == "unit":
-        _check_unit(backend, x, "input")
+        _check_unit(backend, x, "input", n_threads)
     if spec.target_domain == "unit":
-        _check_unit(backend, t, "target")
+        _check_unit(backend, t, "target", n_threads)
     elif spec.target_domain == "sign":
-        bad = backend.first_non_sign(t)
+        bad = backend.first_non_sign(t, n_threads)
         if bad is not None:
             raise ValueError(f"target (labels) must be -1 or +1, got {bad!r}")
 
@@ -254,8 +254,8 @@ def _prepare_elementwise(spec, backend, x_in, target, weight, pos_weight, params
     return spec.kernel_name, x, t, w, pw, params, divisor, shape, (n,)
 
 
-def _check_unit(backend, a, name):
-    bad = backend.first_outside_unit(a)
+def _check_unit(backend, a, name, n_threads):
+    bad = backend.first_outside_unit(a, n_threads)
     if bad is not None:
         raise ValueError(f"{name} (probabilities) must lie in [0, 1], got {bad!r}")
 

@@ -47,7 +47,7 @@ cdef extern from "_kernels.hpp" namespace "fl" nogil:
         K_CROSS_ENTROPY_PROBS "fl::kernel::CROSS_ENTROPY_PROBS"
         K_NLL "fl::kernel::NLL"
         K_MULTI_MARGIN "fl::kernel::MULTI_MARGIN"
-    const idx BLOCK "fl::BLOCK"
+    const char* simd_name_c "fl::simd_name"()
 
     cdef cppclass ElementwiseArgs[T]:
         const T* x
@@ -74,8 +74,8 @@ cdef extern from "_kernels.hpp" namespace "fl" nogil:
 
     double elementwise[T](int kernel, const ElementwiseArgs[T]& a, const double* params, int n_threads)
     double classes[T](int kernel, const ClassArgs[T]& a, int n_threads)
-    idx first_outside_unit_c "fl::first_outside_unit"[T](const T* a, idx n)
-    idx first_non_sign_c "fl::first_non_sign"[T](const T* a, idx n)
+    idx first_outside_unit_c "fl::first_outside_unit"[T](const T* a, idx n, int n_threads)
+    idx first_non_sign_c "fl::first_non_sign"[T](const T* a, idx n, int n_threads)
     idx class_target_stats_c "fl::class_target_stats"[T](const int64_t* t, idx n, idx C, bint has_ignore,
                                                         int64_t ignore_index, const T* w, double* weight_sum)
 
@@ -85,6 +85,11 @@ NAME = "cython"
 def openmp_enabled():
     """Whether the kernels were compiled with OpenMP."""
     return bool(FASTLOSS_OPENMP)
+
+
+def simd_level():
+    """The instruction set the kernels run with on this CPU (chosen at run time)."""
+    return simd_name_c().decode()
 
 
 def omp_max_threads():
@@ -103,27 +108,27 @@ cdef inline bint is_f32(cnp.ndarray a) noexcept:
 # ----------------------------------------------------------------------------- scanners
 
 
-def first_outside_unit(cnp.ndarray a):
+def first_outside_unit(cnp.ndarray a, int n_threads):
     cdef idx n = cnp.PyArray_SIZE(a), i
     cdef void* p = data(a)
     cdef bint f32 = is_f32(a)
     with nogil:
         if f32:
-            i = first_outside_unit_c[float](<const float*>p, n)
+            i = first_outside_unit_c[float](<const float*>p, n, n_threads)
         else:
-            i = first_outside_unit_c[double](<const double*>p, n)
+            i = first_outside_unit_c[double](<const double*>p, n, n_threads)
     return None if i < 0 else a.reshape(-1)[i].item()
 
 
-def first_non_sign(cnp.ndarray a):
+def first_non_sign(cnp.ndarray a, int n_threads):
     cdef idx n = cnp.PyArray_SIZE(a), i
     cdef void* p = data(a)
     cdef bint f32 = is_f32(a)
     with nogil:
         if f32:
-            i = first_non_sign_c[float](<const float*>p, n)
+            i = first_non_sign_c[float](<const float*>p, n, n_threads)
         else:
-            i = first_non_sign_c[double](<const double*>p, n)
+            i = first_non_sign_c[double](<const double*>p, n, n_threads)
     return None if i < 0 else a.reshape(-1)[i].item()
 
 

@@ -8,8 +8,8 @@ The backend contract
 A backend module has ``NAME``, ``KERNELS`` (kernel name -> function) and three scanners
 used by the front layer (``fastloss._api``) before anything is computed:
 
-``first_outside_unit(a)``       the first value of ``a`` not in [0, 1] (NaN included), or None
-``first_non_sign(a)``           the first value of ``a`` that is not -1 or +1, or None
+``first_outside_unit(a, n_threads)``  the first value of ``a`` not in [0, 1] (NaN included), or None
+``first_non_sign(a, n_threads)``      the first value of ``a`` that is not -1 or +1, or None
 ``class_target_stats(t, C, ignore_index, w)``
                                 ``(bad, target_weight)``: the first index of ``t`` outside
                                 [0, C) that is not ``ignore_index`` (or None), and the sum of
@@ -51,11 +51,11 @@ def _first(a, bad):
     return a.reshape(-1)[idx[0]].item() if idx.size else None
 
 
-def first_outside_unit(a):
+def first_outside_unit(a, n_threads):
     return _first(a, ~((a >= 0) & (a <= 1)))
 
 
-def first_non_sign(a):
+def first_non_sign(a, n_threads):
     return _first(a, (a != 1) & (a != -1))
 
 

@@ -1,0 +1,519 @@
+// The kernels proper; included once per instruction-set level by _kernels.hpp, each time
+// inside its own namespace fl::FL_IMPL (no include guard on purpose).
+
+namespace fl {
+namespace FL_IMPL {
+
+#include "_vecmath.hpp"
+
+constexpr idx BLOCK = 4096;  // elements per block of the fixed summation order
+constexpr int LANES = 16;    // float64 partial sums per block
+// Below this many elements (class kernels: elements of the input) no parallel region is
+// opened: an OpenMP region costs ~0.3-0.5 us even on one thread (see bench/ and DESIGN.md).
+constexpr idx SERIAL_BELOW = 1 << 15;
+
+
+// ---------------------------------------------------------------------------------------
+// Fixed-order summation helpers
+
+// Pairwise sum of a[0..n) in a fixed tree: O(log n) error growth, independent of threads.
+inline double pairwise_sum(const double* a, idx n) {
+    if (n <= 8) {
+        double s = 0.0;
+        for (idx i = 0; i < n; ++i) s += a[i];
+        return s;
+    }
+    idx half = n / 2;
+    return pairwise_sum(a, half) + pairwise_sum(a + half, n - half);
+}
+
+inline int max_threads_for(idx work_items, int n_threads) {
+    if (n_threads < 1) n_threads = 1;
+    return (int)std::min<idx>(n_threads, std::max<idx>(work_items, 1));
+}
+
+// Run body(b) for b in [0, nblocks), storing nothing; parallel only for big work.
+template <class Body>
+inline void for_blocks(idx nblocks, bool parallel, int n_threads, Body body) {
+#if FASTLOSS_OPENMP
+    if (parallel && n_threads > 1 && nblocks > 1) {
+        int nt = max_threads_for(nblocks, n_threads);
+#pragma omp parallel for schedule(static) num_threads(nt)
+        for (idx b = 0; b < nblocks; ++b) body(b);
+        return;
+    }
+#endif
+    for (idx b = 0; b < nblocks; ++b) body(b);
+}
+
+// Sum of block_sum(b) over blocks, in the fixed pairwise order.
+template <class BlockSum>
+inline double sum_blocks(idx nblocks, bool parallel, int n_threads, BlockSum block_sum) {
+    if (nblocks <= 0) return 0.0;
+    if (nblocks == 1) return block_sum(0);
+    double stack_partials[64];
+    double* partials = nblocks <= 64 ? stack_partials : (double*)std::malloc(sizeof(double) * nblocks);
+    if (!partials) return std::numeric_limits<double>::quiet_NaN();
+    for_blocks(nblocks, parallel, n_threads, [&](idx b) { partials[b] = block_sum(b); });
+    double total = pairwise_sum(partials, nblocks);
+    if (partials != stack_partials) std::free(partials);
+    return total;
+}
+
+// ---------------------------------------------------------------------------------------
+// 1. Per-element math of the elementwise losses.
+// Each functor computes, for input x, target y and pos_weight p (1 when absent), the loss l
+// and its derivative g with respect to x. Domains are checked by the front layer.
+
+template <typename T>
+inline T sign_or_zero(T r) {  // sign(r), 0 at 0 and at NaN (PyTorch's L1 gradient)
+    return T(r > T(0)) - T(r < T(0));
+}
+
+template <typename T>
+struct Mse {
+    explicit Mse(const double*) {}
+    void operator()(T x, T y, T, T& l, T& g) const {
+        T r = x - y;
+        l = r * r;
+        g = T(2) * r;
+    }
+};
+
+template <typename T>
+struct L1 {
+    explicit L1(const double*) {}
+    void operator()(T x, T y, T, T& l, T& g) const {
+        T r = x - y;
+        l = std::abs(r);
+        g = sign_or_zero(r);
+    }
+};
+
+template <typename T>
+struct Huber {
+    // Quadratic for |r| < delta, linear with slope delta outside; delta > 0.
+    T delta, half_delta;
+    explicit Huber(const double* p) : delta(T(p[0])), half_delta(T(0.5 * p[0])) {}
+    void operator()(T x, T y, T, T& l, T& g) const {
+        T r = x - y, a = std::abs(r);
+        T quadratic = T(0.5) * a * a, linear = delta * (a - half_delta);
+        l = a < delta ? quadratic : linear;
+        g = std::min(std::max(r, -delta), delta);  // clip(r); NaN passes through both
+    }
+};
+
+template <typename T>
+struct SmoothL1 {
+    // Huber / beta; beta == 0 is L1 exactly (the quadratic piece is empty, no 0/0).
+    T beta, half_beta;
+    explicit SmoothL1(const double* p) : beta(T(p[0])), half_beta(T(0.5 * p[0])) {}
+    void operator()(T x, T y, T, T& l, T& g) const {
+        T r = x - y, a = std::abs(r);
+        // Both pieces are computed, then selected: branch-free, so the loop vectorises
+        // (r / beta for beta == 0 is computed but never selected).
+        bool quad = a < beta;
+        T quadratic = T(0.5) * a * a / beta, linear = a - half_beta;
+        T slope = r / beta, unit = sign_or_zero(r);
+        l = quad ? quadratic : linear;
+        g = quad ? slope : unit;
+    }
+};
+
+template <typename T>
+struct Bce {
+    // Domain x, y in [0, 1]. Each log is clamped at -100 (PyTorch), so x = 0 or 1 stays
+    // finite; log1p(-x) keeps 1 - x accurate for small x. Gradient (x - y) / max(x(1-x), 1e-12).
+    explicit Bce(const double*) {}
+    void operator()(T x, T y, T, T& l, T& g) const {
+        T log_x = std::max(vm::log(x), T(-100));
+        T log_1mx = std::max(vm::log1p(-x), T(-100));
+        l = (y - T(1)) * log_1mx - y * log_x;
+        g = (x - y) / std::max((T(1) - x) * x, T(1e-12));
+    }
+};
+
+template <typename T>
+struct BceLogits {
+    // Any real x. loss = (1 - y) softplus(x) + p y softplus(-x) with
+    // softplus(+-x) = max(+-x, 0) + log1p(exp(-|x|)): no overflow, and for y in [0, 1] both
+    // terms are >= 0, so tiny losses keep full relative accuracy (x=-40, y=0: 4.2e-18).
+    // grad = (1 - y) sigmoid(x) - p y sigmoid(-x), both sigmoids from e = exp(-|x|) <= 1.
+    explicit BceLogits(const double*) {}
+    void operator()(T x, T y, T p, T& l, T& g) const {
+        T e = vm::exp(-std::abs(x));
+        T log_term = vm::log1p(e);
+        T py = p * y;
+        T sp_pos = std::max(x, T(0)) + log_term;
+        T sp_neg = std::max(-x, T(0)) + log_term;
+        l = (T(1) - y) * sp_pos + py * sp_neg;
+        T inv = T(1) / (T(1) + e);
+        T sig_small = e * inv;  // sigmoid(-|x|)
+        bool pos = x >= T(0);
+        T sig = pos ? inv : sig_small, sig_neg = pos ? sig_small : inv;
+        g = (T(1) - y) * sig - py * sig_neg;
+    }
+};
+
+template <typename T>
+struct Hinge {
+    // z = margin - y x; loss max(0, z) with NaN propagated; grad -y for z > 0, 0 at the
+    // kink z == 0 and below, NaN for NaN z.
+    T margin;
+    explicit Hinge(const double* p) : margin(T(p[0])) {}
+    void operator()(T x, T y, T, T& l, T& g) const {
+        T z = margin - y * x;
+        T neg_y = -y, flat = z <= T(0) ? T(0) : z;  // flat: 0 on the flat side, NaN if NaN
+        l = z < T(0) ? T(0) : z;
+        g = z > T(0) ? neg_y : flat;
+    }
+};
+
+template <typename T>
+struct SquaredHinge {
+    T margin;
+    explicit SquaredHinge(const double* p) : margin(T(p[0])) {}
+    void operator()(T x, T y, T, T& l, T& g) const {
+        T z = margin - y * x;
+        T h = z < T(0) ? T(0) : z;  // NaN propagates
+        l = h * h;
+        g = T(-2) * y * h;
+    }
+};
+
+// ---------------------------------------------------------------------------------------
+// 2. The elementwise driver.
+
+
+// One run of elements [0, len) of contiguous data; returns its lane-ordered sum.
+// Inputs are read into local arrays before anything is written, so in-place (grad == x)
+// is safe and the compiler need not fear aliasing.
+template <class Op, typename T, bool W, bool PW, bool LOSS, bool GRAD>
+__attribute__((noinline)) double run(const Op& op, const T* x, const T* y, const T* w, const T* pw, T* lo, T* go,
+                  T scale, idx len) {
+    double acc[LANES] = {0.0};
+    idx i = 0;
+    for (; i + LANES <= len; i += LANES) {
+        // One chunk of LANES elements: the math vectorises (omp simd lets the compiler
+        // if-convert the branches of each loss), then the losses go to their fixed lanes.
+        // Element j reads x[i + j] before g[i + j] is written, so in place is safe.
+        T ls[LANES], gs[LANES];
+#pragma omp simd
+        for (int j = 0; j < LANES; ++j) {
+            T l, g;
+            op(x[i + j], y[i + j], PW ? pw[i + j] : T(1), l, g);
+            if (W) {
+                l *= w[i + j];
+                g *= w[i + j];
+            }
+            ls[j] = l;
+            gs[j] = g * scale;
+        }
+        for (int j = 0; j < LANES; ++j) acc[j] += double(ls[j]);
+        if (LOSS)
+            for (int j = 0; j < LANES; ++j) lo[i + j] = ls[j];
+        if (GRAD)
+            for (int j = 0; j < LANES; ++j) go[i + j] = gs[j];
+    }
+    for (int j = 0; i < len; ++i, ++j) {  // the tail: same math, same lanes
+        T l, g;
+        op(x[i], y[i], PW ? pw[i] : T(1), l, g);
+        if (W) {
+            l *= w[i];
+            g *= w[i];
+        }
+        acc[j] += double(l);
+        if (LOSS) lo[i] = l;
+        if (GRAD) go[i] = g * scale;
+    }
+    return pairwise_sum(acc, LANES);
+}
+
+// One block [begin, end): split into runs that do not cross a weight period boundary.
+template <class Op, typename T, bool W, bool PW, bool LOSS, bool GRAD>
+inline double block(const Op& op, const ElementwiseArgs<T>& a, idx begin, idx end) {
+    if (!W && !PW)
+        return run<Op, T, W, PW, LOSS, GRAD>(op, a.x + begin, a.y + begin, nullptr, nullptr,
+                                             a.loss + (LOSS ? begin : 0), a.grad + (GRAD ? begin : 0),
+                                             a.scale, end - begin);
+    double total = 0.0;
+    idx phase = begin % a.period;
+    for (idx i = begin; i < end;) {
+        idx len = std::min(end - i, a.period - phase);
+        total += run<Op, T, W, PW, LOSS, GRAD>(op, a.x + i, a.y + i, W ? a.w + phase : nullptr,
+                                               PW ? a.pw + phase : nullptr, a.loss + (LOSS ? i : 0),
+                                               a.grad + (GRAD ? i : 0), a.scale, len);
+        i += len;
+        phase = 0;
+    }
+    return total;
+}
+
+template <class Op, typename T, bool W, bool PW, bool LOSS, bool GRAD>
+double drive(const Op& op, const ElementwiseArgs<T>& a, int n_threads) {
+    idx nblocks = (a.n + BLOCK - 1) / BLOCK;
+    return sum_blocks(nblocks, a.n >= SERIAL_BELOW, n_threads, [&](idx b) {
+        return block<Op, T, W, PW, LOSS, GRAD>(op, a, b * BLOCK, std::min(a.n, (b + 1) * BLOCK));
+    });
+}
+
+// Pick the specialisation for which operands are present (each a compile-time flag, so
+// the hot loop has no branches).
+template <class Op, typename T>
+double dispatch_flags(const Op& op, const ElementwiseArgs<T>& a, int n_threads) {
+    const bool w = a.w != nullptr, pw = a.pw != nullptr, lo = a.loss != nullptr, g = a.grad != nullptr;
+#define FL_CASE(W, PW, LO, G) \
+    if (w == W && pw == PW && lo == LO && g == G) return drive<Op, T, W, PW, LO, G>(op, a, n_threads);
+    FL_CASE(false, false, false, false) FL_CASE(false, false, false, true)
+    FL_CASE(false, false, true, false)  FL_CASE(false, false, true, true)
+    FL_CASE(true, false, false, false)  FL_CASE(true, false, false, true)
+    FL_CASE(true, false, true, false)   FL_CASE(true, false, true, true)
+    FL_CASE(false, true, false, false)  FL_CASE(false, true, false, true)
+    FL_CASE(false, true, true, false)   FL_CASE(false, true, true, true)
+    FL_CASE(true, true, false, false)   FL_CASE(true, true, false, true)
+    FL_CASE(true, true, true, false)    FL_CASE(true, true, true, true)
+#undef FL_CASE
+    return std::numeric_limits<double>::quiet_NaN();
+}
+
+// Entry point of every elementwise loss: returns the float64 sum of the weighted losses.
+template <typename T>
+double elementwise(int which, const ElementwiseArgs<T>& a, const double* params, int n_threads) {
+    switch (which) {
+        case kernel::MSE: return dispatch_flags(Mse<T>(params), a, n_threads);
+        case kernel::L1: return dispatch_flags(L1<T>(params), a, n_threads);
+        case kernel::HUBER: return dispatch_flags(Huber<T>(params), a, n_threads);
+        case kernel::SMOOTH_L1: return dispatch_flags(SmoothL1<T>(params), a, n_threads);
+        case kernel::BCE: return dispatch_flags(Bce<T>(params), a, n_threads);
+        case kernel::BCE_LOGITS: return dispatch_flags(BceLogits<T>(params), a, n_threads);
+        case kernel::HINGE: return dispatch_flags(Hinge<T>(params), a, n_threads);
+        case kernel::SQUARED_HINGE: return dispatch_flags(SquaredHinge<T>(params), a, n_threads);
+        default: return std::numeric_limits<double>::quiet_NaN();
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// 3. Class kernels. The input is (N, C, K) C-contiguous: sample (n, k) has its C class
+// values at x[n*C*K + c*K + k], stride K. Targets are (N, K) int64 indices (validated) or
+// (N, C, K) probabilities.
+
+
+// Sum of f(i) for i in [0, n) into LANES float64 partial sums, element i in lane i % LANES,
+// combined pairwise: a fixed order whatever the vector width (so every SIMD level and the
+// fused and plain variants agree bit for bit).
+template <class F>
+inline double lane_sum(idx n, F f) {
+    double acc[LANES] = {0.0};
+    idx i = 0;
+    for (; i + LANES <= n; i += LANES) {
+#pragma omp simd
+        for (int j = 0; j < LANES; ++j) acc[j] += f(i + j);
+    }
+    for (int j = 0; i < n; ++i, ++j) acc[j] += f(i);
+    return pairwise_sum(acc, LANES);
+}
+
+// Softmax cross-entropy of one sample; its C values are x[c * stride] (stride 1 for
+// (N, C) input: CONTIG lets the loops vectorise). Log-sum-exp with the max m subtracted:
+// -logp_c = (m - x_c) + log(s), s = sum exp(x_c - m) in [1, C] summed in float64: no
+// overflow, and no m + log(s) - x_c cancellation for huge logits. NaN anywhere makes the
+// sample NaN (through s), as in PyTorch. Gradient with p = softmax(x):
+//   indices:       (1 - eps) w_y (p - onehot_y) + eps/C (p W - w),  W = sum_c w_c
+//   probabilities: p sum_c(w_c q_c) - w q,  q = (1 - eps) y + eps/C.
+template <typename T, bool CONTIG>
+inline T softmax_sample(const ClassArgs<T>& a, const T* x, const T* prob, int64_t y, T* g,
+                        idx stride_if_strided, T wsum) {
+    const idx st = CONTIG ? 1 : stride_if_strided;
+    const idx C = a.C;
+    const T eps_c = T(a.p0 / double(C)), keep = T(1.0 - a.p0);
+    const bool smooth = a.p0 > 0;
+    T m = -std::numeric_limits<T>::infinity();
+#pragma omp simd reduction(max : m)
+    for (idx c = 0; c < C; ++c) m = std::max(m, x[c * st]);  // max is exact in any order
+    const double s = lane_sum(C, [&](idx c) { return double(vm::exp(x[c * st] - m)); });
+    const T log_s = T(std::log(s));
+    auto nlogp = [&](idx c) { return (m - x[c * st]) + log_s; };  // -log softmax(x)_c
+    auto q_of = [&](idx c) { return smooth ? keep * prob[c * st] + eps_c : prob[c * st]; };
+
+    // The rest is written once for a weight accessor: class weights, or all ones (a
+    // separate instantiation, so no loop tests for a null pointer and all vectorise).
+    auto finish = [&](auto weight) -> T {
+        T loss, coef_p;  // gradient_c = (p_c * coef_p - target_term(c)) * scale
+        const T w_y = prob ? T(1) : weight(y);
+        if (prob) {
+            loss = T(lane_sum(C, [&](idx c) { return double(weight(c) * q_of(c) * nlogp(c)); }));
+            coef_p = T(lane_sum(C, [&](idx c) { return double(weight(c) * q_of(c)); }));
+        } else {
+            loss = w_y * nlogp(y);
+            coef_p = w_y;
+            if (smooth) {
+                T smooth_loss = T(lane_sum(C, [&](idx c) { return double(weight(c) * nlogp(c)); }));
+                loss = keep * loss + eps_c * smooth_loss;
+                coef_p = keep * w_y + eps_c * wsum;
+            }
+        }
+        if (!g) return loss;
+        const T inv_s = T(1.0 / s), scale = a.scale;
+        // Element c reads x_c before writing g_c: safe in place (g == x).
+        auto write = [&](auto target_term) {
+#pragma omp simd
+            for (idx c = 0; c < C; ++c) {
+                T p = vm::exp(x[c * st] - m) * inv_s;
+                g[c * st] = (p * coef_p - target_term(c)) * scale;
+            }
+        };
+        if (prob)
+            write([&](idx c) { return weight(c) * q_of(c); });
+        else if (smooth)
+            write([&](idx c) { return keep * (c == y ? w_y : T(0)) + eps_c * weight(c); });
+        else
+            write([&](idx c) { return c == y ? w_y : T(0); });
+        return loss;
+    };
+    const T* w = a.w;
+    return w ? finish([w](idx c) { return w[c]; }) : finish([](idx) { return T(1); });
+}
+
+// NLL of one sample: loss -w_y x_y; gradient -w_y at y, 0 elsewhere.
+template <typename T>
+inline T nll_sample(const ClassArgs<T>& a, const T* x, int64_t y, T* g, idx stride) {
+    const T w_y = a.w ? a.w[y] : T(1);
+    const T x_y = x[y * stride];  // read before g is written (in place)
+    if (g) {
+        for (idx c = 0; c < a.C; ++c) g[c * stride] = T(0);
+        g[y * stride] = -w_y * a.scale;
+    }
+    return -w_y * x_y;
+}
+
+// Multi-margin (PyTorch's multi_margin_loss) of one sample: z_c = margin - x_y + x_c for
+// c != y; the terms with z_c > 0 count (NaN does not, as in PyTorch);
+// loss = w_y / C sum z_c^p (summed in float64); gradient +w_y p z_c^(p-1) / C at c, their
+// negated sum at y.
+template <typename T>
+inline T multi_margin_sample(const ClassArgs<T>& a, const T* x, int64_t y, T* g, idx stride) {
+    const idx C = a.C;
+    const bool squared = a.p0 == 2;
+    const T margin = T(a.p1), x_y = x[y * stride];
+    const T w_y = a.w ? a.w[y] : T(1);
+    const T factor = w_y / T(C);
+    auto hinge = [&](idx c) {
+        T z = margin - x_y + x[c * stride];
+        return (c != y && z > T(0)) ? z : T(0);
+    };
+    double sum = lane_sum(C, [&](idx c) { T h = hinge(c); return double(squared ? h * h : h); });
+    if (g) {
+        T g_y = 0;
+        for (idx c = 0; c < C; ++c) {
+            T h = hinge(c);
+            T gc = h > T(0) ? (squared ? T(2) * h : T(1)) * factor * a.scale : T(0);
+            g_y += gc;
+            if (c != y) g[c * stride] = gc;
+        }
+        g[y * stride] = -g_y;
+    }
+    return w_y * T(sum) / T(C);
+}
+
+template <typename T>
+double classes(int which, const ClassArgs<T>& a, int n_threads) {
+    const idx samples = a.N * a.K;
+    const idx per_block = std::max<idx>(1, BLOCK / std::max<idx>(a.C, 1));
+    const idx nblocks = (samples + per_block - 1) / per_block;
+    const bool contig = a.K == 1;
+    T wsum = 0;  // sum of the class weights (label smoothing), in a fixed order
+    for (idx c = 0; c < a.C; ++c) wsum += a.w ? a.w[c] : T(1);
+    auto block_sum = [&](idx b) {
+        double acc[LANES] = {0.0};
+        idx end = std::min(samples, (b + 1) * per_block);
+        for (idx s = b * per_block, j = 0; s < end; ++s, j = (j + 1) % LANES) {
+            idx n = contig ? s : s / a.K, k = contig ? 0 : s % a.K;
+            idx offset = n * a.C * a.K + k;
+            const T* x = a.x + offset;
+            T* g = a.grad ? a.grad + offset : nullptr;
+            int64_t y = a.target ? a.target[s] : 0;
+            T loss;
+            if (a.target && y == a.ignore_index && which != kernel::MULTI_MARGIN) {
+                loss = 0;  // ignored sample: no loss, zero gradient
+                if (g)
+                    for (idx c = 0; c < a.C; ++c) g[c * a.K] = T(0);
+            } else if (which == kernel::CROSS_ENTROPY || which == kernel::CROSS_ENTROPY_PROBS) {
+                const T* prob = a.probs ? a.probs + offset : nullptr;
+                loss = contig ? softmax_sample<T, true>(a, x, prob, y, g, 1, wsum)
+                              : softmax_sample<T, false>(a, x, prob, y, g, a.K, wsum);
+            } else if (which == kernel::NLL) {
+                loss = nll_sample(a, x, y, g, a.K);
+            } else {
+                loss = multi_margin_sample(a, x, y, g, a.K);
+            }
+            if (a.loss) a.loss[s] = loss;
+            acc[j] += double(loss);
+        }
+        return pairwise_sum(acc, LANES);
+    };
+    return sum_blocks(nblocks, samples * a.C >= SERIAL_BELOW, n_threads, block_sum);
+}
+
+// ---------------------------------------------------------------------------------------
+// 4. Scanners (read-only): the index of the first element where bad(a[i]) holds, or -1.
+// Blocks are tested branch-free (vectorised), in parallel for big arrays; only the first
+// flagged block is searched element by element.
+
+template <typename T, class Bad>
+idx first_where(const T* a, idx n, int n_threads, Bad bad) {
+    const idx nblocks = (n + BLOCK - 1) / BLOCK;
+    auto block_flag = [&](idx b) {
+        const idx begin = b * BLOCK, end = std::min(n, begin + BLOCK);
+        int any = 0;
+#pragma omp simd reduction(| : any)
+        for (idx i = begin; i < end; ++i) any |= int(bad(a[i]));
+        return any;
+    };
+    auto first_in_block = [&](idx b) -> idx {
+        for (idx i = b * BLOCK, end = std::min(n, (b + 1) * BLOCK); i < end; ++i)
+            if (bad(a[i])) return i;
+        return -1;
+    };
+    if (n < SERIAL_BELOW || n_threads < 2) {
+        for (idx b = 0; b < nblocks; ++b)
+            if (block_flag(b)) return first_in_block(b);
+        return -1;
+    }
+    char* flags = (char*)std::malloc(nblocks);
+    if (!flags) return first_in_block(0) >= 0 ? first_in_block(0) : -2;
+    for_blocks(nblocks, true, n_threads, [&](idx b) { flags[b] = char(block_flag(b)); });
+    idx found = -1;
+    for (idx b = 0; b < nblocks && found < 0; ++b)
+        if (flags[b]) found = first_in_block(b);
+    std::free(flags);
+    return found;
+}
+
+template <typename T>
+idx first_outside_unit(const T* a, idx n, int n_threads) {
+    return first_where(a, n, n_threads, [](T v) { return !(v >= T(0)) | !(v <= T(1)); });  // NaN is outside
+}
+
+template <typename T>
+idx first_non_sign(const T* a, idx n, int n_threads) {
+    return first_where(a, n, n_threads, [](T v) { return (v != T(1)) & (v != T(-1)); });
+}
+
+// First target outside [0, C) that is not ignore_index (-1 if none), and into *weight_sum
+// the float64 sum of w[target] (the count when w is null) over the kept targets.
+template <typename T>
+idx class_target_stats(const int64_t* t, idx n, idx C, bool has_ignore, int64_t ignore_index,
+                       const T* w, double* weight_sum) {
+    auto kept = [=](int64_t y) { return !has_ignore | (y != ignore_index); };
+    idx bad = first_where(t, n, 1, [=](int64_t y) { return kept(y) & ((uint64_t)y >= (uint64_t)C); });
+    if (bad >= 0) return bad;
+    *weight_sum = lane_sum(n, [&](idx i) {
+        int64_t y = t[i];
+        bool kept_y = kept(y);
+        return kept_y ? (w ? double(w[kept_y ? y : 0]) : 1.0) : 0.0;
+    });
+    return -1;
+}
+
+}  // namespace FL_IMPL
+}  // namespace fl

@@ -1,0 +1,180 @@
+// Branch-free exp, log and log1p for float and double, written so that a loop calling them
+// vectorises (libm calls do not), and with pure IEEE arithmetic, so a lane of a vector loop
+// and the scalar tail give the same bits. No -ffast-math: NaN and inf behave as in libm.
+//
+// exp(x): x = n ln2 + r with n = round(x / ln2) and |r| <= ln2/2 (Cody-Waite: ln2 split in
+//   a high part exact in n * ln2_hi and a low part), exp(r) by its Taylor polynomial
+//   (degree 13 in double, 7 in float: truncation below 2^-60 resp. 2^-28 relative), and the
+//   result scaled by 2^n in two steps 2^(n/2) 2^(n - n/2) so subnormal results and the
+//   overflow to inf come out right. Error about 1 ulp.
+// log(m) for m > 0: m = 2^k f with f in [sqrt(2)/2, sqrt(2)), log f = 2 atanh(s) with
+//   s = (f - 1) / (f + 1), |s| <= 0.1716 (f - 1 is exact by Sterbenz), by its odd series;
+//   log m = k ln2_hi + (k ln2_lo + log f). Subnormal m is scaled up first. About 1 ulp.
+// log1p(u): m = 1 + u rounded, with its rounding error d = u - (m - 1) (exact for m < 2^53),
+//   log1p(u) = log(m) + d / m. About 1-2 ulp for every u > -1.
+// (No include guard: included once per instruction-set namespace by _kernels_impl.hpp.)
+
+namespace vm {
+
+// Forced inline: a vectorised loop calling these must see their bodies.
+#define FL_VM_INLINE inline __attribute__((always_inline))
+
+template <typename T>
+struct Bits;
+
+template <>
+struct Bits<float> {
+    using U = uint32_t;
+    using I = int32_t;
+    static constexpr int mantissa = 23, bias = 127;
+    static constexpr float round_magic = 12582912.0f;  // 1.5 * 2^23: adding it rounds to int
+    static constexpr float exp_lo = -104.0f, exp_hi = 89.0f;  // beyond: 0 resp. inf
+    static constexpr float min_normal = 1.17549435e-38f, subnormal_scale = 16777216.0f;  // 2^24
+    static constexpr int subnormal_shift = 24;
+    static constexpr float ln2_hi = 0.693359375f, ln2_lo = -2.12194440e-4f;
+};
+
+template <>
+struct Bits<double> {
+    using U = uint64_t;
+    using I = int64_t;
+    static constexpr int mantissa = 52, bias = 1023;
+    static constexpr double round_magic = 6755399441055744.0;  // 1.5 * 2^52
+    static constexpr double exp_lo = -746.0, exp_hi = 710.0;
+    static constexpr double min_normal = 2.2250738585072014e-308, subnormal_scale = 18014398509481984.0;  // 2^54
+    static constexpr int subnormal_shift = 54;
+    static constexpr double ln2_hi = 6.93147180369123816490e-01, ln2_lo = 1.90821492927058770002e-10;
+};
+
+template <typename T>
+FL_VM_INLINE typename Bits<T>::U to_bits(T x) {
+    typename Bits<T>::U u;
+    std::memcpy(&u, &x, sizeof x);
+    return u;
+}
+
+template <typename T>
+FL_VM_INLINE T from_bits(typename Bits<T>::U u) {
+    T x;
+    std::memcpy(&x, &u, sizeof x);
+    return x;
+}
+
+// 2^n for n in the normal exponent range.
+template <typename T>
+FL_VM_INLINE T pow2(typename Bits<T>::I n) {
+    using U = typename Bits<T>::U;
+    return from_bits<T>(U(n + Bits<T>::bias) << Bits<T>::mantissa);
+}
+
+template <typename T>
+FL_VM_INLINE T exp_poly(T r);
+
+template <>
+FL_VM_INLINE float exp_poly<float>(float r) {
+    return 1.0f + r * (1.0f + r * (0.5f + r * (1.0f / 6 + r * (1.0f / 24 + r * (1.0f / 120 + r * (1.0f / 720 + r * (1.0f / 5040)))))));
+}
+
+template <>
+FL_VM_INLINE double exp_poly<double>(double r) {
+    double p = 1.0 / 6227020800.0;  // 1/13!
+    p = 1.0 / 479001600.0 + r * p;
+    p = 1.0 / 39916800.0 + r * p;
+    p = 1.0 / 3628800.0 + r * p;
+    p = 1.0 / 362880.0 + r * p;
+    p = 1.0 / 40320.0 + r * p;
+    p = 1.0 / 5040.0 + r * p;
+    p = 1.0 / 720.0 + r * p;
+    p = 1.0 / 120.0 + r * p;
+    p = 1.0 / 24.0 + r * p;
+    p = 1.0 / 6.0 + r * p;
+    p = 0.5 + r * p;
+    p = 1.0 + r * p;
+    return 1.0 + r * p;
+}
+
+template <typename T>
+FL_VM_INLINE T exp(T x) {
+    using B = Bits<T>;
+    using I = typename B::I;
+    T xc = x < B::exp_lo ? B::exp_lo : (x > B::exp_hi ? B::exp_hi : x);  // NaN stays NaN
+    T shifted = xc * T(1.44269504088896340736) + B::round_magic;
+    T n = shifted - B::round_magic;  // round(x / ln2), exactly
+    I k = I(to_bits(shifted) - to_bits(B::round_magic));
+    T r = (xc - n * B::ln2_hi) - n * B::ln2_lo;
+    I k1 = k / 2;
+    T result = exp_poly(r) * pow2<T>(k1) * pow2<T>(k - k1);
+    return x != x ? x : result;
+}
+
+template <typename T>
+FL_VM_INLINE T log_series(T s);  // 2 atanh(s) = log((1 + s) / (1 - s)) for |s| <= 0.1716
+
+template <>
+FL_VM_INLINE float log_series<float>(float s) {
+    float z = s * s;
+    return 2.0f * s + 2.0f * s * z * (1.0f / 3 + z * (1.0f / 5 + z * (1.0f / 7 + z * (1.0f / 9 + z * (1.0f / 11)))));
+}
+
+template <>
+FL_VM_INLINE double log_series<double>(double s) {
+    double z = s * s;
+    double p = 1.0 / 21;
+    p = 1.0 / 19 + z * p;
+    p = 1.0 / 17 + z * p;
+    p = 1.0 / 15 + z * p;
+    p = 1.0 / 13 + z * p;
+    p = 1.0 / 11 + z * p;
+    p = 1.0 / 9 + z * p;
+    p = 1.0 / 7 + z * p;
+    p = 1.0 / 5 + z * p;
+    p = 1.0 / 3 + z * p;
+    return 2.0 * s + 2.0 * s * z * p;
+}
+
+// log(m) + d for finite m > 0 (d a small correction already divided by m).
+template <typename T>
+FL_VM_INLINE T log_core(T m, T d) {
+    using B = Bits<T>;
+    using U = typename B::U;
+    using I = typename B::I;
+    bool sub = m < B::min_normal;
+    T mm = sub ? m * B::subnormal_scale : m;
+    U bits = to_bits(mm);
+    I k = I(bits >> B::mantissa) - B::bias - (sub ? B::subnormal_shift : 0);
+    const U mant_mask = (U(1) << B::mantissa) - 1;
+    T f = from_bits<T>((bits & mant_mask) | (U(B::bias) << B::mantissa));  // [1, 2)
+    bool big = f > T(1.41421356237309504880);
+    T f_half = f * T(0.5);
+    f = big ? f_half : f;
+    k = big ? k + 1 : k;
+    T s = (f - T(1)) / (f + T(1));
+    T kf = T(k);
+    return kf * B::ln2_hi + (kf * B::ln2_lo + (log_series(s) + d));
+}
+
+template <typename T>
+FL_VM_INLINE T log(T x) {
+    T safe = x > T(0) && x < std::numeric_limits<T>::infinity() ? x : T(1);
+    T result = log_core(safe, T(0));
+    T special = x == T(0) ? -std::numeric_limits<T>::infinity()
+                          : (x > T(0) ? x : std::numeric_limits<T>::quiet_NaN());  // inf, NaN
+    special = x != x ? x : special;
+    return safe == x ? result : special;
+}
+
+template <typename T>
+FL_VM_INLINE T log1p(T u) {
+    T m = T(1) + u;
+    bool regular = m > T(0) && m < std::numeric_limits<T>::infinity();
+    T safe_m = regular ? m : T(1);
+    T d = regular ? (u - (m - T(1))) / safe_m : T(0);
+    T result = log_core(safe_m, d);
+    T special = m == T(0) ? -std::numeric_limits<T>::infinity()
+                          : (m > T(0) ? m : std::numeric_limits<T>::quiet_NaN());
+    special = u != u ? u : special;
+    return regular ? result : special;
+}
+
+#undef FL_VM_INLINE
+}  // namespace vm
