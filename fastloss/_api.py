@@ -34,21 +34,35 @@ _INT64_MAX = np.iinfo(np.int64).max
 _num_threads: int | None = None  # set by set_num_threads; None follows OpenMP
 
 
+def _compiled_module():
+    """fastloss._kernels when it was built, else None (looked up once)."""
+    global _compiled
+    if _compiled is False:
+        try:
+            from . import _kernels as module
+        except ImportError:
+            module = None
+        _compiled = module
+    return _compiled
+
+
+_compiled = False
+
+
 def _default_threads() -> int:
     """What OpenMP would use: the compiled module asks omp_get_max_threads() (so
     OMP_NUM_THREADS and threadpoolctl limits apply); without it, OMP_NUM_THREADS or the
     number of CPUs this process may run on."""
+    compiled = _compiled_module()
+    if compiled is not None:
+        return compiled.omp_max_threads()
+    env = os.environ.get("OMP_NUM_THREADS", "").split(",")[0].strip()
+    if env.isdigit() and int(env) > 0:
+        return int(env)
     try:
-        from . import _kernels
-    except ImportError:
-        env = os.environ.get("OMP_NUM_THREADS", "").split(",")[0].strip()
-        if env.isdigit() and int(env) > 0:
-            return int(env)
-        try:
-            return len(os.sched_getaffinity(0))
-        except AttributeError:  # pragma: no cover - not Linux
-            return os.cpu_count() or 1
-    return _kernels.omp_max_threads()
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
 
 
 def get_num_threads() -> int:
@@ -60,6 +74,9 @@ def set_num_threads(n: int | None) -> None:
     """Set the default number of threads (``None``: follow OpenMP again)."""
     global _num_threads
     _num_threads = None if n is None else _check_threads(n)
+    compiled = _compiled_module()
+    if compiled is not None:  # the compiled fast path reads its own copy
+        compiled.set_default_threads(_num_threads or 0)
 
 
 def _check_threads(n) -> int:
@@ -115,29 +132,35 @@ def _check_reduction(reduction) -> str:
     if reduction in REDUCTIONS and type(reduction) is str:
         return reduction
     choices = ", ".join(repr(r) for r in REDUCTIONS)
-    if not isinstance(reduction, str):
-        raise TypeError(f"reduction must be one of {choices}, got {reduction!r}")
     raise ValueError(f"reduction must be one of {choices}, got {reduction!r}")
 
 
 def _elementwise_weight(weight, name: str, shape: tuple, dtype: np.dtype):
-    """An elementwise weight broadcast to ``shape``, as its shortest repeating block.
+    """An elementwise weight broadcast to ``shape``, as its repeating block.
 
     Returns a 1-D C-contiguous array ``w`` of length P, with P dividing the element count,
-    such that element i of the (C-order) flattened input has weight ``w[i % P]``. A scalar
-    weight gives P = 1, a weight over the last axis P = shape[-1]; a weight that repeats
-    only along inner axes (e.g. shape (N, 1)) is materialised at the full size."""
+    such that element i of the (C-order) flattened input has weight ``w[i % P]``. The block
+    is decided by the weight's *shape* alone (its leading size-1 axes repeat), never by its
+    strides, so every memory layout of the same weight gives the same bits. A scalar weight
+    gives P = 1, a weight over the last axis P = shape[-1]; a weight that repeats only along
+    inner axes (e.g. shape (N, 1)) is materialised at the full size."""
     w = _real_array(weight, name)
     try:
-        wb = np.broadcast_to(w, shape)
+        np.broadcast_shapes(w.shape, shape)
+        if len(w.shape) > len(shape) or np.broadcast_shapes(w.shape, shape) != shape:
+            raise ValueError
     except ValueError:
         raise ValueError(
             f"{name} of shape {w.shape} does not broadcast to the input's shape {shape}"
         ) from None
+    if math.prod(shape) == 0:  # empty batch: nothing to weigh
+        return np.zeros(0, dtype)
+    padded = w.reshape((1,) * (len(shape) - w.ndim) + w.shape)
     lead = 0
-    while lead < wb.ndim and wb.strides[lead] == 0:
+    while lead < len(shape) and padded.shape[lead] == 1:
         lead += 1
-    return np.asarray(wb[(0,) * lead], dtype=dtype, order="C").reshape(-1)
+    block = np.broadcast_to(padded[(0,) * lead], shape[lead:])
+    return np.asarray(block, dtype=dtype, order="C").reshape(-1)
 
 
 def _check_out(out, shape: tuple, dtype: np.dtype) -> None:
@@ -327,7 +350,8 @@ def _signature_parts(spec: Loss, grad: bool):
         kw.append("pos_weight=None")
     if spec.ignore_index:
         kw.append("ignore_index=-100")
-    kw += [f"{p.name}={p.default!r}" for p in spec.params]
+    # Defaults are the registry's own objects, so the fast path can test them by identity.
+    kw += [f"{p.name}=_defaults[{i}]" for i, p in enumerate(spec.params)]
     kw += ['reduction="mean"', "n_threads=None"]
     if grad:
         kw.append("out=None")
@@ -359,26 +383,46 @@ def _docstring(spec: Loss, grad: bool, backend_name: str) -> str:
     return "\n".join(lines)
 
 
+def _fast_path_source(spec: Loss, grad: bool) -> str:
+    """The lines that try the backend's fast path first (see ``_kernels.pyx``): only when
+    no weight is given and every scalar parameter is its default (checked by identity)."""
+    conditions = ["_fast is not None"]
+    conditions += [f"{name} is None" for name, on in (("weight", spec.weight), ("pos_weight", spec.pos_weight)) if on]
+    conditions += [f"{p.name} is _defaults[{i}]" for i, p in enumerate(spec.params)]
+    args = "input, target, " + ("ignore_index, " if spec.kind == "classes" and spec.ignore_index else
+                                ("None, " if spec.kind == "classes" else ""))
+    return (
+        f"    if {' and '.join(conditions)}:\n"
+        f"        result = _fast({args}reduction, n_threads, {'out' if grad else 'None'}, {grad})\n"
+        f"        if result is not None:\n"
+        f"            return result\n"
+    )
+
+
 def make_public_api(backend) -> dict:
     """The 22 public functions (every loss and its ``_grad`` twin) bound to ``backend``."""
     functions = {}
     for spec in LOSSES:
+        fast = getattr(backend.KERNELS[spec.kernel_name], "fast", None)
         for grad in (False, True):
             name = spec.name + ("_grad" if grad else "")
             kw = _signature_parts(spec, grad)
             params = "".join(f"{p.name}, " for p in spec.params)
             src = (
                 f"def {name}(input, target, *, {', '.join(kw)}):\n"
-                f"    return _call(_spec, _backend, input, target, "
+                + _fast_path_source(spec, grad)
+                + f"    return _call(_spec, _backend, input, target, "
                 f"{'weight' if spec.weight else 'None'}, "
                 f"{'pos_weight' if spec.pos_weight else 'None'}, "
                 f"{'ignore_index' if spec.ignore_index else 'None'}, "
                 f"({params}), reduction, n_threads, {'out' if grad else 'None'}, {grad})\n"
             )
-            namespace = {"_call": _call, "_spec": spec, "_backend": backend}
+            namespace = {"_call": _call, "_spec": spec, "_backend": backend, "_fast": fast,
+                         "_defaults": tuple(p.default for p in spec.params)}
             exec(compile(src, f"<fastloss generated {name}>", "exec"), namespace)
             fn = namespace[name]
             fn.__doc__ = _docstring(spec, grad, backend.NAME)
             fn.__module__ = "fastloss"
+            fn.__source__ = src
             functions[name] = fn
     return functions

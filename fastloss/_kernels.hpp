@@ -42,9 +42,10 @@ template <typename T>
 struct ElementwiseArgs {
     const T* x;
     const T* y;
-    const T* w;   // weight[i % period], or null
-    const T* pw;  // pos_weight[i % period], or null
-    idx period;   // > 0 when w or pw is given
+    const T* w;        // weight[i % w_period], or null
+    const T* pw;       // pos_weight[i % pw_period], or null
+    idx w_period;      // > 0 when w is given
+    idx pw_period;     // > 0 when pw is given
     T* loss;      // per-element weighted loss ("none"), or null
     T* grad;      // gradient times scale, or null (may equal x: in place)
     T scale;

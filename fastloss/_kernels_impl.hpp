@@ -11,6 +11,8 @@ constexpr int LANES = 16;    // float64 partial sums per block
 // Below this many elements (class kernels: elements of the input) no parallel region is
 // opened: an OpenMP region costs ~0.3-0.5 us even on one thread (see bench/ and DESIGN.md).
 constexpr idx SERIAL_BELOW = 1 << 15;
+// Softmax rows up to this many classes keep exp(x - max) on the stack between passes.
+constexpr idx EXP_BUFFER = 2048;
 
 
 // ---------------------------------------------------------------------------------------
@@ -24,7 +26,15 @@ inline double pairwise_sum(const double* a, idx n) {
         return s;
     }
     idx half = n / 2;
-    return pairwise_sum(a, half) + pairwise_sum(a + half, n - half);
+    return pairwise_sum(a + 0, half) + pairwise_sum(a + half, n - half);
+}
+
+// The LANES partial sums combined in a fixed tree (hot: called once per run and per row).
+inline double sum_lanes(const double* a) {
+    static_assert(LANES == 16, "sum_lanes is written for 16 lanes");
+    double b[8];
+    for (int i = 0; i < 8; ++i) b[i] = a[i] + a[i + 8];
+    return ((b[0] + b[4]) + (b[2] + b[6])) + ((b[1] + b[5]) + (b[3] + b[7]));
 }
 
 inline int max_threads_for(idx work_items, int n_threads) {
@@ -111,12 +121,13 @@ struct SmoothL1 {
     void operator()(T x, T y, T, T& l, T& g) const {
         T r = x - y, a = std::abs(r);
         // Both pieces are computed, then selected: branch-free, so the loop vectorises
-        // (r / beta for beta == 0 is computed but never selected).
-        bool quad = a < beta;
+        // (r / beta for beta == 0 is computed but never selected). NaN r gives a NaN
+        // gradient through the slope, as PyTorch; with beta == 0 (L1) it gives 0.
+        bool quad = a < beta, outside = a >= beta || beta == T(0);
         T quadratic = T(0.5) * a * a / beta, linear = a - half_beta;
         T slope = r / beta, unit = sign_or_zero(r);
         l = quad ? quadratic : linear;
-        g = quad ? slope : unit;
+        g = outside ? unit : slope;
     }
 };
 
@@ -129,7 +140,7 @@ struct Bce {
         T log_x = std::max(vm::log(x), T(-100));
         T log_1mx = std::max(vm::log1p(-x), T(-100));
         l = (y - T(1)) * log_1mx - y * log_x;
-        g = (x - y) / std::max((T(1) - x) * x, T(1e-12));
+        g = (x - y) / std::max((T(1) - x) * x, T(1e-12f));  // PyTorch's EPSILON is a float
     }
 };
 
@@ -146,12 +157,15 @@ struct BceLogits {
         T py = p * y;
         T sp_pos = std::max(x, T(0)) + log_term;
         T sp_neg = std::max(-x, T(0)) + log_term;
-        l = (T(1) - y) * sp_pos + py * sp_neg;
+        // A term whose coefficient is 0 is 0 even at x = +-inf (the exact limit; 0 * inf
+        // would be NaN).
+        T neg = T(1) - y, neg_term = neg * sp_pos, pos_term = py * sp_neg;
+        l = (neg == T(0) ? T(0) : neg_term) + (py == T(0) ? T(0) : pos_term);
         T inv = T(1) / (T(1) + e);
         T sig_small = e * inv;  // sigmoid(-|x|)
         bool pos = x >= T(0);
         T sig = pos ? inv : sig_small, sig_neg = pos ? sig_small : inv;
-        g = (T(1) - y) * sig - py * sig_neg;
+        g = neg * sig - py * sig_neg;
     }
 };
 
@@ -226,10 +240,10 @@ __attribute__((noinline)) double run(const Op& op, const T* x, const T* y, const
         if (LOSS) lo[i] = l;
         if (GRAD) go[i] = g * scale;
     }
-    return pairwise_sum(acc, LANES);
+    return sum_lanes(acc);
 }
 
-// One block [begin, end): split into runs that do not cross a weight period boundary.
+// One block [begin, end): split into runs that cross no weight period boundary.
 template <class Op, typename T, bool W, bool PW, bool LOSS, bool GRAD>
 inline double block(const Op& op, const ElementwiseArgs<T>& a, idx begin, idx end) {
     if (!W && !PW)
@@ -237,14 +251,17 @@ inline double block(const Op& op, const ElementwiseArgs<T>& a, idx begin, idx en
                                              a.loss + (LOSS ? begin : 0), a.grad + (GRAD ? begin : 0),
                                              a.scale, end - begin);
     double total = 0.0;
-    idx phase = begin % a.period;
+    idx w_phase = W ? begin % a.w_period : 0, pw_phase = PW ? begin % a.pw_period : 0;
     for (idx i = begin; i < end;) {
-        idx len = std::min(end - i, a.period - phase);
-        total += run<Op, T, W, PW, LOSS, GRAD>(op, a.x + i, a.y + i, W ? a.w + phase : nullptr,
-                                               PW ? a.pw + phase : nullptr, a.loss + (LOSS ? i : 0),
+        idx len = end - i;
+        if (W) len = std::min(len, a.w_period - w_phase);
+        if (PW) len = std::min(len, a.pw_period - pw_phase);
+        total += run<Op, T, W, PW, LOSS, GRAD>(op, a.x + i, a.y + i, W ? a.w + w_phase : nullptr,
+                                               PW ? a.pw + pw_phase : nullptr, a.loss + (LOSS ? i : 0),
                                                a.grad + (GRAD ? i : 0), a.scale, len);
         i += len;
-        phase = 0;
+        if (W && (w_phase += len) == a.w_period) w_phase = 0;
+        if (PW && (pw_phase += len) == a.pw_period) pw_phase = 0;
     }
     return total;
 }
@@ -303,6 +320,11 @@ double elementwise(int which, const ElementwiseArgs<T>& a, const double* params,
 // fused and plain variants agree bit for bit).
 template <class F>
 inline double lane_sum(idx n, F f) {
+    if (n <= LANES) {  // short rows (few classes): one lane, in order
+        double s = 0.0;
+        for (idx i = 0; i < n; ++i) s += f(i);
+        return s;
+    }
     double acc[LANES] = {0.0};
     idx i = 0;
     for (; i + LANES <= n; i += LANES) {
@@ -310,7 +332,7 @@ inline double lane_sum(idx n, F f) {
         for (int j = 0; j < LANES; ++j) acc[j] += f(i + j);
     }
     for (int j = 0; i < n; ++i, ++j) acc[j] += f(i);
-    return pairwise_sum(acc, LANES);
+    return sum_lanes(acc);
 }
 
 // Softmax cross-entropy of one sample; its C values are x[c * stride] (stride 1 for
@@ -330,8 +352,17 @@ inline T softmax_sample(const ClassArgs<T>& a, const T* x, const T* prob, int64_
     T m = -std::numeric_limits<T>::infinity();
 #pragma omp simd reduction(max : m)
     for (idx c = 0; c < C; ++c) m = std::max(m, x[c * st]);  // max is exact in any order
-    const double s = lane_sum(C, [&](idx c) { return double(vm::exp(x[c * st] - m)); });
-    const T log_s = T(std::log(s));
+    // exp(x_c - m) once per element: kept in a stack buffer for the gradient pass when the
+    // row fits (rows longer than EXP_BUFFER recompute it there instead).
+    T ebuf[EXP_BUFFER];
+    const bool buffered = C <= EXP_BUFFER;
+    if (buffered) {
+#pragma omp simd
+        for (idx c = 0; c < C; ++c) ebuf[c] = vm::exp(x[c * st] - m);
+    }
+    const double s = buffered ? lane_sum(C, [&](idx c) { return double(ebuf[c]); })
+                              : lane_sum(C, [&](idx c) { return double(vm::exp(x[c * st] - m)); });
+    const T log_s = T(vm::log(s));  // s in [1, C]; vm::log as in the row-tile path (same bits)
     auto nlogp = [&](idx c) { return (m - x[c * st]) + log_s; };  // -log softmax(x)_c
     auto q_of = [&](idx c) { return smooth ? keep * prob[c * st] + eps_c : prob[c * st]; };
 
@@ -356,10 +387,12 @@ inline T softmax_sample(const ClassArgs<T>& a, const T* x, const T* prob, int64_
         const T inv_s = T(1.0 / s), scale = a.scale;
         // Element c reads x_c before writing g_c: safe in place (g == x).
         auto write = [&](auto target_term) {
+            if (buffered) {
 #pragma omp simd
-            for (idx c = 0; c < C; ++c) {
-                T p = vm::exp(x[c * st] - m) * inv_s;
-                g[c * st] = (p * coef_p - target_term(c)) * scale;
+                for (idx c = 0; c < C; ++c) g[c * st] = (ebuf[c] * inv_s * coef_p - target_term(c)) * scale;
+            } else {
+#pragma omp simd
+                for (idx c = 0; c < C; ++c) g[c * st] = (vm::exp(x[c * st] - m) * inv_s * coef_p - target_term(c)) * scale;
             }
         };
         if (prob)
@@ -449,7 +482,7 @@ double classes(int which, const ClassArgs<T>& a, int n_threads) {
             if (a.loss) a.loss[s] = loss;
             acc[j] += double(loss);
         }
-        return pairwise_sum(acc, LANES);
+        return sum_lanes(acc);
     };
     return sum_blocks(nblocks, samples * a.C >= SERIAL_BELOW, n_threads, block_sum);
 }

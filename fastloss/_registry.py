@@ -144,7 +144,8 @@ LOSSES: tuple[Loss, ...] = (
     ),
     Loss(
         "hinge_loss", "elementwise", "Binary hinge loss with labels in {-1, +1}.",
-        formula="w * max(0, margin - y * x)", gradient="-w * y where margin - y * x > 0, else 0",
+        formula="w * max(0, margin - y * x)",
+        gradient="-w * y where margin - y * x > 0, 0 where it is <= 0 (the kink included), NaN where NaN",
         params=(MARGIN,), weight="elementwise", mean_divisor="weight_sum",
         target_domain="sign",
     ),

@@ -105,7 +105,8 @@ def smooth_l1(x, t, pw, beta, want_grad):
     if beta == 0:
         return a, (_sign(r) if want_grad else None)
     loss = np.where(a < beta, 0.5 * a * a / beta, a - 0.5 * beta)
-    return loss, (np.where(a < beta, r / beta, _sign(r)) if want_grad else None)
+    # NaN r: NaN gradient through r / beta, as PyTorch.
+    return loss, (np.where(a >= beta, _sign(r), r / beta) if want_grad else None)
 
 
 def bce(x, t, pw, want_grad):
@@ -117,7 +118,7 @@ def bce(x, t, pw, want_grad):
     loss = (t - 1) * log_1mx - t * log_x
     if not want_grad:
         return loss, None
-    return loss, (x - t) / np.maximum((1 - x) * x, x.dtype.type(1e-12))
+    return loss, (x - t) / np.maximum((1 - x) * x, x.dtype.type(np.float32(1e-12)))  # PyTorch's float EPSILON
 
 
 def bce_logits(x, t, pw, want_grad):
@@ -128,7 +129,11 @@ def bce_logits(x, t, pw, want_grad):
     e = np.exp(-np.abs(x))
     log_term = np.log1p(e)
     py = t if pw is None else pw * t
-    loss = (1 - t) * (np.maximum(x, 0) + log_term) + py * (np.maximum(-x, 0) + log_term)
+    # A term whose coefficient is 0 is 0 even at x = +-inf (the exact limit, where
+    # 0 * inf would give NaN).
+    neg, pos = 1 - t, py
+    loss = (np.where(neg == 0, 0, neg * (np.maximum(x, 0) + log_term))
+            + np.where(pos == 0, 0, pos * (np.maximum(-x, 0) + log_term)))
     if not want_grad:
         return loss, None
     inv = 1 / (1 + e)
@@ -203,11 +208,15 @@ def _class_weight(w, n_classes, dtype):
     return np.ones(n_classes, dtype) if w is None else w
 
 
-def _finish(loss, grad, want_none, grad_scale, out, dtype):
+def _finish(loss, grad, want_none, grad_scale, out, dtype, keep=None):
+    """Sum the loss and scale the gradient; ``keep`` masks ignored samples, whose gradient
+    is 0 even when the scale is not finite (an all-ignored batch: PyTorch's zero gradient)."""
     total = None if want_none else float(np.sum(loss, dtype=np.float64))
     if grad is not None:
         if grad_scale != 1.0:
             grad = grad * dtype.type(grad_scale)
+        if keep is not None:
+            grad = np.where(keep[:, None, :], grad, dtype.type(0))
         if out is not None:
             out[...] = grad
             grad = out
@@ -234,8 +243,7 @@ def cross_entropy(x, t, w, pw, params, want_none, grad_scale, out, n_threads):
         grad = w_y[:, None, :] * (p - _onehot(t, n_classes, dtype))
         if eps > 0:
             grad = (1 - eps) * grad + (eps / n_classes) * (p * np.sum(wc) - wc[None, :, None])
-        grad = np.where(keep[:, None, :], grad, 0).astype(dtype)
-    return _finish(loss, grad, want_none, grad_scale, out, dtype)
+    return _finish(loss, grad, want_none, grad_scale, out, dtype, keep)
 
 
 def cross_entropy_probs(x, t, w, pw, params, want_none, grad_scale, out, n_threads):
@@ -264,7 +272,7 @@ def nll(x, t, w, pw, params, want_none, grad_scale, out, n_threads):
     grad = None
     if grad_scale is not None:
         grad = -w_y[:, None, :] * _onehot(t, n_classes, dtype)
-    return _finish(loss, grad, want_none, grad_scale, out, dtype)
+    return _finish(loss, grad, want_none, grad_scale, out, dtype, keep)
 
 
 def multi_margin(x, t, w, pw, params, want_none, grad_scale, out, n_threads):
@@ -283,8 +291,18 @@ def multi_margin(x, t, w, pw, params, want_none, grad_scale, out, n_threads):
     grad = None
     if grad_scale is not None:
         g = (active.astype(dtype) if p == 1 else 2 * h) * (w_y[:, None, :] / n_classes)
-        grad = (g - (1 - not_target) * np.sum(g, axis=1, keepdims=True)).astype(dtype)
+        grad = np.where(not_target > 0, g, -np.sum(g, axis=1, keepdims=True)).astype(dtype)
     return _finish(loss, grad, want_none, grad_scale, out, dtype)
+
+
+def _quiet(kernel):
+    """No NumPy floating-point warnings: inf and NaN are results here, as in PyTorch."""
+
+    def quiet_kernel(*args):
+        with np.errstate(all="ignore"):
+            return kernel(*args)
+
+    return quiet_kernel
 
 
 KERNELS = {
@@ -301,6 +319,7 @@ KERNELS = {
     "nll_loss": nll,
     "multi_margin_loss": multi_margin,
 }
+KERNELS = {name: _quiet(kernel) for name, kernel in KERNELS.items()}
 
 
 def _export_public_api():
