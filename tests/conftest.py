@@ -1,0 +1,51 @@
+"""Fixtures shared by the whole suite.
+
+``api`` runs a test on every available backend: ``fastloss.numpy_backend`` always (id
+"numpy") and the top-level ``fastloss`` module when its backend is the compiled one (id
+"cython"). The whole suite runs in a few tens of seconds: there is no slow marker.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import warnings
+from pathlib import Path
+
+import pytest
+
+# The test helpers (cases, reference, helpers) are plain modules next to this file;
+# pyproject runs pytest with --import-mode=importlib, which does not put tests/ on sys.path.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+# FASTLOSS_TESTS_WITHOUT_TORCH=1 runs the suite as on a machine without PyTorch (the
+# references then fall back to the float64 formulas); test_cases.py uses it.
+if os.environ.get("FASTLOSS_TESTS_WITHOUT_TORCH") == "1":
+    sys.modules["torch"] = None
+
+# The only place the missing-compiled-backend RuntimeWarning is silenced: the first import.
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", RuntimeWarning)
+    import fastloss
+
+from helpers import BACKENDS  # noqa: E402
+
+
+def pytest_report_header(config):
+    import reference
+
+    names = ", ".join(name for name, _ in BACKENDS)
+    return [f"fastloss backends under test: {names}; reference: {reference.NAME}"]
+
+
+@pytest.fixture(params=[module for _, module in BACKENDS], ids=[name for name, _ in BACKENDS])
+def api(request):
+    """A module with the 22 public loss functions, one per available backend."""
+    return request.param
+
+
+@pytest.fixture
+def restore_threads():
+    """Put the default thread count back (follow OpenMP) after the test."""
+    yield
+    fastloss.set_num_threads(None)

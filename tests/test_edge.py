@@ -1,0 +1,366 @@
+"""Edge cases: empty batches, all-ignored batches, 0-d and unbatched inputs, NaN and inf,
+extreme values against mpmath, float64 accumulation of float32 sums, result types."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+import reference
+from cases import CASES, CLASS_WEIGHT, DTYPES, Case, cases_of, make_weight, representative_cases
+from fastloss._registry import BY_NAME, LOSSES, REDUCTIONS
+from helpers import (assert_bitwise, assert_grad_close, assert_value_close, check_result_types, loss_fn,
+                     loss_shape, rtol_for)
+
+dtypes = pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+reductions = pytest.mark.parametrize("reduction", REDUCTIONS)
+NAMES = [spec.name for spec in LOSSES]
+CLASS_NAMES = [spec.name for spec in LOSSES if spec.kind == "classes"]
+ELEMENTWISE_NAMES = [spec.name for spec in LOSSES if spec.kind == "elementwise"]
+
+
+# --------------------------------------------------------------------------- empty
+
+
+def _empty_variants():
+    """(loss, input shape, target kind, kwargs-maker) for every empty-batch form."""
+    out = []
+    for spec in LOSSES:
+        if spec.kind == "elementwise":
+            shapes = [(0,), (0, 3), (3, 0)]
+            weights = [None]
+            if spec.weight:
+                weights += ["full", "scalar", "last"]
+            for shape in shapes:
+                for w in weights:
+                    params = {} if w is None else {"weight": w}
+                    if spec.pos_weight:
+                        out.append(pytest.param(spec.name, shape, "values", {**params, "pos_weight": "last"},
+                                                id=f"{spec.name}-{shape}-pos_weight" + (f"-weight={w}" if w else "")))
+                    out.append(pytest.param(spec.name, shape, "values", params,
+                                            id=f"{spec.name}-{shape}" + (f"-weight={w}" if w else "")))
+        else:
+            shapes = [(0, 4)] + ([(0, 4, 2), (2, 4, 0)] if spec.max_input_dims is None else [])
+            forms = ["indices"] + (["probabilities"] if spec.probability_target else [])
+            for shape in shapes:
+                for form in forms:
+                    for params in ({}, {"weight": CLASS_WEIGHT}) if spec.weight else ({},):
+                        out.append(pytest.param(spec.name, shape, form, params,
+                                                id=f"{spec.name}-{shape}-{form}-{sorted(params)}"))
+    return out
+
+
+def _empty_call(name, shape, form, params, dtype):
+    spec = BY_NAME[name]
+    rng = np.random.default_rng(0)
+    x = np.zeros(shape, dtype)
+    if spec.kind == "elementwise":
+        t = np.zeros(shape, dtype)
+    elif form == "probabilities":
+        t = np.zeros(shape, dtype)
+    else:
+        t = np.zeros(loss_shape(spec, shape), np.int64)
+    kw = {k: make_weight(rng, v, shape, dtype, positive=True) for k, v in params.items()}
+    return x, t, kw
+
+
+@dtypes
+@reductions
+@pytest.mark.parametrize("name,shape,form,params", _empty_variants())
+def test_empty_batch(api, name, shape, form, params, reduction, dtype):
+    """NaN for "mean", 0 for "sum", an empty array for "none"; an empty gradient."""
+    x, t, kw = _empty_call(name, shape, form, params, dtype)
+    loss, grad = loss_fn(api, name, grad=True)(x, t, reduction=reduction, **kw)
+    plain = loss_fn(api, name)(x, t, reduction=reduction, **kw)
+    check_result_types(loss, grad, x, reduction, loss_shape(BY_NAME[name], shape))
+    assert_bitwise(plain, loss)
+    assert grad.size == 0
+    if reduction == "mean":
+        assert math.isnan(loss)
+    elif reduction == "sum":
+        assert loss == 0 and not math.copysign(1.0, loss) < 0
+    else:
+        assert loss.size == 0
+
+
+# --------------------------------------------------------------------------- all ignored
+
+
+def _all_ignored_variants():
+    out = []
+    for spec in LOSSES:
+        if not spec.ignore_index:
+            continue
+        for shape in [(5, 4), (4,), (2, 4, 3)]:
+            for ignore in (None, -100, 2, -1):
+                for params in [{}, {"weight": CLASS_WEIGHT}] + [{p.name: 0.2} for p in spec.params]:
+                    out.append(pytest.param(spec.name, shape, ignore, params,
+                                            id=f"{spec.name}-{shape}-ignore={ignore}-{sorted(params.items())}"))
+    return out
+
+
+@dtypes
+@reductions
+@pytest.mark.parametrize("name,shape,ignore,params", _all_ignored_variants())
+def test_all_ignored_batch(api, name, shape, ignore, params, reduction, dtype):
+    """Every target is ignore_index: "mean" is NaN (0/0, as PyTorch), "sum" is 0, "none" is
+    all zeros, and the gradient is zero (as PyTorch's) for every reduction."""
+    spec = BY_NAME[name]
+    rng = np.random.default_rng(1)
+    x = np.asarray(rng.normal(size=shape), dtype)
+    t = np.full(loss_shape(spec, shape), -100 if ignore is None else ignore, np.int64)
+    kw = {"weight": make_weight(rng, CLASS_WEIGHT, shape, dtype)} if "weight" in params else dict(params)
+    if ignore is not None:
+        kw["ignore_index"] = ignore
+    loss, grad = loss_fn(api, name, grad=True)(x, t, reduction=reduction, **kw)
+    check_result_types(loss, grad, x, reduction, loss_shape(spec, shape))
+    if reduction == "mean":
+        assert math.isnan(loss)
+    elif reduction == "sum":
+        assert loss == 0
+    else:
+        assert (loss == 0).all()
+    assert (grad == 0).all(), f"gradient of an all-ignored batch: {grad.reshape(-1)[:6]}"
+    if reference.HAVE_TORCH:  # and PyTorch agrees
+        ref_loss, ref_grad = reference.torch_reference(name, x, t, kw, reduction)
+        assert_value_close(loss, ref_loss, rtol_for(dtype))
+        assert_grad_close(grad, ref_grad, rtol_for(dtype))
+
+
+# --------------------------------------------------------------------------- 0-d, unbatched
+
+
+@dtypes
+@reductions
+@pytest.mark.parametrize("name", ELEMENTWISE_NAMES)
+def test_zero_dimensional_elementwise_inputs(api, name, reduction, dtype):
+    """0-d arrays, NumPy scalars (and Python floats for float64) are a one-element loss."""
+    case = Case(name, (), "values", ())
+    x, t, kw = case.generate(dtype)
+    f = loss_fn(api, name, grad=True)
+    one_loss, one_grad = f(x.reshape(1), t.reshape(1), reduction=reduction, **kw)
+    forms = [(x, t), (x[()], t[()])] + ([(float(x), float(t))] if dtype == np.float64 else [])
+    for xi, ti in forms:
+        loss, grad = f(xi, ti, reduction=reduction, **kw)
+        check_result_types(loss, grad, x, reduction, ())
+        if reduction == "none":
+            assert_bitwise(loss, one_loss.reshape(()))
+        else:
+            assert_bitwise(loss, one_loss)
+        assert_bitwise(grad, one_grad.reshape(()))
+
+
+@dtypes
+@reductions
+@pytest.mark.parametrize("case", [c for n in CLASS_NAMES for c in cases_of(n) if len(c.shape) == 1], ids=str)
+def test_unbatched_class_input_is_a_batch_of_one(api, case, reduction, dtype):
+    x, t, kw = case.generate(dtype)
+    f = loss_fn(api, case.loss, grad=True)
+    loss, grad = f(x, t, reduction=reduction, **kw)
+    b_loss, b_grad = f(x[None], np.asarray(t)[None], reduction=reduction, **kw)
+    check_result_types(loss, grad, x, reduction, ())
+    assert_bitwise(loss, b_loss.reshape(()) if reduction == "none" else b_loss)
+    assert_bitwise(grad, b_grad[0])
+
+
+# --------------------------------------------------------------------------- NaN and inf
+
+SPECIALS = [math.nan, math.inf, -math.inf, 0.0, 1.5, -2.0, 40.0, -40.0]
+UNIT_INPUTS = [0.0, 1.0, 0.5, 1e-30, 1 - 2.0**-53, 1e-200, 5e-324, 0.25]
+TARGETS = {None: [math.nan, math.inf, -math.inf, 0.0, 1.0, 0.3, -2.0],
+           "unit": [0.0, 1.0, 0.5], "sign": [-1.0, 1.0]}
+ROW_OTHERS = [0.0, math.inf, -math.inf, math.nan]
+
+# Losses whose accurate value is known exactly (mpmath): where PyTorch loses precision or
+# gives NaN for a finite limit, fastloss is held to the exact value instead.
+EXACT = {"binary_cross_entropy_with_logits": reference.exact_bce_logits}
+
+
+def _scalar_param_sets(name):
+    """The parameter sets of the cases table without array parameters (weights)."""
+    entry = CASES[name]
+    seen = []
+    for params in entry.params:
+        scalars = {k: v for k, v in params.items() if k not in ("weight", "pos_weight")}
+        if scalars not in seen:
+            seen.append(scalars)
+    return seen
+
+
+def _special_variants():
+    out = []
+    for spec in LOSSES:
+        for params in _scalar_param_sets(spec.name):
+            forms = ["indices", "probabilities"] if spec.probability_target else [None]
+            for form in forms:
+                out.append(pytest.param(spec.name, params, form,
+                                        id=f"{spec.name}-{form}-{sorted(params.items())}"))
+    return out
+
+
+def _special_grid(name, dtype, form):
+    """Inputs full of NaN, inf and extremes, valid for the loss's domains."""
+    spec = BY_NAME[name]
+    if spec.kind == "elementwise":
+        xs = UNIT_INPUTS if spec.input_domain == "unit" else SPECIALS
+        x, t = np.meshgrid(np.array(xs), np.array(TARGETS[spec.target_domain]), indexing="ij")
+        yield x.reshape(-1).astype(dtype), t.reshape(-1).astype(dtype)
+        return
+    rows = np.array([[a, b, 0.5] for a in SPECIALS for b in ROW_OTHERS], dtype)
+    if form == "probabilities":
+        probs = np.tile(np.array([0.2, 0.3, 0.5], dtype), (len(rows), 1))
+        yield rows, probs
+        return
+    for c in range(3):
+        yield rows, np.full(len(rows), c, np.int64)
+
+
+@dtypes
+@pytest.mark.parametrize("name,params,form", _special_variants())
+def test_nan_and_inf_propagate_like_the_reference(api, name, params, form, dtype):
+    """Per element ("none") and gradient, NaN-equal to PyTorch (to the float64 formulas
+    without torch; the hinges, which PyTorch lacks, always to the formulas); losses in
+    EXACT are held to their exact (mpmath) value and limits instead."""
+    ref = reference.formula_reference if name in reference.NOT_IN_TORCH else reference.reference
+    rtol = rtol_for(dtype)
+    for x, t in _special_grid(name, dtype, form):
+        with np.errstate(all="ignore"):
+            loss, grad = loss_fn(api, name, grad=True)(x, t, reduction="none", **params)
+        if name in EXACT:
+            exact = [EXACT[name](xi, ti) for xi, ti in zip(x.tolist(), t.tolist())]
+            ref_loss = np.array([e[0] for e in exact])
+            ref_grad = np.array([e[1] for e in exact])
+        else:
+            ref_loss, ref_grad = ref(name, x, t, params, "none")
+        for i in np.ndindex(loss.shape):
+            # per element: the gradient rows of class losses are compared row by row
+            assert_value_close(loss[i], ref_loss[i], rtol, what=f"loss at x={x[i]!r}, target={t[i]!r}")
+            assert_grad_close(grad[i], ref_grad[i], rtol, what=f"grad at x={x[i]!r}, target={t[i]!r}")
+
+
+@dtypes
+@pytest.mark.parametrize("name", ["hinge_loss", "squared_hinge_loss"])
+def test_nan_scores_give_nan_hinge(api, name, dtype):
+    x = np.array([math.nan, 0.5, math.nan], dtype)
+    t = np.array([1.0, -1.0, -1.0], dtype)
+    with np.errstate(all="ignore"):
+        loss, grad = loss_fn(api, name, grad=True)(x, t, reduction="none")
+        total = loss_fn(api, name)(x, t, reduction="sum")
+    assert np.isnan(loss[[0, 2]]).all() and np.isfinite(loss[1])
+    assert np.isnan(grad[[0, 2]]).all() and np.isfinite(grad[1])
+    assert math.isnan(total)
+
+
+# --------------------------------------------------------------------------- accuracy
+
+
+BCE_LOGITS_EXTREMES = {
+    np.float32: [-80.0, -40.0, -17.5, 17.5, 40.0, 80.0],
+    np.float64: [-700.0, -100.0, -40.0, -37.0, 37.0, 40.0, 100.0, 700.0],
+}
+
+
+@dtypes
+@pytest.mark.parametrize("pos_weight", [None, 3.0])
+def test_bce_with_logits_tiny_losses_keep_relative_accuracy(api, pos_weight, dtype):
+    """At x = -40, y = 0 the loss is 4.248e-18 (PyTorch returns 0): fastloss keeps full
+    relative accuracy in the loss and the gradient, checked against mpmath."""
+    xs = np.array(BCE_LOGITS_EXTREMES[dtype], dtype)
+    for y in (0.0, 1.0):
+        t = np.full(xs.shape, y, dtype)
+        kw = {} if pos_weight is None else {"pos_weight": np.full(xs.shape, pos_weight, dtype)}
+        loss, grad = api.binary_cross_entropy_with_logits_grad(xs, t, reduction="none", **kw)
+        for i, xi in enumerate(xs.tolist()):
+            e_loss, e_grad = reference.exact_bce_logits(xi, y, 1.0 if pos_weight is None else pos_weight)
+            assert_value_close(loss[i], e_loss, rtol_for(dtype), what=f"loss at x={xi}, y={y}")
+            assert_value_close(grad[i], e_grad, rtol_for(dtype), what=f"grad at x={xi}, y={y}")
+        total = api.binary_cross_entropy_with_logits(xs, t, reduction="sum", **kw)
+        exact_total = math.fsum(reference.exact_bce_logits(xi, y, pos_weight or 1.0)[0] for xi in xs.tolist())
+        assert_value_close(total, exact_total, rtol_for(dtype))
+    assert api.binary_cross_entropy_with_logits(np.array([-40.0], dtype), np.array([0.0], dtype)) > 0
+
+
+HUGE_ROWS = {
+    np.float32: [[1e30, 0.0, -1e30], [1e30, 1e30, 1e30], [-1e30, -1e30, 0.0], [1000.0, 1001.0, 999.0],
+                 [3e38, -3e38, 0.0], [88.0, 89.0, -89.0]],
+    np.float64: [[1e300, 0.0, -1e300], [1e300, 1e300, 1e300], [-1e300, -1e300, 0.0], [1000.0, 1001.0, 999.0],
+                 [1.7e308, 1.7e308, 0.0], [709.0, 710.0, -710.0]],
+}
+
+
+@dtypes
+def test_cross_entropy_huge_logits_against_mpmath(api, dtype):
+    """Huge logits never overflow: the loss and gradient are exact (mpmath) to rtol."""
+    rows = np.array(HUGE_ROWS[dtype], dtype)
+    for target in range(3):
+        t = np.full(len(rows), target, np.int64)
+        loss, grad = api.cross_entropy_grad(rows, t, reduction="none")
+        for i, row in enumerate(rows):
+            e_loss, e_grad = reference.exact_cross_entropy_row(row, target)
+            if abs(e_loss) > np.finfo(dtype).max:  # the exact value overflows the dtype
+                assert loss[i] == np.inf
+                continue
+            assert_value_close(loss[i], e_loss, rtol_for(dtype), what=f"row {row}, target {target}")
+            assert_grad_close(grad[i], e_grad, rtol_for(dtype), what=f"row {row}, target {target}")
+
+
+FLOAT32_SUM_SIZE = 3_000_017
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_float32_sums_accumulate_in_float64(api, name):
+    """A sum of 3e6 float32 terms is within one float32 ulp of the exact sum of the
+    per-term losses (a float32 running sum is off by thousands of ulps at this size)."""
+    spec = BY_NAME[name]
+    entry = CASES[name]
+    if spec.kind == "elementwise":
+        shape = (FLOAT32_SUM_SIZE,)
+    else:
+        shape = (FLOAT32_SUM_SIZE // 10, 10)
+    case = Case(name, shape, entry.forms[0], ())
+    x, t, kw = case.generate(np.float32)
+    per = loss_fn(api, name)(x, t, reduction="none", **kw)
+    exact = math.fsum(per.astype(np.float64).tolist())
+    total = loss_fn(api, name)(x, t, reduction="sum", **kw)
+    mean = loss_fn(api, name)(x, t, reduction="mean", **kw)
+    assert type(total) is np.float32
+    assert abs(float(total) - exact) <= np.spacing(np.float32(exact)), (total, exact)
+    n_terms = per.size
+    assert abs(float(mean) - exact / n_terms) <= np.spacing(np.float32(exact / n_terms)), (mean, exact / n_terms)
+
+
+# --------------------------------------------------------------------------- result types
+
+
+INPUT_KINDS = {
+    "float32": (lambda x: np.asarray(x, np.float32), np.float32),
+    "float64": (lambda x: np.asarray(x, np.float64), np.float64),
+    "float16": (lambda x: np.asarray(x, np.float16), np.float64),
+    "int64": (lambda x: np.rint(x).astype(np.int64), np.float64),
+    "bool": (lambda x: np.asarray(x) > 0.5, np.float64),
+    "list": (lambda x: np.asarray(x).tolist(), np.float64),
+}
+
+
+@reductions
+@pytest.mark.parametrize("kind", list(INPUT_KINDS))
+@pytest.mark.parametrize("case", representative_cases(), ids=str)
+def test_result_types(api, case, kind, reduction):
+    """Scalars are NumPy scalars of the compute dtype (np.float32 for float32 input, else
+    np.float64); "none" and the gradient are ndarrays of that dtype."""
+    convert, expected = INPUT_KINDS[kind]
+    x, t, kw = case.generate(np.float64)
+    xk = convert(x)
+    if case.spec.input_domain == "unit" and kind == "int64":
+        xk = np.clip(xk, 0, 1)
+    loss, grad = loss_fn(api, case.loss, grad=True)(xk, t, reduction=reduction, **kw)
+    plain = loss_fn(api, case.loss)(xk, t, reduction=reduction, **kw)
+    for value in (loss, plain):
+        if reduction == "none":
+            assert type(value) is np.ndarray and value.dtype == expected
+            assert value.shape == loss_shape(case.spec, case.shape)
+        else:
+            assert type(value) is expected
+    assert type(grad) is np.ndarray and grad.dtype == expected and grad.shape == case.shape
