@@ -58,7 +58,12 @@ class BuildExt(build_ext):
         )
         print(f"fastloss build: OpenMP {'on' if use_openmp else 'OFF (serial kernels)'}", file=sys.stderr)
         for ext in self.extensions:
-            ext.extra_compile_args = flags + (omp if use_openmp else [])
+            # Optional: a failed compile leaves the NumPy backend (cythonize drops the flag
+            # given to Extension, so it is set here).
+            ext.optional = True
+            # Without OpenMP, -fopenmp-simd still honours the kernels' `omp simd` loops.
+            simd_only = ["-fopenmp-simd"] if unix else []
+            ext.extra_compile_args = flags + (omp if use_openmp else simd_only)
             ext.extra_link_args = omp if use_openmp else []
             ext.define_macros = [("FASTLOSS_OPENMP", "1" if use_openmp else "0")]
         super().build_extensions()
@@ -79,7 +84,6 @@ def extensions():
         depends=["fastloss/_kernels.hpp", "fastloss/_kernels_impl.hpp", "fastloss/_vecmath.hpp"],
         include_dirs=[numpy.get_include(), "fastloss"],
         language="c++",
-        optional=True,
     )
     return cythonize(
         [ext],

@@ -13,6 +13,8 @@ constexpr int LANES = 16;    // float64 partial sums per block
 constexpr idx SERIAL_BELOW = 1 << 15;
 // Softmax rows up to this many classes keep exp(x - max) on the stack between passes.
 constexpr idx EXP_BUFFER = 2048;
+// Softmax with at most this many classes runs TILE rows at a time (softmax_tile).
+constexpr int TILE = 16;
 
 
 // ---------------------------------------------------------------------------------------
@@ -153,7 +155,8 @@ struct BceLogits {
     explicit BceLogits(const double*) {}
     void operator()(T x, T y, T p, T& l, T& g) const {
         T e = vm::exp(-std::abs(x));
-        T log_term = vm::log1p(e);
+        T inv = T(1) / (T(1) + e);
+        T log_term = vm::log1p_unit(e, inv);
         T py = p * y;
         T sp_pos = std::max(x, T(0)) + log_term;
         T sp_neg = std::max(-x, T(0)) + log_term;
@@ -161,7 +164,6 @@ struct BceLogits {
         // would be NaN).
         T neg = T(1) - y, neg_term = neg * sp_pos, pos_term = py * sp_neg;
         l = (neg == T(0) ? T(0) : neg_term) + (py == T(0) ? T(0) : pos_term);
-        T inv = T(1) / (T(1) + e);
         T sig_small = e * inv;  // sigmoid(-|x|)
         bool pos = x >= T(0);
         T sig = pos ? inv : sig_small, sig_neg = pos ? sig_small : inv;
@@ -335,6 +337,26 @@ inline double lane_sum(idx n, F f) {
     return sum_lanes(acc);
 }
 
+// Max of f(i) for i in [0, n) in LANES lanes (vectorises; max is exact in any order). NaN
+// never wins a comparison: a NaN row still ends NaN, through exp(x - m).
+template <typename T, class F>
+inline T lane_max(idx n, F f) {
+    T lanes[LANES];
+    for (int j = 0; j < LANES; ++j) lanes[j] = -std::numeric_limits<T>::infinity();
+    idx i = 0;
+    for (; i + LANES <= n; i += LANES) {
+#pragma omp simd
+        for (int j = 0; j < LANES; ++j) {
+            T v = f(i + j);
+            lanes[j] = v > lanes[j] ? v : lanes[j];
+        }
+    }
+    for (int j = 0; i < n; ++i, ++j) lanes[j] = f(i) > lanes[j] ? f(i) : lanes[j];
+    T m = lanes[0];
+    for (int j = 1; j < LANES; ++j) m = lanes[j] > m ? lanes[j] : m;
+    return m;
+}
+
 // Softmax cross-entropy of one sample; its C values are x[c * stride] (stride 1 for
 // (N, C) input: CONTIG lets the loops vectorise). Log-sum-exp with the max m subtracted:
 // -logp_c = (m - x_c) + log(s), s = sum exp(x_c - m) in [1, C] summed in float64: no
@@ -349,9 +371,7 @@ inline T softmax_sample(const ClassArgs<T>& a, const T* x, const T* prob, int64_
     const idx C = a.C;
     const T eps_c = T(a.p0 / double(C)), keep = T(1.0 - a.p0);
     const bool smooth = a.p0 > 0;
-    T m = -std::numeric_limits<T>::infinity();
-#pragma omp simd reduction(max : m)
-    for (idx c = 0; c < C; ++c) m = std::max(m, x[c * st]);  // max is exact in any order
+    const T m = lane_max<T>(C, [&](idx c) { return x[c * st]; });
     // exp(x_c - m) once per element: kept in a stack buffer for the gradient pass when the
     // row fits (rows longer than EXP_BUFFER recompute it there instead).
     T ebuf[EXP_BUFFER];
@@ -362,7 +382,7 @@ inline T softmax_sample(const ClassArgs<T>& a, const T* x, const T* prob, int64_
     }
     const double s = buffered ? lane_sum(C, [&](idx c) { return double(ebuf[c]); })
                               : lane_sum(C, [&](idx c) { return double(vm::exp(x[c * st] - m)); });
-    const T log_s = T(vm::log(s));  // s in [1, C]; vm::log as in the row-tile path (same bits)
+    const T log_s = vm::log(T(s));  // s in [1, C], in T: as the row-tile path does (same bits)
     auto nlogp = [&](idx c) { return (m - x[c * st]) + log_s; };  // -log softmax(x)_c
     auto q_of = [&](idx c) { return smooth ? keep * prob[c * st] + eps_c : prob[c * st]; };
 
@@ -448,6 +468,72 @@ inline T multi_margin_sample(const ClassArgs<T>& a, const T* x, int64_t y, T* g,
     return w_y * T(sum) / T(C);
 }
 
+// Softmax cross-entropy (class indices, no smoothing) of TILE consecutive (N, C) rows with
+// C <= TILE, computed across rows: row r of the tile is SIMD lane r, so exp, log and the
+// sums vectorise even for 10 classes. Every operation is the one softmax_sample does for a
+// row, in the same order (max, exp, the float64 sum over c in order, vm::log, the gradient
+// expression), so a row gives the same bits whichever path computes it. Rows are copied
+// into a transposed buffer first (which also makes in-place, g == x, safe).
+template <typename T>
+inline void softmax_tile(const ClassArgs<T>& a, idx first_row, T* losses) {
+    constexpr int R = TILE;
+    const idx C = a.C;
+    const T* x = a.x + first_row * C;
+    T xt[TILE][R];  // xt[c][r] = x[r][c], then exp(x - m)
+    for (int r = 0; r < R; ++r)
+        for (idx c = 0; c < C; ++c) xt[c][r] = x[r * C + c];
+    // Per-row values as T (the lanes of the vector loops must all be of T's width).
+    T m[R], x_y[R], w_y[R], kept[R], y_t[R];
+    double s[R];
+    for (int r = 0; r < R; ++r) {
+        int64_t y = a.target[first_row + r];
+        bool keep = y != a.ignore_index;
+        int64_t yc = keep ? y : 0;
+        kept[r] = keep ? T(1) : T(0);
+        y_t[r] = T(yc);  // exact: yc < C <= TILE
+        x_y[r] = xt[yc][r];
+        w_y[r] = a.w ? a.w[yc] : T(1);
+        m[r] = -std::numeric_limits<T>::infinity();
+        s[r] = 0.0;
+    }
+    for (idx c = 0; c < C; ++c) {
+#pragma omp simd
+        for (int r = 0; r < R; ++r) m[r] = std::max(m[r], xt[c][r]);
+    }
+    for (idx c = 0; c < C; ++c) {
+#pragma omp simd
+        for (int r = 0; r < R; ++r) {
+            T e = vm::exp(xt[c][r] - m[r]);
+            xt[c][r] = e;
+            s[r] += double(e);
+        }
+    }
+    T s_t[R], inv_s[R];
+    for (int r = 0; r < R; ++r) {
+        s_t[r] = T(s[r]);
+        inv_s[r] = T(1.0 / s[r]);
+    }
+#pragma omp simd
+    for (int r = 0; r < R; ++r) {
+        T log_s = vm::log(s_t[r]);
+        T loss = w_y[r] * ((m[r] - x_y[r]) + log_s);
+        losses[r] = kept[r] != T(0) ? loss : T(0);
+    }
+    if (!a.grad) return;
+    T* g = a.grad + first_row * C;
+    const T scale = a.scale;
+    for (idx c = 0; c < C; ++c) {
+#pragma omp simd
+        for (int r = 0; r < R; ++r) {
+            T hot = T(c) == y_t[r] ? w_y[r] : T(0);
+            T value = (xt[c][r] * inv_s[r] * w_y[r] - hot) * scale;
+            xt[c][r] = kept[r] != T(0) ? value : T(0);
+        }
+    }
+    for (int r = 0; r < R; ++r)
+        for (idx c = 0; c < C; ++c) g[r * C + c] = xt[c][r];
+}
+
 template <typename T>
 double classes(int which, const ClassArgs<T>& a, int n_threads) {
     const idx samples = a.N * a.K;
@@ -456,10 +542,26 @@ double classes(int which, const ClassArgs<T>& a, int n_threads) {
     const bool contig = a.K == 1;
     T wsum = 0;  // sum of the class weights (label smoothing), in a fixed order
     for (idx c = 0; c < a.C; ++c) wsum += a.w ? a.w[c] : T(1);
+    // Few classes, class indices, no smoothing, (N, C) rows: TILE rows at a time across
+    // SIMD lanes (bitwise the per-row results, see softmax_tile).
+    const bool tiles = which == kernel::CROSS_ENTROPY && contig && a.C <= TILE && a.p0 == 0;
     auto block_sum = [&](idx b) {
         double acc[LANES] = {0.0};
         idx end = std::min(samples, (b + 1) * per_block);
-        for (idx s = b * per_block, j = 0; s < end; ++s, j = (j + 1) % LANES) {
+        int j = 0;
+        auto add = [&](idx s, T loss) {
+            if (a.loss) a.loss[s] = loss;
+            acc[j] += double(loss);
+            j = (j + 1) % LANES;
+        };
+        for (idx s = b * per_block; s < end;) {
+            if (tiles && s + TILE <= end) {
+                T losses[TILE];
+                softmax_tile(a, s, losses);
+                for (int r = 0; r < TILE; ++r) add(s + r, losses[r]);
+                s += TILE;
+                continue;
+            }
             idx n = contig ? s : s / a.K, k = contig ? 0 : s % a.K;
             idx offset = n * a.C * a.K + k;
             const T* x = a.x + offset;
@@ -479,8 +581,8 @@ double classes(int which, const ClassArgs<T>& a, int n_threads) {
             } else {
                 loss = multi_margin_sample(a, x, y, g, a.K);
             }
-            if (a.loss) a.loss[s] = loss;
-            acc[j] += double(loss);
+            add(s, loss);
+            ++s;
         }
         return sum_lanes(acc);
     };
@@ -507,19 +609,19 @@ idx first_where(const T* a, idx n, int n_threads, Bad bad) {
             if (bad(a[i])) return i;
         return -1;
     };
-    if (n < SERIAL_BELOW || n_threads < 2) {
+#if FASTLOSS_OPENMP
+    if (n >= SERIAL_BELOW && n_threads > 1) {
+        idx found = n;  // the smallest flagged index: a min-reduction, no shared state
+        const int nt = max_threads_for(nblocks, n_threads);
+#pragma omp parallel for schedule(static) num_threads(nt) reduction(min : found)
         for (idx b = 0; b < nblocks; ++b)
-            if (block_flag(b)) return first_in_block(b);
-        return -1;
+            if (b * BLOCK < found && block_flag(b)) found = std::min(found, first_in_block(b));
+        return found < n ? found : -1;
     }
-    char* flags = (char*)std::malloc(nblocks);
-    if (!flags) return first_in_block(0) >= 0 ? first_in_block(0) : -2;
-    for_blocks(nblocks, true, n_threads, [&](idx b) { flags[b] = char(block_flag(b)); });
-    idx found = -1;
-    for (idx b = 0; b < nblocks && found < 0; ++b)
-        if (flags[b]) found = first_in_block(b);
-    std::free(flags);
-    return found;
+#endif
+    for (idx b = 0; b < nblocks; ++b)
+        if (block_flag(b)) return first_in_block(b);
+    return -1;
 }
 
 template <typename T>

@@ -103,8 +103,7 @@ FL_VM_INLINE T exp(T x) {
     I k = I(to_bits(shifted) - to_bits(B::round_magic));
     T r = (xc - n * B::ln2_hi) - n * B::ln2_lo;
     I k1 = k / 2;
-    T result = exp_poly(r) * pow2<T>(k1) * pow2<T>(k - k1);
-    return x != x ? x : result;
+    return exp_poly(r) * pow2<T>(k1) * pow2<T>(k - k1);  // NaN x: NaN through r
 }
 
 template <typename T>
@@ -161,6 +160,21 @@ FL_VM_INLINE T log(T x) {
                           : (x > T(0) ? x : std::numeric_limits<T>::quiet_NaN());  // inf, NaN
     special = x != x ? x : special;
     return safe == x ? result : special;
+}
+
+// log1p(u) for u in [0, 1] (NaN passes through), given inv = 1 / (1 + u) as the caller
+// already has it (BCE with logits: u = exp(-|x|), inv for the sigmoid). m = 1 + u is in
+// [1, 2], so m = 2^k f with k in {0, 1} needs no exponent extraction and no special cases.
+template <typename T>
+FL_VM_INLINE T log1p_unit(T u, T inv) {
+    using B = Bits<T>;
+    T m = T(1) + u;
+    T d = (u - (m - T(1))) * inv;  // the rounding error of 1 + u, divided by m
+    bool big = m > T(1.41421356237309504880);
+    T f = big ? m * T(0.5) : m;
+    T k = big ? T(1) : T(0);
+    T s = (f - T(1)) / (f + T(1));
+    return k * B::ln2_hi + (k * B::ln2_lo + (log_series(s) + d));
 }
 
 template <typename T>
