@@ -117,19 +117,23 @@ struct Huber {
 
 template <typename T>
 struct SmoothL1 {
-    // Huber / beta; beta == 0 is L1 exactly (the quadratic piece is empty, no 0/0).
-    T beta, half_beta;
-    explicit SmoothL1(const double* p) : beta(T(p[0])), half_beta(T(0.5 * p[0])) {}
+    // Huber / beta; beta == 0 is L1 exactly (the quadratic piece is empty). Dividing by
+    // beta is a multiplication by 1 / beta (a vector division costs 3x the whole loop);
+    // both pieces are computed, then selected, so the loop vectorises (for beta == 0 the
+    // products with inf are computed but never selected). NaN r gives a NaN gradient
+    // through the slope, as PyTorch; with beta == 0 (L1) it gives 0.
+    // (Selects test T values only: a bool mixed into a select made GCC build the lane mask
+    // with scalar code, 3x slower.)
+    T beta, half_beta, inv_beta, is_l1;
+    explicit SmoothL1(const double* p)
+        : beta(T(p[0])), half_beta(T(0.5 * p[0])), inv_beta(T(1) / T(p[0])), is_l1(p[0] == 0 ? 1 : 0) {}
     void operator()(T x, T y, T, T& l, T& g) const {
         T r = x - y, a = std::abs(r);
-        // Both pieces are computed, then selected: branch-free, so the loop vectorises
-        // (r / beta for beta == 0 is computed but never selected). NaN r gives a NaN
-        // gradient through the slope, as PyTorch; with beta == 0 (L1) it gives 0.
-        bool quad = a < beta, outside = a >= beta || beta == T(0);
-        T quadratic = T(0.5) * a * a / beta, linear = a - half_beta;
-        T slope = r / beta, unit = sign_or_zero(r);
-        l = quad ? quadratic : linear;
-        g = outside ? unit : slope;
+        T quadratic = T(0.5) * a * a * inv_beta, linear = a - half_beta;
+        T slope = r * inv_beta, unit = sign_or_zero(r);
+        T inner = is_l1 != T(0) ? unit : slope;  // NaN r: slope (NaN), or L1's 0
+        l = a < beta ? quadratic : linear;
+        g = a >= beta ? unit : inner;
     }
 };
 
@@ -441,28 +445,36 @@ inline T nll_sample(const ClassArgs<T>& a, const T* x, int64_t y, T* g, idx stri
 
 // Multi-margin (PyTorch's multi_margin_loss) of one sample: z_c = margin - x_y + x_c for
 // c != y; the terms with z_c > 0 count (NaN does not, as in PyTorch);
-// loss = w_y / C sum z_c^p (summed in float64); gradient +w_y p z_c^(p-1) / C at c, their
-// negated sum at y.
+// loss = w_y / C sum z_c^p (summed in float64); gradient +w_y p z_c^(p-1) / C at c != y,
+// their negated sum at y. Three branch-free passes over the row (in cache): the loss, the
+// sum for g_y, then the gradient, which reads x_c before writing g_c (safe in place).
 template <typename T>
 inline T multi_margin_sample(const ClassArgs<T>& a, const T* x, int64_t y, T* g, idx stride) {
     const idx C = a.C;
     const bool squared = a.p0 == 2;
     const T margin = T(a.p1), x_y = x[y * stride];
     const T w_y = a.w ? a.w[y] : T(1);
-    const T factor = w_y / T(C);
-    auto hinge = [&](idx c) {
-        T z = margin - x_y + x[c * stride];
-        return (c != y && z > T(0)) ? z : T(0);
+    // The classes c != y are the two ranges [0, y) and (y, C): no per-element mask.
+    auto over_others = [&](auto f) {
+        return lane_sum(y, f) + lane_sum(C - 1 - y, [&](idx i) { return f(y + 1 + i); });
     };
-    double sum = lane_sum(C, [&](idx c) { T h = hinge(c); return double(squared ? h * h : h); });
+    auto hinge = [&](idx c) {  // z_c where it counts (z_c > 0), else 0
+        T z = margin - x_y + x[c * stride];
+        return z > T(0) ? z : T(0);
+    };
+    double sum = over_others([&](idx c) { T h = hinge(c); return double(squared ? h * h : h); });
     if (g) {
-        T g_y = 0;
-        for (idx c = 0; c < C; ++c) {
+        const T factor = w_y / T(C) * a.scale;
+        auto grad_c = [&](idx c) {
             T h = hinge(c);
-            T gc = h > T(0) ? (squared ? T(2) * h : T(1)) * factor * a.scale : T(0);
-            g_y += gc;
-            if (c != y) g[c * stride] = gc;
-        }
+            T slope = squared ? T(2) * h : T(1);
+            return h > T(0) ? slope * factor : T(0);
+        };
+        const T g_y = T(over_others([&](idx c) { return double(grad_c(c)); }));
+#pragma omp simd
+        for (idx c = 0; c < y; ++c) g[c * stride] = grad_c(c);
+#pragma omp simd
+        for (idx c = y + 1; c < C; ++c) g[c * stride] = grad_c(c);
         g[y * stride] = -g_y;
     }
     return w_y * T(sum) / T(C);
@@ -595,33 +607,41 @@ double classes(int which, const ClassArgs<T>& a, int n_threads) {
 // flagged block is searched element by element.
 
 template <typename T, class Bad>
-idx first_where(const T* a, idx n, int n_threads, Bad bad) {
-    const idx nblocks = (n + BLOCK - 1) / BLOCK;
-    auto block_flag = [&](idx b) {
-        const idx begin = b * BLOCK, end = std::min(n, begin + BLOCK);
+idx first_where_serial(const T* a, idx n, Bad bad) {
+    for (idx begin = 0; begin < n; begin += BLOCK) {
+        const idx end = std::min(n, begin + BLOCK);
         int any = 0;
 #pragma omp simd reduction(| : any)
         for (idx i = begin; i < end; ++i) any |= int(bad(a[i]));
-        return any;
-    };
-    auto first_in_block = [&](idx b) -> idx {
-        for (idx i = b * BLOCK, end = std::min(n, (b + 1) * BLOCK); i < end; ++i)
-            if (bad(a[i])) return i;
-        return -1;
-    };
+        if (any)
+            for (idx i = begin; i < end; ++i)
+                if (bad(a[i])) return i;
+    }
+    return -1;
+}
+
+template <typename T, class Bad>
+idx first_where(const T* a, idx n, int n_threads, Bad bad) {
 #if FASTLOSS_OPENMP
     if (n >= SERIAL_BELOW && n_threads > 1) {
-        idx found = n;  // the smallest flagged index: a min-reduction, no shared state
-        const int nt = max_threads_for(nblocks, n_threads);
-#pragma omp parallel for schedule(static) num_threads(nt) reduction(min : found)
-        for (idx b = 0; b < nblocks; ++b)
-            if (b * BLOCK < found && block_flag(b)) found = std::min(found, first_in_block(b));
-        return found < n ? found : -1;
+        // One contiguous chunk per thread, each scanned serially; the first chunk with a
+        // hit holds the first index.
+        const int nt = std::min(max_threads_for((n + BLOCK - 1) / BLOCK, n_threads), 64);
+        const idx chunk = ((n + nt - 1) / nt + BLOCK - 1) / BLOCK * BLOCK;
+        idx found[64];
+#pragma omp parallel for schedule(static, 1) num_threads(nt)
+        for (int t = 0; t < nt; ++t) {
+            const idx lo = std::min(n, t * chunk), hi = std::min(n, lo + chunk);
+            const idx i = first_where_serial(a + lo, hi - lo, bad);
+            found[t] = i < 0 ? -1 : lo + i;
+        }
+        for (int t = 0; t < nt; ++t)
+            if (found[t] >= 0) return found[t];
+        return -1;
     }
 #endif
-    for (idx b = 0; b < nblocks; ++b)
-        if (block_flag(b)) return first_in_block(b);
-    return -1;
+    (void)n_threads;
+    return first_where_serial(a, n, bad);
 }
 
 template <typename T>
