@@ -1,0 +1,86 @@
+"""fastloss against its baselines, one pytest-benchmark group per loss, size and dtype.
+
+Driven by the registry through ``fastloss._bench_cases`` (inputs and baselines), the same
+tables ``python -m fastloss bench`` uses. In each group ("mse_loss n=1e5 float32"):
+
+    fastloss        fused NAME_grad(x, t, out=buf), gradient buffer allocated once
+    fastloss_loss   NAME(x, t): the loss alone
+    numpy           the plain NumPy loss + gradient a user would write
+    numpy_backend   fastloss.numpy_backend.NAME_grad(x, t, out=buf)
+    torch           F.NAME forward + backward (x.grad = None each call)  } skipped when
+    sklearn         sklearn._loss loss_gradient into preallocated buffers } not installed
+    jax             jit(value_and_grad(f)) + block_until_ready          }
+
+Everything runs on all usable cores. Not part of the default test run:
+
+    pytest bench/ --benchmark-only                       # everything (long)
+    pytest bench/ --benchmark-only -k "mse and 1e5"      # a subset
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+import pytest
+
+from fastloss import _bench_cases as cases
+from fastloss import _bench_runners as runners
+from fastloss._bench import _fmt_count, kernel_bytes, usable_cores
+
+SIZES = (1_000, 100_000, 10_000_000)
+DTYPES = ("float32", "float64")
+IMPLS = ("fastloss", "fastloss_loss", *runners.BASELINES)
+VERIFY_MAX = 100_000  # baselines are checked against fastloss up to this many elements
+THREADS = usable_cores()
+
+
+@functools.cache
+def competitors():
+    loaded, skipped = runners.load_competitors(runners.BASELINES)
+    runners.set_torch_threads(THREADS)
+    table = {c.key: c for c in loaded}
+    table["fastloss"] = runners.FASTLOSS
+    table["fastloss_loss"] = runners.FASTLOSS_LOSS
+    return table, skipped
+
+
+_data: dict = {}
+
+
+def data(variant, n, dtype):
+    """The inputs of a case; only the last case is kept (the params run case by case)."""
+    key = (variant.label, n, dtype)
+    if key not in _data:
+        _data.clear()
+        index = [v.label for v in cases.variants()].index(variant.label)
+        rng = np.random.default_rng([0, index, n])
+        _data[key] = variant.make(rng, n, np.dtype(dtype).type)
+    return _data[key]
+
+
+def _params():
+    for variant in cases.variants():
+        for n in SIZES:
+            for dtype in DTYPES:
+                for impl in IMPLS:
+                    name = variant.label.replace(" C=", "-C")
+                    yield pytest.param(variant, n, dtype, impl, id=f"{name}-{_fmt_count(n)}-{dtype}-{impl}")
+
+
+@pytest.mark.parametrize("variant, n, dtype, impl", list(_params()))
+def test_loss(benchmark, variant, n, dtype, impl):
+    table, skipped = competitors()
+    if impl in skipped:
+        pytest.skip(f"{impl}: {skipped[impl]}")
+    x, t = data(variant, n, dtype)
+    runner = table[impl].runner(variant, x, t, THREADS)
+    if runner is None:
+        pytest.skip(f"{impl} has no {variant.loss}")
+    if impl not in ("fastloss", "fastloss_loss") and x.size <= VERIFY_MAX:
+        reference = table["fastloss"].runner(variant, x, t, THREADS).result()
+        assert runners.agrees(reference, runner.result(), x.dtype), f"{impl} differs from fastloss"
+    benchmark.group = f"{variant.label} n={_fmt_count(x.size)} {dtype}"
+    benchmark.extra_info.update(elements=int(x.size), bytes_fused=kernel_bytes(variant, x, t),
+                                threads=THREADS, implementation=impl)
+    benchmark(runner.call)
