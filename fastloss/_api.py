@@ -27,6 +27,7 @@ _F32 = np.dtype(np.float32)
 _F64 = np.dtype(np.float64)
 _REAL_KINDS = "biuf"  # bool, signed, unsigned, float
 _INT64_MAX = np.iinfo(np.int64).max
+MAX_THREADS = 1024  # n_threads above this are clamped
 
 
 # --------------------------------------------------------------------------- threads
@@ -85,7 +86,9 @@ def _check_threads(n) -> int:
     n = int(n)
     if n < 1:
         raise ValueError(f"n_threads must be a positive integer or None, got {n}")
-    return n
+    # More threads than this never help (work is split into blocks of 4096 elements and the
+    # kernels use at most one thread per block); it also keeps the value a C int.
+    return min(n, MAX_THREADS)
 
 
 # --------------------------------------------------------------------------- coercion

@@ -122,28 +122,36 @@ cdef inline bint is_f32(cnp.ndarray a) noexcept:
 # ----------------------------------------------------------------------------- scanners
 
 
-def first_outside_unit(cnp.ndarray a, int n_threads):
+cdef enum ValueRule:
+    UNIT_INTERVAL  # values in [0, 1]
+    SIGN           # values -1 or +1
+
+
+cdef object first_breaking(int rule, cnp.ndarray a, int n_threads):
+    """The first value of ``a`` breaking ``rule`` (NaN breaks both), or None."""
     cdef idx n = cnp.PyArray_SIZE(a), i
     cdef void* p = data(a)
     cdef bint f32 = is_f32(a)
     with nogil:
-        if f32:
-            i = first_outside_unit_c[float](<const float*>p, n, n_threads)
+        if rule == UNIT_INTERVAL:
+            if f32:
+                i = first_outside_unit_c[float](<const float*>p, n, n_threads)
+            else:
+                i = first_outside_unit_c[double](<const double*>p, n, n_threads)
         else:
-            i = first_outside_unit_c[double](<const double*>p, n, n_threads)
+            if f32:
+                i = first_non_sign_c[float](<const float*>p, n, n_threads)
+            else:
+                i = first_non_sign_c[double](<const double*>p, n, n_threads)
     return None if i < 0 else a.reshape(-1)[i].item()
+
+
+def first_outside_unit(cnp.ndarray a, int n_threads):
+    return first_breaking(UNIT_INTERVAL, a, n_threads)
 
 
 def first_non_sign(cnp.ndarray a, int n_threads):
-    cdef idx n = cnp.PyArray_SIZE(a), i
-    cdef void* p = data(a)
-    cdef bint f32 = is_f32(a)
-    with nogil:
-        if f32:
-            i = first_non_sign_c[float](<const float*>p, n, n_threads)
-        else:
-            i = first_non_sign_c[double](<const double*>p, n, n_threads)
-    return None if i < 0 else a.reshape(-1)[i].item()
+    return first_breaking(SIGN, a, n_threads)
 
 
 def class_target_stats(cnp.ndarray t, idx n_classes, ignore_index, w):
@@ -219,10 +227,15 @@ cdef inline int reduction_code(object reduction) noexcept:
     return -1
 
 
+from ._api import MAX_THREADS as _MAX_THREADS
+
+cdef int max_threads = _MAX_THREADS  # larger n_threads take the general path (clamped there)
+
+
 cdef inline int thread_count(object n_threads) noexcept:
     if n_threads is None:
         return default_threads()
-    if type(n_threads) is int and 0 < n_threads < 1 << 20:
+    if type(n_threads) is int and 0 < n_threads <= max_threads:
         return n_threads
     return -1
 
@@ -330,11 +343,11 @@ cdef class _Elementwise:
             return None
         cdef idx n = cnp.PyArray_SIZE(x)
         cdef bint f32 = typenum == cnp.NPY_FLOAT32
-        if self.input_unit and first_outside_unit(x, nt) is not None:
+        if self.input_unit and first_breaking(UNIT_INTERVAL, x, nt) is not None:
             return None
-        if self.target_unit and first_outside_unit(t, nt) is not None:
+        if self.target_unit and first_breaking(UNIT_INTERVAL, t, nt) is not None:
             return None
-        if self.target_sign and first_non_sign(t, nt) is not None:
+        if self.target_sign and first_breaking(SIGN, t, nt) is not None:
             return None
         loss = empty_like_shape(x, typenum) if red == 2 else None
         grad = None

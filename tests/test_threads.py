@@ -16,7 +16,7 @@ from cases import DTYPES, large_cases
 from fastloss._registry import REDUCTIONS
 from helpers import assert_bitwise, loss_fn
 
-THREAD_COUNTS = (1, 2, 3, 8)
+THREAD_COUNTS = (1, 2, 3, 8, 5000, 2**40)  # more threads than blocks, and huge (clamped)
 LARGE = large_cases()
 
 
