@@ -240,6 +240,26 @@ cdef inline int thread_count(object n_threads) noexcept:
     return -1
 
 
+cdef inline object grad_buffer(object out, cnp.ndarray x, int typenum, bint want_grad):
+    """Where the fast path's gradient goes: the caller's out, else a new array like x."""
+    if not want_grad:
+        return None
+    return out if out is not None else empty_like_shape(x, typenum)
+
+
+cdef inline double mean_scale(int reduction, double divisor) noexcept:
+    """The gradient's scale: 1 / divisor for "mean" (inf for an empty divisor, as _api)."""
+    if reduction != 0:
+        return 1.0
+    return 1.0 / divisor if divisor else math.inf
+
+
+cdef object fast_result(double total, double divisor, int reduction, int typenum, object loss,
+                        object grad, bint want_grad):
+    result = loss if reduction == 2 else scalar_result(total, divisor, reduction, typenum)
+    return (result, grad) if want_grad else result
+
+
 cdef object scalar_result(double total, double divisor, int reduction, int typenum):
     cdef double value = total
     if reduction == 0:
@@ -342,7 +362,6 @@ cdef class _Elementwise:
         if want_grad and out is not None and not usable_out(out, x, typenum, t):
             return None
         cdef idx n = cnp.PyArray_SIZE(x)
-        cdef bint f32 = typenum == cnp.NPY_FLOAT32
         if self.input_unit and first_breaking(UNIT_INTERVAL, x, nt) is not None:
             return None
         if self.target_unit and first_breaking(UNIT_INTERVAL, t, nt) is not None:
@@ -350,15 +369,9 @@ cdef class _Elementwise:
         if self.target_sign and first_breaking(SIGN, t, nt) is not None:
             return None
         loss = empty_like_shape(x, typenum) if red == 2 else None
-        grad = None
-        if want_grad:
-            grad = out if out is not None else empty_like_shape(x, typenum)
-        cdef double scale = 1.0
-        if red == 0:
-            scale = 1.0 / n if n else math.inf
-        total = self.run(x, t, None, None, self.default_params, loss, grad, scale, nt)
-        result = loss if red == 2 else scalar_result(total, n, red, typenum)
-        return (result, grad) if want_grad else result
+        grad = grad_buffer(out, x, typenum, want_grad)
+        total = self.run(x, t, None, None, self.default_params, loss, grad, mean_scale(red, n), nt)
+        return fast_result(total, n, red, typenum, loss, grad, want_grad)
 
 
 cdef class _Classes:
@@ -460,16 +473,10 @@ cdef class _Classes:
             return None
         cdef double divisor = count if self.has_ignore else N
         loss = cnp.PyArray_EMPTY(1, cnp.PyArray_DIMS(t), typenum, 0) if red == 2 else None
-        grad = None
-        if want_grad:
-            grad = out if out is not None else empty_like_shape(x, typenum)
-        cdef double scale = 1.0
-        if red == 0:
-            scale = 1.0 / divisor if divisor else math.inf
+        grad = grad_buffer(out, x, typenum, want_grad)
         total = self.run(x, t, None, ignore, self.default_params[0], self.default_params[1],
-                         loss, grad, scale, nt)
-        result = loss if red == 2 else scalar_result(total, divisor, red, typenum)
-        return (result, grad) if want_grad else result
+                         loss, grad, mean_scale(red, divisor), nt)
+        return fast_result(total, divisor, red, typenum, loss, grad, want_grad)
 
 
 KERNELS = {
