@@ -79,9 +79,9 @@ def extensions():
     import numpy
 
     ext = Extension(
-        "fastloss._kernels",
-        ["fastloss/_kernels.pyx"],
-        depends=["fastloss/_kernels.hpp", "fastloss/_kernels_impl.hpp", "fastloss/_vecmath.hpp"],
+        "fastloss.kernels",
+        ["fastloss/kernels.pyx"],
+        depends=["fastloss/_kernels.hpp", "fastloss/_capi.hpp", "fastloss/_kernels_impl.hpp", "fastloss/_vecmath.hpp"],
         include_dirs=[numpy.get_include(), "fastloss"],
         language="c++",
     )

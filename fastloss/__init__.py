@@ -53,11 +53,20 @@ def get_backend() -> str:
     return _backend.NAME
 
 
+def get_include() -> str:
+    """The directory of ``fastloss.h``, the C header of the kernels (see README, "Use from
+    Cython and C"), as ``numpy.get_include()``: pass it to the compiler with ``-I``."""
+    import os
+
+    return os.path.dirname(os.path.abspath(__file__))
+
+
 globals().update(make_public_api(_backend))
 
 __all__ = [
     *(name for loss in LOSSES for name in (loss.name, loss.name + "_grad")),
     "get_backend",
+    "get_include",
     "get_num_threads",
     "set_num_threads",
 ]

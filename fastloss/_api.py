@@ -36,11 +36,11 @@ _num_threads: int | None = None  # set by set_num_threads; None follows OpenMP
 
 
 def _compiled_module():
-    """fastloss._kernels when it was built, else None (looked up once)."""
+    """fastloss.kernels when it was built, else None (looked up once)."""
     global _compiled
     if _compiled is False:
         try:
-            from . import _kernels as module
+            from . import kernels as module
         except ImportError:
             module = None
         _compiled = module
@@ -274,7 +274,7 @@ def _prepare_elementwise(spec, backend, x_in, target, weight, pos_weight, params
             raise ValueError(f"target (labels) must be -1 or +1, got {bad!r}")
 
     if spec.mean_divisor == "weight_sum" and w is not None:
-        divisor = float(np.sum(w, dtype=np.float64)) * (n // w.size)
+        divisor = backend.float64_sum(w) * (n // w.size)
     else:
         divisor = float(n)
     return spec.kernel_name, x, t, w, pw, params, divisor, shape, (n,)
@@ -387,7 +387,7 @@ def _docstring(spec: Loss, grad: bool, backend_name: str) -> str:
 
 
 def _fast_path_source(spec: Loss, grad: bool) -> str:
-    """The lines that try the backend's fast path first (see ``_kernels.pyx``): only when
+    """The lines that try the backend's fast path first (see ``kernels.pyx``): only when
     no weight is given and every scalar parameter is its default (checked by identity)."""
     conditions = ["_fast is not None"]
     conditions += [f"{name} is None" for name, on in (("weight", spec.weight), ("pos_weight", spec.pos_weight)) if on]

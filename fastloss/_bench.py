@@ -159,7 +159,7 @@ def backend_facts() -> dict:
     facts = {"fastloss": fastloss.__version__, "backend": fastloss.get_backend(),
              "openmp": None, "simd": None, "default_threads": fastloss.get_num_threads()}
     try:
-        from . import _kernels
+        from . import kernels as _kernels
     except ImportError:
         return facts
     facts["openmp"] = bool(_kernels.openmp_enabled())

@@ -3,10 +3,11 @@
 Importing this fails with ImportError when the extension was not built; fastloss then
 falls back to ``numpy_backend`` (see ``fastloss/__init__.py``)."""
 
-from ._kernels import (  # noqa: F401
+from .kernels import (  # noqa: F401
     KERNELS,
     NAME,
     class_target_stats,
+    float64_sum,
     first_non_sign,
     first_outside_unit,
 )

@@ -157,6 +157,11 @@ idx first_non_sign(const T* a, idx n, int n_threads) {
 }
 
 template <typename T>
+double float64_sum(const T* a, idx n) {
+    FL_DISPATCH(float64_sum<T>(a, n))
+}
+
+template <typename T>
 idx class_target_stats(const int64_t* t, idx n, idx C, bool has_ignore, int64_t ignore_index,
                        const T* w, double* weight_sum) {
     FL_DISPATCH(class_target_stats<T>(t, n, C, has_ignore, ignore_index, w, weight_sum))

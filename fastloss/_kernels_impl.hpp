@@ -659,6 +659,12 @@ idx first_non_sign(const T* a, idx n, int n_threads) {
 
 // First target outside [0, C) that is not ignore_index (-1 if none), and into *weight_sum
 // the float64 sum of w[target] (the count when w is null) over the kept targets.
+// Sum of a[0..n) in float64, in the fixed lane order (the "mean" divisor of a weight).
+template <typename T>
+double float64_sum(const T* a, idx n) {
+    return lane_sum(n, [&](idx i) { return double(a[i]); });
+}
+
 template <typename T>
 idx class_target_stats(const int64_t* t, idx n, idx C, bool has_ignore, int64_t ignore_index,
                        const T* w, double* weight_sum) {

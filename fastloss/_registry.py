@@ -3,7 +3,7 @@
 Every loss of fastloss is one ``Loss`` row below. The public functions (and their
 signatures and docstrings), the input checks of the front layer, the tests and the
 benchmarks are all generated from this table, so adding a loss is: one row here, one
-kernel per backend (``numpy_backend.KERNELS`` and ``_kernels.pyx``), and, for the tests,
+kernel per backend (``numpy_backend.KERNELS`` and ``kernels.pyx``), and, for the tests,
 one reference in ``tests/reference.py``.
 
 Vocabulary

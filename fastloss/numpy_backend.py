@@ -5,8 +5,11 @@ Importing this module gives every public function of fastloss computed with NumP
 
 The backend contract
 --------------------
-A backend module has ``NAME``, ``KERNELS`` (kernel name -> function) and three scanners
-used by the front layer (``fastloss._api``) before anything is computed:
+A backend module has ``NAME``, ``KERNELS`` (kernel name -> function), ``float64_sum`` and
+three scanners used by the front layer (``fastloss._api``) before anything is computed:
+
+``float64_sum(a)``                    the float64 sum of 1-D ``a`` (an elementwise weight's
+                                      "mean" divisor)
 
 ``first_outside_unit(a, n_threads)``  the first value of ``a`` not in [0, 1] (NaN included), or None
 ``first_non_sign(a, n_threads)``      the first value of ``a`` that is not -1 or +1, or None
@@ -57,6 +60,10 @@ def first_outside_unit(a, n_threads):
 
 def first_non_sign(a, n_threads):
     return _first(a, (a != 1) & (a != -1))
+
+
+def float64_sum(a):
+    return float(np.sum(a, dtype=np.float64))
 
 
 def class_target_stats(t, n_classes, ignore_index, w):

@@ -127,7 +127,7 @@ def test_info():
     for name in ("Cython", "torch"):
         assert name in out
     if fastloss.get_backend() == "cython":
-        from fastloss import _kernels
+        from fastloss import kernels as _kernels
 
         assert ("on" if _kernels.openmp_enabled() else "off") in out
         assert _kernels.simd_level() in out

@@ -54,7 +54,7 @@ _SIMD_SCRIPT = """
 import json, sys
 import numpy as np
 import fastloss
-from fastloss import _kernels
+from fastloss import kernels as _kernels
 rng = np.random.default_rng(3)
 out = {"level": _kernels.simd_level()}
 for dtype in (np.float32, np.float64):

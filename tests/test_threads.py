@@ -91,7 +91,7 @@ def test_default_follows_threadpoolctl_limits():
         import fastloss
         from threadpoolctl import threadpool_limits
         try:
-            from fastloss import _kernels
+            from fastloss import kernels as _kernels
             openmp = _kernels.openmp_enabled()
         except ImportError:
             openmp = False

@@ -1,17 +1,23 @@
 # distutils: language = c++
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
-"""fastloss's compiled backend: typed glue around the fused C++ kernels of _kernels.hpp.
+"""fastloss's compiled kernels: typed glue around the fused C++ kernels of _kernels.hpp.
 
-This module implements the backend contract documented in ``fastloss.numpy_backend``:
-``NAME``, ``KERNELS`` and the three scanners. The front layer (``fastloss._api``) has
-already checked and coerced every operand, so the glue only takes raw pointers, releases
-the GIL and calls the kernel.
+Two faces, one set of kernels:
+
+* the compiled backend of the Python API: ``NAME``, ``KERNELS``, ``float64_sum`` and the
+  three scanners of the backend contract documented in ``fastloss.numpy_backend``. The
+  front layer (``fastloss._api``) has already checked and coerced every operand, so this
+  glue only takes raw pointers, releases the GIL and calls the kernel;
+* the C level (end of this file): ``fl_<loss>_grad_f32/f64``, declared in ``kernels.pxd``
+  for Cython extensions (``cimport``) and exported through Cython's C-API for C programs
+  (``fastloss.h``). They check their own arguments and give the Python API's results.
 """
 
 cimport numpy as cnp
-from libc.stdint cimport int64_t
-
-import math
+from libc.math cimport INFINITY, NAN, copysign, isfinite
+from libc.stdint cimport int64_t, uintptr_t
+from libc.stdlib cimport free, malloc
+from libc.string cimport memcpy
 
 import numpy as np
 
@@ -31,6 +37,9 @@ cdef extern from *:
     """
     int FASTLOSS_OPENMP
     int fl_omp_max_threads() nogil
+
+cdef extern from "Python.h":
+    const Py_ssize_t PY_SSIZE_T_MAX
 
 cdef extern from "_kernels.hpp" namespace "fl" nogil:
     ctypedef Py_ssize_t idx
@@ -77,8 +86,24 @@ cdef extern from "_kernels.hpp" namespace "fl" nogil:
     double classes[T](int kernel, const ClassArgs[T]& a, int n_threads)
     idx first_outside_unit_c "fl::first_outside_unit"[T](const T* a, idx n, int n_threads)
     idx first_non_sign_c "fl::first_non_sign"[T](const T* a, idx n, int n_threads)
+    double float64_sum_c "fl::float64_sum"[T](const T* a, idx n)
     idx class_target_stats_c "fl::class_target_stats"[T](const int64_t* t, idx n, idx C, bint has_ignore,
                                                         int64_t ignore_index, const T* w, double* weight_sum)
+
+cdef extern from "_capi.hpp" namespace "fl::capi" nogil:
+    cdef struct ElementwiseFacts:
+        bint weight_sum_divisor, input_unit, target_unit, target_sign
+    double mean_scale(int reduction, double divisor)
+    double reduced(double total, double divisor, int reduction)
+    double elementwise_call[T](int kernel, const ElementwiseFacts& facts, const T* x, const T* t,
+                               const T* w, idx w_len, const T* pw, idx pw_len, T* grad, T* losses,
+                               idx n, double p0, double p1, int reduction, int n_threads,
+                               int omp_default)
+    double classes_call[T](int kernel, const T* x, const int64_t* t, const T* probs, const T* w,
+                           T* grad, T* losses, idx N, idx C, idx K, bint has_ignore,
+                           int64_t ignore_index, double p0, double p1, int reduction,
+                           int n_threads, int omp_default)
+
 
 NAME = "cython"
 
@@ -152,6 +177,14 @@ def first_outside_unit(cnp.ndarray a, int n_threads):
 
 def first_non_sign(cnp.ndarray a, int n_threads):
     return first_breaking(SIGN, a, n_threads)
+
+
+def float64_sum(cnp.ndarray a):
+    cdef idx n = cnp.PyArray_SIZE(a)
+    cdef void* p = data(a)
+    if is_f32(a):
+        return float64_sum_c[float](<const float*>p, n)
+    return float64_sum_c[double](<const double*>p, n)
 
 
 def class_target_stats(cnp.ndarray t, idx n_classes, ignore_index, w):
@@ -247,13 +280,6 @@ cdef inline object grad_buffer(object out, cnp.ndarray x, int typenum, bint want
     return out if out is not None else empty_like_shape(x, typenum)
 
 
-cdef inline double mean_scale(int reduction, double divisor) noexcept:
-    """The gradient's scale: 1 / divisor for "mean" (inf for an empty divisor, as _api)."""
-    if reduction != 0:
-        return 1.0
-    return 1.0 / divisor if divisor else math.inf
-
-
 cdef object fast_result(double total, double divisor, int reduction, int typenum, object loss,
                         object grad, bint want_grad):
     result = loss if reduction == 2 else scalar_result(total, divisor, reduction, typenum)
@@ -261,10 +287,7 @@ cdef object fast_result(double total, double divisor, int reduction, int typenum
 
 
 cdef object scalar_result(double total, double divisor, int reduction, int typenum):
-    cdef double value = total
-    if reduction == 0:
-        value = total / divisor if divisor != 0 else (
-            math.nan if total == 0 or total != total else math.copysign(math.inf, total))
+    cdef double value = reduced(total, divisor, reduction)
     return _f32_scalar(value) if typenum == cnp.NPY_FLOAT32 else _f64_scalar(value)
 
 
@@ -294,7 +317,7 @@ cdef class _Elementwise:
 
     cdef readonly int kernel
     cdef double default_params[2]
-    cdef bint input_unit, target_unit, target_sign
+    cdef bint input_unit, target_unit, target_sign, weight_sum_divisor
 
     def __init__(self, str name, int kernel):
         from ._registry import BY_NAME
@@ -306,6 +329,7 @@ cdef class _Elementwise:
         self.input_unit = spec.input_domain == "unit"
         self.target_unit = spec.target_domain == "unit"
         self.target_sign = spec.target_domain == "sign"
+        self.weight_sum_divisor = spec.mean_divisor == "weight_sum"
 
     cdef double run(self, cnp.ndarray x, cnp.ndarray t, object w, object pw,
                     const double* prm, object loss, object grad, double scale, int n_threads):
@@ -493,3 +517,153 @@ KERNELS = {
     "nll_loss": _Classes("nll_loss", K_NLL),
     "multi_margin_loss": _Classes("multi_margin_loss", K_MULTI_MARGIN),
 }
+
+
+# ----------------------------------------------------------------------------- the C level
+# fl_<loss>_grad_f32 / _f64: declared in kernels.pxd (for `cimport`) and exported with
+# `cdef api` (fastloss.h, for C programs). Each checks every argument it can check before
+# reading or writing any element and, on a bad one, returns NaN having written nothing. Then
+# it runs the very kernel call of the Python API (same divisor, gradient scale and weight
+# period), so results are bitwise those of the Python functions; a float32 loss returned
+# here as a double rounds to the Python API's float32 value.
+
+cdef ElementwiseFacts elementwise_facts[K_SQUARED_HINGE + 1]  # by kernel id, from the registry
+
+
+cdef void load_elementwise_facts():
+    cdef _Elementwise k
+    for kernel in KERNELS.values():
+        if isinstance(kernel, _Elementwise):
+            k = kernel
+            elementwise_facts[k.kernel].weight_sum_divisor = k.weight_sum_divisor
+            elementwise_facts[k.kernel].input_unit = k.input_unit
+            elementwise_facts[k.kernel].target_unit = k.target_unit
+            elementwise_facts[k.kernel].target_sign = k.target_sign
+
+
+load_elementwise_facts()
+
+
+cdef inline double elementwise_f32(int kernel, const float* x, const float* t, const float* w, idx w_len,
+                                   const float* pw, idx pw_len, float* grad, float* losses, idx n,
+                                   double p0, int reduction, int n_threads) noexcept nogil:
+    return elementwise_call[float](kernel, elementwise_facts[kernel], x, t, w, w_len, pw, pw_len,
+                                   grad, losses, n, p0, 0, reduction, n_threads, fl_omp_max_threads())
+
+
+cdef inline double elementwise_f64(int kernel, const double* x, const double* t, const double* w, idx w_len,
+                                   const double* pw, idx pw_len, double* grad, double* losses, idx n,
+                                   double p0, int reduction, int n_threads) noexcept nogil:
+    return elementwise_call[double](kernel, elementwise_facts[kernel], x, t, w, w_len, pw, pw_len,
+                                    grad, losses, n, p0, 0, reduction, n_threads, fl_omp_max_threads())
+
+
+# Parameter domains, as the registry states them for the Python API.
+cdef inline bint smoothing_ok(double eps) noexcept nogil:
+    return 0.0 <= eps <= 1.0
+
+
+# --- elementwise losses ---------------------------------------------------------------
+
+cdef api double fl_mse_loss_grad_f32(const float* input, const float* target, const float* weight, Py_ssize_t weight_len, float* grad, float* losses, Py_ssize_t n, int reduction, int n_threads) noexcept nogil:
+    return elementwise_f32(K_MSE, input, target, weight, weight_len, <const float*>NULL, 0, grad, losses, n, 0, reduction, n_threads)
+
+cdef api double fl_mse_loss_grad_f64(const double* input, const double* target, const double* weight, Py_ssize_t weight_len, double* grad, double* losses, Py_ssize_t n, int reduction, int n_threads) noexcept nogil:
+    return elementwise_f64(K_MSE, input, target, weight, weight_len, <const double*>NULL, 0, grad, losses, n, 0, reduction, n_threads)
+
+cdef api double fl_l1_loss_grad_f32(const float* input, const float* target, const float* weight, Py_ssize_t weight_len, float* grad, float* losses, Py_ssize_t n, int reduction, int n_threads) noexcept nogil:
+    return elementwise_f32(K_L1, input, target, weight, weight_len, <const float*>NULL, 0, grad, losses, n, 0, reduction, n_threads)
+
+cdef api double fl_l1_loss_grad_f64(const double* input, const double* target, const double* weight, Py_ssize_t weight_len, double* grad, double* losses, Py_ssize_t n, int reduction, int n_threads) noexcept nogil:
+    return elementwise_f64(K_L1, input, target, weight, weight_len, <const double*>NULL, 0, grad, losses, n, 0, reduction, n_threads)
+
+cdef api double fl_huber_loss_grad_f32(const float* input, const float* target, const float* weight, Py_ssize_t weight_len, float* grad, float* losses, Py_ssize_t n, double delta, int reduction, int n_threads) noexcept nogil:
+    if not delta > 0:
+        return NAN
+    return elementwise_f32(K_HUBER, input, target, weight, weight_len, <const float*>NULL, 0, grad, losses, n, delta, reduction, n_threads)
+
+cdef api double fl_huber_loss_grad_f64(const double* input, const double* target, const double* weight, Py_ssize_t weight_len, double* grad, double* losses, Py_ssize_t n, double delta, int reduction, int n_threads) noexcept nogil:
+    if not delta > 0:
+        return NAN
+    return elementwise_f64(K_HUBER, input, target, weight, weight_len, <const double*>NULL, 0, grad, losses, n, delta, reduction, n_threads)
+
+cdef api double fl_smooth_l1_loss_grad_f32(const float* input, const float* target, float* grad, float* losses, Py_ssize_t n, double beta, int reduction, int n_threads) noexcept nogil:
+    if not beta >= 0:
+        return NAN
+    return elementwise_f32(K_SMOOTH_L1, input, target, <const float*>NULL, 0, <const float*>NULL, 0, grad, losses, n, beta, reduction, n_threads)
+
+cdef api double fl_smooth_l1_loss_grad_f64(const double* input, const double* target, double* grad, double* losses, Py_ssize_t n, double beta, int reduction, int n_threads) noexcept nogil:
+    if not beta >= 0:
+        return NAN
+    return elementwise_f64(K_SMOOTH_L1, input, target, <const double*>NULL, 0, <const double*>NULL, 0, grad, losses, n, beta, reduction, n_threads)
+
+cdef api double fl_binary_cross_entropy_grad_f32(const float* input, const float* target, const float* weight, Py_ssize_t weight_len, float* grad, float* losses, Py_ssize_t n, int reduction, int n_threads) noexcept nogil:
+    return elementwise_f32(K_BCE, input, target, weight, weight_len, <const float*>NULL, 0, grad, losses, n, 0, reduction, n_threads)
+
+cdef api double fl_binary_cross_entropy_grad_f64(const double* input, const double* target, const double* weight, Py_ssize_t weight_len, double* grad, double* losses, Py_ssize_t n, int reduction, int n_threads) noexcept nogil:
+    return elementwise_f64(K_BCE, input, target, weight, weight_len, <const double*>NULL, 0, grad, losses, n, 0, reduction, n_threads)
+
+cdef api double fl_binary_cross_entropy_with_logits_grad_f32(const float* input, const float* target, const float* weight, Py_ssize_t weight_len, const float* pos_weight, Py_ssize_t pos_weight_len, float* grad, float* losses, Py_ssize_t n, int reduction, int n_threads) noexcept nogil:
+    return elementwise_f32(K_BCE_LOGITS, input, target, weight, weight_len, pos_weight, pos_weight_len, grad, losses, n, 0, reduction, n_threads)
+
+cdef api double fl_binary_cross_entropy_with_logits_grad_f64(const double* input, const double* target, const double* weight, Py_ssize_t weight_len, const double* pos_weight, Py_ssize_t pos_weight_len, double* grad, double* losses, Py_ssize_t n, int reduction, int n_threads) noexcept nogil:
+    return elementwise_f64(K_BCE_LOGITS, input, target, weight, weight_len, pos_weight, pos_weight_len, grad, losses, n, 0, reduction, n_threads)
+
+cdef api double fl_hinge_loss_grad_f32(const float* input, const float* target, const float* weight, Py_ssize_t weight_len, float* grad, float* losses, Py_ssize_t n, double margin, int reduction, int n_threads) noexcept nogil:
+    if not isfinite(margin):
+        return NAN
+    return elementwise_f32(K_HINGE, input, target, weight, weight_len, <const float*>NULL, 0, grad, losses, n, margin, reduction, n_threads)
+
+cdef api double fl_hinge_loss_grad_f64(const double* input, const double* target, const double* weight, Py_ssize_t weight_len, double* grad, double* losses, Py_ssize_t n, double margin, int reduction, int n_threads) noexcept nogil:
+    if not isfinite(margin):
+        return NAN
+    return elementwise_f64(K_HINGE, input, target, weight, weight_len, <const double*>NULL, 0, grad, losses, n, margin, reduction, n_threads)
+
+cdef api double fl_squared_hinge_loss_grad_f32(const float* input, const float* target, const float* weight, Py_ssize_t weight_len, float* grad, float* losses, Py_ssize_t n, double margin, int reduction, int n_threads) noexcept nogil:
+    if not isfinite(margin):
+        return NAN
+    return elementwise_f32(K_SQUARED_HINGE, input, target, weight, weight_len, <const float*>NULL, 0, grad, losses, n, margin, reduction, n_threads)
+
+cdef api double fl_squared_hinge_loss_grad_f64(const double* input, const double* target, const double* weight, Py_ssize_t weight_len, double* grad, double* losses, Py_ssize_t n, double margin, int reduction, int n_threads) noexcept nogil:
+    if not isfinite(margin):
+        return NAN
+    return elementwise_f64(K_SQUARED_HINGE, input, target, weight, weight_len, <const double*>NULL, 0, grad, losses, n, margin, reduction, n_threads)
+
+
+# --- class losses -----------------------------------------------------------------------
+
+cdef api double fl_cross_entropy_grad_f32(const float* input, const int64_t* target, const float* weight, float* grad, float* losses, Py_ssize_t N, Py_ssize_t C, Py_ssize_t K, int64_t ignore_index, double label_smoothing, int reduction, int n_threads) noexcept nogil:
+    if not smoothing_ok(label_smoothing):
+        return NAN
+    return classes_call[float](K_CROSS_ENTROPY, input, target, <const float*>NULL, weight, grad, losses, N, C, K, True, ignore_index, label_smoothing, 0, reduction, n_threads, fl_omp_max_threads())
+
+cdef api double fl_cross_entropy_grad_f64(const double* input, const int64_t* target, const double* weight, double* grad, double* losses, Py_ssize_t N, Py_ssize_t C, Py_ssize_t K, int64_t ignore_index, double label_smoothing, int reduction, int n_threads) noexcept nogil:
+    if not smoothing_ok(label_smoothing):
+        return NAN
+    return classes_call[double](K_CROSS_ENTROPY, input, target, <const double*>NULL, weight, grad, losses, N, C, K, True, ignore_index, label_smoothing, 0, reduction, n_threads, fl_omp_max_threads())
+
+cdef api double fl_cross_entropy_probs_grad_f32(const float* input, const float* target, const float* weight, float* grad, float* losses, Py_ssize_t N, Py_ssize_t C, Py_ssize_t K, double label_smoothing, int reduction, int n_threads) noexcept nogil:
+    if not smoothing_ok(label_smoothing):
+        return NAN
+    return classes_call[float](K_CROSS_ENTROPY_PROBS, input, <const int64_t*>NULL, target, weight, grad, losses, N, C, K, False, 0, label_smoothing, 0, reduction, n_threads, fl_omp_max_threads())
+
+cdef api double fl_cross_entropy_probs_grad_f64(const double* input, const double* target, const double* weight, double* grad, double* losses, Py_ssize_t N, Py_ssize_t C, Py_ssize_t K, double label_smoothing, int reduction, int n_threads) noexcept nogil:
+    if not smoothing_ok(label_smoothing):
+        return NAN
+    return classes_call[double](K_CROSS_ENTROPY_PROBS, input, <const int64_t*>NULL, target, weight, grad, losses, N, C, K, False, 0, label_smoothing, 0, reduction, n_threads, fl_omp_max_threads())
+
+cdef api double fl_nll_loss_grad_f32(const float* input, const int64_t* target, const float* weight, float* grad, float* losses, Py_ssize_t N, Py_ssize_t C, Py_ssize_t K, int64_t ignore_index, int reduction, int n_threads) noexcept nogil:
+    return classes_call[float](K_NLL, input, target, <const float*>NULL, weight, grad, losses, N, C, K, True, ignore_index, 0, 0, reduction, n_threads, fl_omp_max_threads())
+
+cdef api double fl_nll_loss_grad_f64(const double* input, const int64_t* target, const double* weight, double* grad, double* losses, Py_ssize_t N, Py_ssize_t C, Py_ssize_t K, int64_t ignore_index, int reduction, int n_threads) noexcept nogil:
+    return classes_call[double](K_NLL, input, target, <const double*>NULL, weight, grad, losses, N, C, K, True, ignore_index, 0, 0, reduction, n_threads, fl_omp_max_threads())
+
+cdef api double fl_multi_margin_loss_grad_f32(const float* input, const int64_t* target, const float* weight, float* grad, float* losses, Py_ssize_t N, Py_ssize_t C, int p, double margin, int reduction, int n_threads) noexcept nogil:
+    if (p != 1 and p != 2) or not isfinite(margin):
+        return NAN
+    return classes_call[float](K_MULTI_MARGIN, input, target, <const float*>NULL, weight, grad, losses, N, C, 1, False, 0, p, margin, reduction, n_threads, fl_omp_max_threads())
+
+cdef api double fl_multi_margin_loss_grad_f64(const double* input, const int64_t* target, const double* weight, double* grad, double* losses, Py_ssize_t N, Py_ssize_t C, int p, double margin, int reduction, int n_threads) noexcept nogil:
+    if (p != 1 and p != 2) or not isfinite(margin):
+        return NAN
+    return classes_call[double](K_MULTI_MARGIN, input, target, <const double*>NULL, weight, grad, losses, N, C, 1, False, 0, p, margin, reduction, n_threads, fl_omp_max_threads())
