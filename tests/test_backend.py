@@ -20,7 +20,7 @@ from fastloss._registry import LOSSES, REDUCTIONS
 from helpers import assert_bitwise, assert_grad_close, assert_value_close, loss_fn, rtol_for
 
 LOSS_FUNCTIONS = [name for spec in LOSSES for name in (spec.name, spec.name + "_grad")]
-HELPERS = ["get_backend", "get_num_threads", "set_num_threads"]
+HELPERS = ["get_backend", "get_include", "get_num_threads", "set_num_threads"]
 
 
 def _compiled_importable() -> bool:
@@ -137,6 +137,13 @@ def test_public_names():
     assert sorted(fastloss.numpy_backend.PUBLIC_FUNCTIONS) == sorted(LOSS_FUNCTIONS)
     for name in fastloss.__all__:
         assert callable(getattr(fastloss, name)), name
+
+
+def test_get_include_holds_the_c_header():
+    include = fastloss.get_include()
+    assert os.path.isabs(include) and os.path.isfile(os.path.join(include, "fastloss.h"))
+    if _compiled_importable():  # the header Cython writes with the extension
+        assert os.path.isfile(os.path.join(include, "kernels_api.h"))
 
 
 def _expected_parameters(spec, grad):
