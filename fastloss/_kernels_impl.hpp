@@ -146,8 +146,8 @@ struct Bce {
     // finite; log1p(-x) keeps 1 - x accurate for small x. Gradient (x - y) / max(x(1-x), 1e-12).
     explicit Bce(const double*) {}
     void operator()(T x, T y, T, T& l, T& g) const {
-        T log_x = std::max(vm::log(x), T(-100));
-        T log_1mx = std::max(vm::log1p(-x), T(-100));
+        T log_x = vm::log_clamped_unit(x);
+        T log_1mx = vm::log1m_clamped_unit(x);
         l = (y - T(1)) * log_1mx - y * log_x;
         g = (x - y) / std::max((T(1) - x) * x, T(1e-12f));  // PyTorch's EPSILON is a float
     }
