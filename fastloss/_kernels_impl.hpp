@@ -85,6 +85,13 @@ inline T sign_or_zero(T r) {  // sign(r), 0 at 0 and at NaN (PyTorch's L1 gradie
     return T(r > T(0)) - T(r < T(0));
 }
 
+// Losses whose per-element math is expensive (exp, log) set `static constexpr bool heavy`:
+// their run tails go through the vector loop too (see run).
+template <class Op, class = void>
+struct heavy_op { static constexpr bool value = false; };
+template <class Op>
+struct heavy_op<Op, decltype(void(Op::heavy))> { static constexpr bool value = Op::heavy; };
+
 template <typename T>
 struct Mse {
     explicit Mse(const double*) {}
@@ -144,6 +151,7 @@ template <typename T>
 struct Bce {
     // Domain x, y in [0, 1]. Each log is clamped at -100 (PyTorch), so x = 0 or 1 stays
     // finite; log1p(-x) keeps 1 - x accurate for small x. Gradient (x - y) / max(x(1-x), 1e-12).
+    static constexpr bool heavy = true;
     explicit Bce(const double*) {}
     void operator()(T x, T y, T, T& l, T& g) const {
         T log_x = vm::log_clamped_unit(x);
@@ -159,6 +167,7 @@ struct BceLogits {
     // softplus(+-x) = max(+-x, 0) + log1p(exp(-|x|)): no overflow, and for y in [0, 1] both
     // terms are >= 0, so tiny losses keep full relative accuracy (x=-40, y=0: 4.2e-18).
     // grad = (1 - y) sigmoid(x) - p y sigmoid(-x), both sigmoids from e = exp(-|x|) <= 1.
+    static constexpr bool heavy = true;
     explicit BceLogits(const double*) {}
     void operator()(T x, T y, T p, T& l, T& g) const {
         T e = vm::exp_nonpos(-std::abs(x));
@@ -241,16 +250,49 @@ __attribute__((noinline)) double run(const Op& op, const T* x, const T* y, const
         for (int u = 0; u < UNROLL; ++u)
             for (int j = 0; j < LANES; ++j) acc[j] += double(ls[u * LANES + j]);
     }
-    for (int j = 0; i < len; ++i, j = (j + 1) % LANES) {  // the tail: same math, same lanes
-        T l, g;
-        op(x[i], y[i], PW ? pw[i] : T(1), l, g);
-        if (W) {
-            l *= w[i];
-            g *= w[i];
+    if (i < len && !heavy_op<Op>::value) {  // the tail: same math, same lanes
+        for (int j = 0; i < len; ++i, j = (j + 1) % LANES) {
+            T l, g;
+            op(x[i], y[i], PW ? pw[i] : T(1), l, g);
+            if (W) {
+                l *= w[i];
+                g *= w[i];
+            }
+            acc[j] += double(l);
+            if (LOSS) lo[i] = l;
+            if (GRAD) go[i] = g * scale;
         }
-        acc[j] += double(l);
-        if (LOSS) lo[i] = l;
-        if (GRAD) go[i] = g * scale;
+    }
+    if (i < len) {
+        // The tail of an exp/log loss (Op::heavy; fewer than CHUNK elements): copied into a
+        // zero-padded chunk and computed by the same vector loop, since a scalar exp or log
+        // costs about as much as a vector one. Each element's math is the same whatever its
+        // position, and only the rem real ones are stored and summed, in the same lanes and
+        // order as the scalar tail.
+        const idx rem = len - i;
+        T xb[CHUNK], yb[CHUNK], wb[CHUNK], pwb[CHUNK], ls[CHUNK], gs[CHUNK];
+        for (int j = 0; j < CHUNK; ++j) {
+            xb[j] = j < rem ? x[i + j] : T(0);
+            yb[j] = j < rem ? y[i + j] : T(0);
+            if (W) wb[j] = j < rem ? w[i + j] : T(0);
+            if (PW) pwb[j] = j < rem ? pw[i + j] : T(0);
+        }
+#pragma omp simd
+        for (int j = 0; j < CHUNK; ++j) {
+            T l, g;
+            op(xb[j], yb[j], PW ? pwb[j] : T(1), l, g);
+            if (W) {
+                l *= wb[j];
+                g *= wb[j];
+            }
+            ls[j] = l;
+            gs[j] = g * scale;
+        }
+        for (idx j = 0; j < rem; ++j) {
+            acc[j % LANES] += double(ls[j]);
+            if (LOSS) lo[i + j] = ls[j];
+            if (GRAD) go[i + j] = gs[j];
+        }
     }
     return sum_lanes(acc);
 }
