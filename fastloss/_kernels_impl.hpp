@@ -85,6 +85,13 @@ inline T sign_or_zero(T r) {  // sign(r), 0 at 0 and at NaN (PyTorch's L1 gradie
     return T(r > T(0)) - T(r < T(0));
 }
 
+// Losses whose per-element math is expensive (exp, log) set `static constexpr bool heavy`:
+// their run tails go through the vector loop too (see run).
+template <class Op, class = void>
+struct heavy_op { static constexpr bool value = false; };
+template <class Op>
+struct heavy_op<Op, decltype(void(Op::heavy))> { static constexpr bool value = Op::heavy; };
+
 template <typename T>
 struct Mse {
     explicit Mse(const double*) {}
@@ -144,10 +151,11 @@ template <typename T>
 struct Bce {
     // Domain x, y in [0, 1]. Each log is clamped at -100 (PyTorch), so x = 0 or 1 stays
     // finite; log1p(-x) keeps 1 - x accurate for small x. Gradient (x - y) / max(x(1-x), 1e-12).
+    static constexpr bool heavy = true;
     explicit Bce(const double*) {}
     void operator()(T x, T y, T, T& l, T& g) const {
-        T log_x = std::max(vm::log(x), T(-100));
-        T log_1mx = std::max(vm::log1p(-x), T(-100));
+        T log_x = vm::log_clamped_unit(x);
+        T log_1mx = vm::log1m_clamped_unit(x);
         l = (y - T(1)) * log_1mx - y * log_x;
         g = (x - y) / std::max((T(1) - x) * x, T(1e-12f));  // PyTorch's EPSILON is a float
     }
@@ -159,9 +167,10 @@ struct BceLogits {
     // softplus(+-x) = max(+-x, 0) + log1p(exp(-|x|)): no overflow, and for y in [0, 1] both
     // terms are >= 0, so tiny losses keep full relative accuracy (x=-40, y=0: 4.2e-18).
     // grad = (1 - y) sigmoid(x) - p y sigmoid(-x), both sigmoids from e = exp(-|x|) <= 1.
+    static constexpr bool heavy = true;
     explicit BceLogits(const double*) {}
     void operator()(T x, T y, T p, T& l, T& g) const {
-        T e = vm::exp(-std::abs(x));
+        T e = vm::exp_nonpos(-std::abs(x));
         T inv = T(1) / (T(1) + e);
         T log_term = vm::log1p_unit(e, inv);
         T py = p * y;
@@ -208,21 +217,26 @@ struct SquaredHinge {
 // 2. The elementwise driver.
 
 
-// One run of elements [0, len) of contiguous data; returns its lane-ordered sum.
-// Inputs are read into local arrays before anything is written, so in-place (grad == x)
-// is safe and the compiler need not fear aliasing.
+// One run of elements [0, len) of contiguous data; returns its lane-ordered sum (element k
+// of the run in lane k % LANES, each lane in order).
+// Chunks of UNROLL * LANES elements: the math of a chunk is one vector loop that writes the
+// loss and gradient directly (element j reads x[i + j] before g[i + j] is written, so in
+// place is safe), then the losses go to their fixed lanes. Two lane groups per chunk give
+// the core independent work to overlap (the exp/log chains are latency-bound): BCE with
+// logits 0.86 -> 0.82 ns per float32 element; writing g directly instead of through a local
+// array spared GCC a split, shuffled store (0.05 ns).
+constexpr int UNROLL = 2;
+
 template <class Op, typename T, bool W, bool PW, bool LOSS, bool GRAD>
 __attribute__((noinline)) double run(const Op& op, const T* x, const T* y, const T* w, const T* pw, T* lo, T* go,
                   T scale, idx len) {
     double acc[LANES] = {0.0};
+    constexpr int CHUNK = UNROLL * LANES;
     idx i = 0;
-    for (; i + LANES <= len; i += LANES) {
-        // One chunk of LANES elements: the math vectorises (omp simd lets the compiler
-        // if-convert the branches of each loss), then the losses go to their fixed lanes.
-        // Element j reads x[i + j] before g[i + j] is written, so in place is safe.
-        T ls[LANES], gs[LANES];
+    for (; i + CHUNK <= len; i += CHUNK) {
+        T ls[CHUNK];
 #pragma omp simd
-        for (int j = 0; j < LANES; ++j) {
+        for (int j = 0; j < CHUNK; ++j) {
             T l, g;
             op(x[i + j], y[i + j], PW ? pw[i + j] : T(1), l, g);
             if (W) {
@@ -230,24 +244,55 @@ __attribute__((noinline)) double run(const Op& op, const T* x, const T* y, const
                 g *= w[i + j];
             }
             ls[j] = l;
+            if (LOSS) lo[i + j] = l;
+            if (GRAD) go[i + j] = g * scale;
+        }
+        for (int u = 0; u < UNROLL; ++u)
+            for (int j = 0; j < LANES; ++j) acc[j] += double(ls[u * LANES + j]);
+    }
+    if (i < len && !heavy_op<Op>::value) {  // the tail: same math, same lanes
+        for (int j = 0; i < len; ++i, j = (j + 1) % LANES) {
+            T l, g;
+            op(x[i], y[i], PW ? pw[i] : T(1), l, g);
+            if (W) {
+                l *= w[i];
+                g *= w[i];
+            }
+            acc[j] += double(l);
+            if (LOSS) lo[i] = l;
+            if (GRAD) go[i] = g * scale;
+        }
+    }
+    if (i < len) {
+        // The tail of an exp/log loss (Op::heavy; fewer than CHUNK elements): copied into a
+        // zero-padded chunk and computed by the same vector loop, since a scalar exp or log
+        // costs about as much as a vector one. Each element's math is the same whatever its
+        // position, and only the rem real ones are stored and summed, in the same lanes and
+        // order as the scalar tail.
+        const idx rem = len - i;
+        T xb[CHUNK], yb[CHUNK], wb[CHUNK], pwb[CHUNK], ls[CHUNK], gs[CHUNK];
+        for (int j = 0; j < CHUNK; ++j) {
+            xb[j] = j < rem ? x[i + j] : T(0);
+            yb[j] = j < rem ? y[i + j] : T(0);
+            if (W) wb[j] = j < rem ? w[i + j] : T(0);
+            if (PW) pwb[j] = j < rem ? pw[i + j] : T(0);
+        }
+#pragma omp simd
+        for (int j = 0; j < CHUNK; ++j) {
+            T l, g;
+            op(xb[j], yb[j], PW ? pwb[j] : T(1), l, g);
+            if (W) {
+                l *= wb[j];
+                g *= wb[j];
+            }
+            ls[j] = l;
             gs[j] = g * scale;
         }
-        for (int j = 0; j < LANES; ++j) acc[j] += double(ls[j]);
-        if (LOSS)
-            for (int j = 0; j < LANES; ++j) lo[i + j] = ls[j];
-        if (GRAD)
-            for (int j = 0; j < LANES; ++j) go[i + j] = gs[j];
-    }
-    for (int j = 0; i < len; ++i, ++j) {  // the tail: same math, same lanes
-        T l, g;
-        op(x[i], y[i], PW ? pw[i] : T(1), l, g);
-        if (W) {
-            l *= w[i];
-            g *= w[i];
+        for (idx j = 0; j < rem; ++j) {
+            acc[j % LANES] += double(ls[j]);
+            if (LOSS) lo[i + j] = ls[j];
+            if (GRAD) go[i + j] = gs[j];
         }
-        acc[j] += double(l);
-        if (LOSS) lo[i] = l;
-        if (GRAD) go[i] = g * scale;
     }
     return sum_lanes(acc);
 }

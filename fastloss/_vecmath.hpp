@@ -4,7 +4,8 @@
 //
 // exp(x): x = n ln2 + r with n = round(x / ln2) and |r| <= ln2/2 (Cody-Waite: ln2 split in
 //   a high part exact in n * ln2_hi and a low part), exp(r) by its Taylor polynomial
-//   (degree 13 in double, 7 in float: truncation below 2^-60 resp. 2^-28 relative), and the
+//   (degree 13 in double, 7 in float: truncation below 2^-60 resp. 2^-28 relative; evaluated
+//   by Estrin's scheme, see exp_poly), and the
 //   result scaled by 2^n in two steps 2^(n/2) 2^(n - n/2) so subnormal results and the
 //   overflow to inf come out right. Error about 1 ulp.
 // log(m) for m > 0: m = 2^k f with f in [sqrt(2)/2, sqrt(2)), log f = 2 atanh(s) with
@@ -70,27 +71,25 @@ FL_VM_INLINE T pow2(typename Bits<T>::I n) {
 template <typename T>
 FL_VM_INLINE T exp_poly(T r);
 
+// exp(r) = 1 + (r + r^2 q(r)), q the rest of the Taylor polynomial, evaluated by Estrin's
+// scheme (pairs, then powers r^2, r^4, r^8): the polynomial is short enough, but Horner's
+// chain of 13 dependent multiply-adds made the vector loops latency-bound (BCE with logits:
+// 0.75 -> 0.43 ns per float64 element for the exp alone, same accuracy: <= 1.03 ulp measured).
 template <>
 FL_VM_INLINE float exp_poly<float>(float r) {
-    return 1.0f + r * (1.0f + r * (0.5f + r * (1.0f / 6 + r * (1.0f / 24 + r * (1.0f / 120 + r * (1.0f / 720 + r * (1.0f / 5040)))))));
+    float r2 = r * r, r4 = r2 * r2;
+    float q = (0.5f + r * (1.0f / 6) + r2 * (1.0f / 24 + r * (1.0f / 120))) + r4 * (1.0f / 720 + r * (1.0f / 5040));
+    return 1.0f + (r + r2 * q);
 }
 
 template <>
 FL_VM_INLINE double exp_poly<double>(double r) {
-    double p = 1.0 / 6227020800.0;  // 1/13!
-    p = 1.0 / 479001600.0 + r * p;
-    p = 1.0 / 39916800.0 + r * p;
-    p = 1.0 / 3628800.0 + r * p;
-    p = 1.0 / 362880.0 + r * p;
-    p = 1.0 / 40320.0 + r * p;
-    p = 1.0 / 5040.0 + r * p;
-    p = 1.0 / 720.0 + r * p;
-    p = 1.0 / 120.0 + r * p;
-    p = 1.0 / 24.0 + r * p;
-    p = 1.0 / 6.0 + r * p;
-    p = 0.5 + r * p;
-    p = 1.0 + r * p;
-    return 1.0 + r * p;
+    double r2 = r * r, r4 = r2 * r2, r8 = r4 * r4;
+    double a0 = 1.0 / 2 + r * (1.0 / 6), a1 = 1.0 / 24 + r * (1.0 / 120);
+    double a2 = 1.0 / 720 + r * (1.0 / 5040), a3 = 1.0 / 40320 + r * (1.0 / 362880);
+    double a4 = 1.0 / 3628800 + r * (1.0 / 39916800), a5 = 1.0 / 479001600 + r * (1.0 / 6227020800.0);
+    double q = ((a0 + r2 * a1) + r4 * (a2 + r2 * a3)) + r8 * (a4 + r2 * a5);
+    return 1.0 + (r + r2 * q);
 }
 
 template <typename T>
@@ -106,38 +105,52 @@ FL_VM_INLINE T exp(T x) {
     return exp_poly(r) * pow2<T>(k1) * pow2<T>(k - k1);  // NaN x: NaN through r
 }
 
+// exp(x) for x <= 0 or NaN (BCE with logits: exp(-|x|); softmax: exp(x - max)): the same
+// bits as exp(x), with one clamp and one scaling step: p 2^(k + OFF) is exact (a normal
+// number for every k >= exp_lo / ln2), and the multiplication by 2^-OFF rounds once, as
+// exp's two-step scaling does.
+template <typename T>
+FL_VM_INLINE T exp_nonpos(T x) {
+    using B = Bits<T>;
+    using I = typename B::I;
+    constexpr int off = sizeof(T) == 4 ? 60 : 600;
+    const T unscale = sizeof(T) == 4 ? T(8.67361737988403547206e-19) : T(2.40991986510288411774e-181);  // 2^-OFF
+    T xc = x < B::exp_lo ? B::exp_lo : x;  // NaN stays NaN
+    T shifted = xc * T(1.44269504088896340736) + B::round_magic;
+    T n = shifted - B::round_magic;
+    I k = I(to_bits(shifted) - to_bits(B::round_magic));
+    T r = (xc - n * B::ln2_hi) - n * B::ln2_lo;
+    return exp_poly(r) * pow2<T>(k + off) * unscale;
+}
+
 template <typename T>
 FL_VM_INLINE T log_series(T s);  // 2 atanh(s) = log((1 + s) / (1 - s)) for |s| <= 0.1716
 
+// Estrin's scheme, as exp_poly (same accuracy as Horner's, measured: <= 2.37 ulp for log1p).
 template <>
 FL_VM_INLINE float log_series<float>(float s) {
-    float z = s * s;
-    return 2.0f * s + 2.0f * s * z * (1.0f / 3 + z * (1.0f / 5 + z * (1.0f / 7 + z * (1.0f / 9 + z * (1.0f / 11)))));
+    float z = s * s, z2 = z * z, z4 = z2 * z2;
+    float p = ((1.0f / 3 + z * (1.0f / 5)) + z2 * (1.0f / 7 + z * (1.0f / 9))) + z4 * (1.0f / 11);
+    return 2.0f * s + 2.0f * s * z * p;
 }
 
 template <>
 FL_VM_INLINE double log_series<double>(double s) {
-    double z = s * s;
-    double p = 1.0 / 21;
-    p = 1.0 / 19 + z * p;
-    p = 1.0 / 17 + z * p;
-    p = 1.0 / 15 + z * p;
-    p = 1.0 / 13 + z * p;
-    p = 1.0 / 11 + z * p;
-    p = 1.0 / 9 + z * p;
-    p = 1.0 / 7 + z * p;
-    p = 1.0 / 5 + z * p;
-    p = 1.0 / 3 + z * p;
+    double z = s * s, z2 = z * z, z4 = z2 * z2, z8 = z4 * z4;
+    double a0 = 1.0 / 3 + z * (1.0 / 5), a1 = 1.0 / 7 + z * (1.0 / 9), a2 = 1.0 / 11 + z * (1.0 / 13);
+    double a3 = 1.0 / 15 + z * (1.0 / 17), a4 = 1.0 / 19 + z * (1.0 / 21);
+    double p = ((a0 + z2 * a1) + z4 * (a2 + z2 * a3)) + z8 * a4;
     return 2.0 * s + 2.0 * s * z * p;
 }
 
-// log(m) + d for finite m > 0 (d a small correction already divided by m).
-template <typename T>
+// log(m) + d for finite m > 0 (d a small correction already divided by m). SUB = false:
+// the caller guarantees m is normal (no subnormal scaling step).
+template <typename T, bool SUB = true>
 FL_VM_INLINE T log_core(T m, T d) {
     using B = Bits<T>;
     using U = typename B::U;
     using I = typename B::I;
-    bool sub = m < B::min_normal;
+    bool sub = SUB && m < B::min_normal;
     T mm = sub ? m * B::subnormal_scale : m;
     U bits = to_bits(mm);
     I k = I(bits >> B::mantissa) - B::bias - (sub ? B::subnormal_shift : 0);
@@ -188,6 +201,38 @@ FL_VM_INLINE T log1p(T u) {
                           : (m > T(0) ? m : std::numeric_limits<T>::quiet_NaN());
     special = u != u ? u : special;
     return regular ? result : special;
+}
+
+// Binary cross-entropy's two logs, for x in [0, 1] (the front layer validates the domain),
+// each clamped at -100 as PyTorch does: no NaN, inf or negative-argument cases to select.
+// max(log(x), -100): in double every x below 2^-200 gives -100 (log(2^-200) = -138.6), so
+// x is raised to 2^-200 and never needs the subnormal step; in float, 0 is raised to the
+// smallest subnormal (log = -103.3).
+template <typename T>
+FL_VM_INLINE T log_clamped_unit(T x) {
+    if (sizeof(T) == 8) {
+        const T floor = T(6.22301527786114170714e-61);  // 2^-200
+        return std::max(log_core<T, false>(x < floor ? floor : x, T(0)), T(-100));
+    }
+    const T floor = std::numeric_limits<T>::denorm_min();
+    return std::max(log_core<T, true>(x < floor ? floor : x, T(0)), T(-100));
+}
+
+// max(log1p(-x), -100) for x in [0, 1]: m = 1 - x is 0 (x = 1: -100) or normal, and its
+// rounding error e = -x - (m - 1) is exact, and zero for x >= 1/2 (1 - x is exact there).
+// log1p(-x) = log(m) + e / m, and e / m only needs a few correct bits: 1 / m = 1 / (1 - x)
+// is taken as 1 + x + x^2 + x^3 + x^4 (relative error x^5), which moves the result by at
+// most x^4 / (1 - x) 2^-54 relative (< 0.07 ulp at x = 1/2), and spares a division: in
+// float64 the divider is the bottleneck of this loop (4 divisions per element; each costs
+// about 0.35 ns per element on the Zen 4).
+template <typename T>
+FL_VM_INLINE T log1m_clamped_unit(T x) {
+    T m = T(1) - x;
+    T mc = m == T(0) ? T(1) : m;
+    T x2 = x * x, p1 = T(1) + x;
+    T d = (-x - (mc - T(1))) * (p1 + x2 * (p1 + x2));
+    T r = std::max(log_core<T, false>(mc, d), T(-100));
+    return m == T(0) ? T(-100) : r;
 }
 
 #undef FL_VM_INLINE
