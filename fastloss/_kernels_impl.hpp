@@ -260,6 +260,24 @@ inline void stream_chunk(T* dst, const T* src, int n) {
 #endif
 }
 
+// dst[0..n) = src[0..n): plain stores up to dst's first 64-byte boundary and after its last,
+// streaming stores in between (no fence: the caller fences once).
+template <typename T>
+inline void stream_row(T* dst, const T* src, idx n) {
+    constexpr idx per_line = STREAM_ALIGN / idx(sizeof(T));
+    idx head = 0;
+    if (reinterpret_cast<uintptr_t>(dst) % sizeof(T) != 0) {
+        head = n;  // not even element-aligned: plain stores only
+    } else {
+        const uintptr_t mis = reinterpret_cast<uintptr_t>(dst) % STREAM_ALIGN;
+        head = std::min<idx>(n, mis ? idx((STREAM_ALIGN - mis) / sizeof(T)) : 0);
+    }
+    idx i = 0;
+    for (; i < head; ++i) dst[i] = src[i];
+    for (; i + per_line <= n; i += per_line) stream_chunk(dst + i, src + i, int(per_line));
+    for (; i < n; ++i) dst[i] = src[i];
+}
+
 inline void stream_fence() {
 #if defined(__SSE2__) || FL_LEVEL > 0
     _mm_sfence();
@@ -512,7 +530,7 @@ inline T lane_max(idx n, F f) {
 //   probabilities: p sum_c(w_c q_c) - w q,  q = (1 - eps) y + eps/C.
 template <typename T, bool CONTIG>
 inline T softmax_sample(const ClassArgs<T>& a, const T* x, const T* prob, int64_t y, T* g,
-                        idx stride_if_strided, T wsum) {
+                        idx stride_if_strided, T wsum, bool stream) {
     const idx st = CONTIG ? 1 : stride_if_strided;
     const idx C = a.C;
     const T eps_c = T(a.p0 / double(C)), keep = T(1.0 - a.p0);
@@ -524,10 +542,10 @@ inline T softmax_sample(const ClassArgs<T>& a, const T* x, const T* prob, int64_
     const bool buffered = C <= EXP_BUFFER;
     if (buffered) {
 #pragma omp simd
-        for (idx c = 0; c < C; ++c) ebuf[c] = vm::exp(x[c * st] - m);
+        for (idx c = 0; c < C; ++c) ebuf[c] = vm::exp_nonpos(x[c * st] - m);
     }
     const double s = buffered ? lane_sum(C, [&](idx c) { return double(ebuf[c]); })
-                              : lane_sum(C, [&](idx c) { return double(vm::exp(x[c * st] - m)); });
+                              : lane_sum(C, [&](idx c) { return double(vm::exp_nonpos(x[c * st] - m)); });
     const T log_s = vm::log(T(s));  // s in [1, C], in T: as the row-tile path does (same bits)
     auto nlogp = [&](idx c) { return (m - x[c * st]) + log_s; };  // -log softmax(x)_c
     auto q_of = [&](idx c) { return smooth ? keep * prob[c * st] + eps_c : prob[c * st]; };
@@ -553,12 +571,16 @@ inline T softmax_sample(const ClassArgs<T>& a, const T* x, const T* prob, int64_
         const T inv_s = T(1.0 / s), scale = a.scale;
         // Element c reads x_c before writing g_c: safe in place (g == x).
         auto write = [&](auto target_term) {
-            if (buffered) {
+            if (CONTIG && buffered && stream) {  // the row computed in place in ebuf, then streamed
+#pragma omp simd
+                for (idx c = 0; c < C; ++c) ebuf[c] = (ebuf[c] * inv_s * coef_p - target_term(c)) * scale;
+                stream_row(g, ebuf, C);
+            } else if (buffered) {
 #pragma omp simd
                 for (idx c = 0; c < C; ++c) g[c * st] = (ebuf[c] * inv_s * coef_p - target_term(c)) * scale;
             } else {
 #pragma omp simd
-                for (idx c = 0; c < C; ++c) g[c * st] = (vm::exp(x[c * st] - m) * inv_s * coef_p - target_term(c)) * scale;
+                for (idx c = 0; c < C; ++c) g[c * st] = (vm::exp_nonpos(x[c * st] - m) * inv_s * coef_p - target_term(c)) * scale;
             }
         };
         if (prob)
@@ -657,7 +679,7 @@ inline void softmax_tile(const ClassArgs<T>& a, idx first_row, T* losses) {
     for (idx c = 0; c < C; ++c) {
 #pragma omp simd
         for (int r = 0; r < R; ++r) {
-            T e = vm::exp(xt[c][r] - m[r]);
+            T e = vm::exp_nonpos(xt[c][r] - m[r]);
             xt[c][r] = e;
             s[r] += double(e);
         }
@@ -699,6 +721,10 @@ double classes(int which, const ClassArgs<T>& a, int n_threads) {
     // Few classes, class indices, no smoothing, (N, C) rows: TILE rows at a time across
     // SIMD lanes (bitwise the per-row results, see softmax_tile).
     const bool tiles = which == kernel::CROSS_ENTROPY && contig && a.C <= TILE && a.p0 == 0;
+    // Large softmax gradients (logits + gradient at least STREAM_FROM_BYTES, rows of at least
+    // a few cache lines) are streamed row by row, as the elementwise gradients are.
+    const bool stream = a.grad && contig && !tiles && a.C >= 64 &&
+                        samples * a.C * idx(sizeof(T)) * 2 >= STREAM_FROM_BYTES;
     auto block_sum = [&](idx b) {
         double acc[LANES] = {0.0};
         idx end = std::min(samples, (b + 1) * per_block);
@@ -728,8 +754,8 @@ double classes(int which, const ClassArgs<T>& a, int n_threads) {
                     for (idx c = 0; c < a.C; ++c) g[c * a.K] = T(0);
             } else if (which == kernel::CROSS_ENTROPY || which == kernel::CROSS_ENTROPY_PROBS) {
                 const T* prob = a.probs ? a.probs + offset : nullptr;
-                loss = contig ? softmax_sample<T, true>(a, x, prob, y, g, 1, wsum)
-                              : softmax_sample<T, false>(a, x, prob, y, g, a.K, wsum);
+                loss = contig ? softmax_sample<T, true>(a, x, prob, y, g, 1, wsum, stream)
+                              : softmax_sample<T, false>(a, x, prob, y, g, a.K, wsum, false);
             } else if (which == kernel::NLL) {
                 loss = nll_sample(a, x, y, g, a.K);
             } else {
@@ -738,6 +764,7 @@ double classes(int which, const ClassArgs<T>& a, int n_threads) {
             add(s, loss);
             ++s;
         }
+        if (stream) stream_fence();
         return sum_lanes(acc);
     };
     return sum_blocks(nblocks, samples * a.C >= SERIAL_BELOW, n_threads, block_sum);
