@@ -710,6 +710,61 @@ inline void softmax_tile(const ClassArgs<T>& a, idx first_row, T* losses) {
         for (idx c = 0; c < C; ++c) g[r * C + c] = xt[c][r];
 }
 
+// Multi-margin (p = 1 or 2) of TILE consecutive (N, C) rows with C <= TILE, across rows as
+// softmax_tile does: row r of the tile is SIMD lane r. Bitwise what multi_margin_sample
+// computes for each row: its float64 sums run over [0, y) and (y, C) separately, each in
+// class order, and are then added; here each class c adds its term to the first sum if
+// c < y, to the second if c > y, and +0.0 otherwise, which leaves a sum of non-negative
+// terms (starting at +0.0) unchanged. The per-class expressions are the same, in the same
+// order. Rows are copied into a transposed buffer first (so in place, g == x, is safe).
+template <typename T>
+inline void multi_margin_tile(const ClassArgs<T>& a, idx first_row, T* losses) {
+    constexpr int R = TILE;
+    const idx C = a.C;
+    const bool squared = a.p0 == 2;
+    const T margin = T(a.p1), scale = a.scale;
+    const T* x = a.x + first_row * C;
+    T xt[TILE][R];
+    for (int r = 0; r < R; ++r)
+        for (idx c = 0; c < C; ++c) xt[c][r] = x[r * C + c];
+    T x_y[R], w_y[R], factor[R], y_t[R];
+    double s_lo[R], s_hi[R], g_lo[R], g_hi[R];
+    for (int r = 0; r < R; ++r) {
+        const int64_t y = a.target[first_row + r];
+        y_t[r] = T(y);  // exact: y < C <= TILE
+        x_y[r] = xt[y][r];
+        w_y[r] = a.w ? a.w[y] : T(1);
+        factor[r] = w_y[r] / T(C) * scale;
+        s_lo[r] = s_hi[r] = g_lo[r] = g_hi[r] = 0.0;
+    }
+    for (idx c = 0; c < C; ++c) {
+        const T ct = T(c);
+#pragma omp simd
+        for (int r = 0; r < R; ++r) {
+            T z = margin - x_y[r] + xt[c][r];
+            T h = z > T(0) ? z : T(0);
+            double v = double(squared ? h * h : h);
+            T slope = squared ? T(2) * h : T(1);
+            T gc = h > T(0) ? slope * factor[r] : T(0);
+            const bool lo = ct < y_t[r], hi = ct > y_t[r];
+            s_lo[r] += lo ? v : 0.0;
+            s_hi[r] += hi ? v : 0.0;
+            g_lo[r] += lo ? double(gc) : 0.0;
+            g_hi[r] += hi ? double(gc) : 0.0;
+            xt[c][r] = gc;  // the gradient; row y's entry is set below
+        }
+    }
+    for (int r = 0; r < R; ++r) {
+        const int64_t y = a.target[first_row + r];
+        losses[r] = w_y[r] * T(s_lo[r] + s_hi[r]) / T(C);
+        xt[y][r] = -T(g_lo[r] + g_hi[r]);
+    }
+    if (!a.grad) return;
+    T* g = a.grad + first_row * C;
+    for (int r = 0; r < R; ++r)
+        for (idx c = 0; c < C; ++c) g[r * C + c] = xt[c][r];
+}
+
 template <typename T>
 double classes(int which, const ClassArgs<T>& a, int n_threads) {
     const idx samples = a.N * a.K;
@@ -721,6 +776,7 @@ double classes(int which, const ClassArgs<T>& a, int n_threads) {
     // Few classes, class indices, no smoothing, (N, C) rows: TILE rows at a time across
     // SIMD lanes (bitwise the per-row results, see softmax_tile).
     const bool tiles = which == kernel::CROSS_ENTROPY && contig && a.C <= TILE && a.p0 == 0;
+    const bool mm_tiles = which == kernel::MULTI_MARGIN && contig && a.C <= TILE;
     // Large softmax gradients (logits + gradient at least STREAM_FROM_BYTES, rows of at least
     // a few cache lines) are streamed row by row, as the elementwise gradients are.
     const bool stream = a.grad && contig && !tiles && a.C >= 64 &&
@@ -735,9 +791,12 @@ double classes(int which, const ClassArgs<T>& a, int n_threads) {
             j = (j + 1) % LANES;
         };
         for (idx s = b * per_block; s < end;) {
-            if (tiles && s + TILE <= end) {
+            if ((tiles || mm_tiles) && s + TILE <= end) {
                 T losses[TILE];
-                softmax_tile(a, s, losses);
+                if (tiles)
+                    softmax_tile(a, s, losses);
+                else
+                    multi_margin_tile(a, s, losses);
                 for (int r = 0; r < TILE; ++r) add(s + r, losses[r]);
                 s += TILE;
                 continue;
