@@ -23,6 +23,10 @@
 #include <cstring>
 #include <limits>
 
+#if defined(__x86_64__) || defined(__SSE2__)
+#include <immintrin.h>  // streaming stores (_kernels_impl.hpp: stream_chunk)
+#endif
+
 #if FASTLOSS_OPENMP
 #include <omp.h>
 #endif
@@ -73,7 +77,9 @@ struct ClassArgs {
 // -ffp-contract=off (setup.py) keeps FMA out, and the math is plain IEEE arithmetic, so
 // every level gives the same bits: results do not depend on the machine's SIMD level.
 #define FL_IMPL baseline
+#define FL_LEVEL 0
 #include "_kernels_impl.hpp"
+#undef FL_LEVEL
 #undef FL_IMPL
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(FASTLOSS_BASELINE_ONLY)
@@ -81,13 +87,17 @@ struct ClassArgs {
 #pragma GCC push_options
 #pragma GCC target("arch=x86-64-v3")
 #define FL_IMPL avx2
+#define FL_LEVEL 1
 #include "_kernels_impl.hpp"
+#undef FL_LEVEL
 #undef FL_IMPL
 #pragma GCC pop_options
 #pragma GCC push_options
 #pragma GCC target("arch=x86-64-v4")
 #define FL_IMPL avx512
+#define FL_LEVEL 2
 #include "_kernels_impl.hpp"
+#undef FL_LEVEL
 #undef FL_IMPL
 #pragma GCC pop_options
 #else

@@ -80,6 +80,13 @@ inline double sum_blocks(idx nblocks, bool parallel, int n_threads, BlockSum blo
 // Each functor computes, for input x, target y and pos_weight p (1 when absent), the loss l
 // and its derivative g with respect to x. Domains are checked by the front layer.
 
+// The per-element functions are always inlined: a run holds several vector loops over the
+// same math (chunks with and without streaming stores), and past GCC's inlining budget a
+// loop would call the function element by element (7x slower, unvectorised).
+#ifndef FL_OP
+#define FL_OP inline __attribute__((always_inline))
+#endif
+
 template <typename T>
 inline T sign_or_zero(T r) {  // sign(r), 0 at 0 and at NaN (PyTorch's L1 gradient)
     return T(r > T(0)) - T(r < T(0));
@@ -95,7 +102,7 @@ struct heavy_op<Op, decltype(void(Op::heavy))> { static constexpr bool value = O
 template <typename T>
 struct Mse {
     explicit Mse(const double*) {}
-    void operator()(T x, T y, T, T& l, T& g) const {
+    FL_OP void operator()(T x, T y, T, T& l, T& g) const {
         T r = x - y;
         l = r * r;
         g = T(2) * r;
@@ -105,7 +112,7 @@ struct Mse {
 template <typename T>
 struct L1 {
     explicit L1(const double*) {}
-    void operator()(T x, T y, T, T& l, T& g) const {
+    FL_OP void operator()(T x, T y, T, T& l, T& g) const {
         T r = x - y;
         l = std::abs(r);
         g = sign_or_zero(r);
@@ -117,7 +124,7 @@ struct Huber {
     // Quadratic for |r| < delta, linear with slope delta outside; delta > 0.
     T delta, half_delta;
     explicit Huber(const double* p) : delta(T(p[0])), half_delta(T(0.5 * p[0])) {}
-    void operator()(T x, T y, T, T& l, T& g) const {
+    FL_OP void operator()(T x, T y, T, T& l, T& g) const {
         T r = x - y, a = std::abs(r);
         T quadratic = T(0.5) * a * a, linear = delta * (a - half_delta);
         l = a < delta ? quadratic : linear;
@@ -137,7 +144,7 @@ struct SmoothL1 {
     T beta, half_beta, inv_beta, is_l1;
     explicit SmoothL1(const double* p)
         : beta(T(p[0])), half_beta(T(0.5 * p[0])), inv_beta(T(1) / T(p[0])), is_l1(p[0] == 0 ? 1 : 0) {}
-    void operator()(T x, T y, T, T& l, T& g) const {
+    FL_OP void operator()(T x, T y, T, T& l, T& g) const {
         T r = x - y, a = std::abs(r);
         T quadratic = T(0.5) * a * a * inv_beta, linear = a - half_beta;
         T slope = r * inv_beta, unit = sign_or_zero(r);
@@ -153,7 +160,7 @@ struct Bce {
     // finite; log1p(-x) keeps 1 - x accurate for small x. Gradient (x - y) / max(x(1-x), 1e-12).
     static constexpr bool heavy = true;
     explicit Bce(const double*) {}
-    void operator()(T x, T y, T, T& l, T& g) const {
+    FL_OP void operator()(T x, T y, T, T& l, T& g) const {
         T log_x = vm::log_clamped_unit(x);
         T log_1mx = vm::log1m_clamped_unit(x);
         l = (y - T(1)) * log_1mx - y * log_x;
@@ -169,7 +176,7 @@ struct BceLogits {
     // grad = (1 - y) sigmoid(x) - p y sigmoid(-x), both sigmoids from e = exp(-|x|) <= 1.
     static constexpr bool heavy = true;
     explicit BceLogits(const double*) {}
-    void operator()(T x, T y, T p, T& l, T& g) const {
+    FL_OP void operator()(T x, T y, T p, T& l, T& g) const {
         T e = vm::exp_nonpos(-std::abs(x));
         T inv = T(1) / (T(1) + e);
         T log_term = vm::log1p_unit(e, inv);
@@ -193,7 +200,7 @@ struct Hinge {
     // kink z == 0 and below, NaN for NaN z.
     T margin;
     explicit Hinge(const double* p) : margin(T(p[0])) {}
-    void operator()(T x, T y, T, T& l, T& g) const {
+    FL_OP void operator()(T x, T y, T, T& l, T& g) const {
         T z = margin - y * x;
         T neg_y = -y, flat = z <= T(0) ? T(0) : z;  // flat: 0 on the flat side, NaN if NaN
         l = z < T(0) ? T(0) : z;
@@ -205,7 +212,7 @@ template <typename T>
 struct SquaredHinge {
     T margin;
     explicit SquaredHinge(const double* p) : margin(T(p[0])) {}
-    void operator()(T x, T y, T, T& l, T& g) const {
+    FL_OP void operator()(T x, T y, T, T& l, T& g) const {
         T z = margin - y * x;
         T h = z < T(0) ? T(0) : z;  // NaN propagates
         l = h * h;
@@ -217,6 +224,66 @@ struct SquaredHinge {
 // 2. The elementwise driver.
 
 
+// Streaming (non-temporal) stores of a gradient much larger than the last-level cache: a
+// normal store first reads its cache line (read-for-ownership), so a fused pass moved the
+// gradient twice; a streaming store writes it once and does not evict the inputs. Only the
+// store instructions differ, never the values. STREAM_FROM: the bytes a call touches (input,
+// target, gradient) from which the gradient is streamed (the L3 of the dev machine is
+// 32 MB; below, the caller's buffers stay in cache between calls and plain stores win).
+constexpr idx STREAM_FROM_BYTES = idx(48) << 20;
+constexpr int STREAM_ALIGN = 64;  // bytes; every level streams whole 64-byte lines
+
+// Stores n values (n * sizeof(T) a multiple of 64) from src to dst (64-byte aligned) with
+// streaming stores of this level's widest vector.
+template <typename T>
+inline void stream_chunk(T* dst, const T* src, int n) {
+    char* d = reinterpret_cast<char*>(dst);
+    const char* s = reinterpret_cast<const char*>(src);
+    const int bytes = n * int(sizeof(T));
+#if FL_LEVEL == 2
+    for (int b = 0; b < bytes; b += 64) {
+        if (sizeof(T) == 8) _mm512_stream_pd((double*)(d + b), _mm512_loadu_pd((const double*)(s + b)));
+        else _mm512_stream_ps((float*)(d + b), _mm512_loadu_ps((const float*)(s + b)));
+    }
+#elif FL_LEVEL == 1
+    for (int b = 0; b < bytes; b += 32) {
+        if (sizeof(T) == 8) _mm256_stream_pd((double*)(d + b), _mm256_loadu_pd((const double*)(s + b)));
+        else _mm256_stream_ps((float*)(d + b), _mm256_loadu_ps((const float*)(s + b)));
+    }
+#elif defined(__SSE2__)
+    for (int b = 0; b < bytes; b += 16) {
+        if (sizeof(T) == 8) _mm_stream_pd((double*)(d + b), _mm_loadu_pd((const double*)(s + b)));
+        else _mm_stream_ps((float*)(d + b), _mm_loadu_ps((const float*)(s + b)));
+    }
+#else
+    std::memcpy(d, s, bytes);
+#endif
+}
+
+// dst[0..n) = src[0..n): plain stores up to dst's first 64-byte boundary and after its last,
+// streaming stores in between (no fence: the caller fences once).
+template <typename T>
+inline void stream_row(T* dst, const T* src, idx n) {
+    constexpr idx per_line = STREAM_ALIGN / idx(sizeof(T));
+    idx head = 0;
+    if (reinterpret_cast<uintptr_t>(dst) % sizeof(T) != 0) {
+        head = n;  // not even element-aligned: plain stores only
+    } else {
+        const uintptr_t mis = reinterpret_cast<uintptr_t>(dst) % STREAM_ALIGN;
+        head = std::min<idx>(n, mis ? idx((STREAM_ALIGN - mis) / sizeof(T)) : 0);
+    }
+    idx i = 0;
+    for (; i < head; ++i) dst[i] = src[i];
+    for (; i + per_line <= n; i += per_line) stream_chunk(dst + i, src + i, int(per_line));
+    for (; i < n; ++i) dst[i] = src[i];
+}
+
+inline void stream_fence() {
+#if defined(__SSE2__) || FL_LEVEL > 0
+    _mm_sfence();
+#endif
+}
+
 // One run of elements [0, len) of contiguous data; returns its lane-ordered sum (element k
 // of the run in lane k % LANES, each lane in order).
 // Chunks of UNROLL * LANES elements: the math of a chunk is one vector loop that writes the
@@ -225,33 +292,19 @@ struct SquaredHinge {
 // the core independent work to overlap (the exp/log chains are latency-bound): BCE with
 // logits 0.86 -> 0.82 ns per float32 element; writing g directly instead of through a local
 // array spared GCC a split, shuffled store (0.05 ns).
+// With `stream`, the gradient of the chunks goes out by streaming stores: the run first
+// computes a head of h < 64 / sizeof(T) elements (so that the chunks' gradient is 64-byte
+// aligned) and the chunks then add into the lanes rotated by h. Each lane still receives
+// its elements in order, so the sums have the same bits with or without streaming.
 constexpr int UNROLL = 2;
 
+// Elements [i, end) (fewer than a chunk) into lanes (lane0 + k) % LANES, k = 0, 1, ...
 template <class Op, typename T, bool W, bool PW, bool LOSS, bool GRAD>
-__attribute__((noinline)) double run(const Op& op, const T* x, const T* y, const T* w, const T* pw, T* lo, T* go,
-                  T scale, idx len) {
-    double acc[LANES] = {0.0};
+__attribute__((noinline)) void run_rest(const Op& op, const T* x, const T* y, const T* w, const T* pw, T* lo, T* go,
+                     T scale, idx i, idx end, double* acc) {
     constexpr int CHUNK = UNROLL * LANES;
-    idx i = 0;
-    for (; i + CHUNK <= len; i += CHUNK) {
-        T ls[CHUNK];
-#pragma omp simd
-        for (int j = 0; j < CHUNK; ++j) {
-            T l, g;
-            op(x[i + j], y[i + j], PW ? pw[i + j] : T(1), l, g);
-            if (W) {
-                l *= w[i + j];
-                g *= w[i + j];
-            }
-            ls[j] = l;
-            if (LOSS) lo[i + j] = l;
-            if (GRAD) go[i + j] = g * scale;
-        }
-        for (int u = 0; u < UNROLL; ++u)
-            for (int j = 0; j < LANES; ++j) acc[j] += double(ls[u * LANES + j]);
-    }
-    if (i < len && !heavy_op<Op>::value) {  // the tail: same math, same lanes
-        for (int j = 0; i < len; ++i, j = (j + 1) % LANES) {
+    if (i < end && !heavy_op<Op>::value) {  // cheap math: one element at a time
+        for (int j = 0; i < end; ++i, j = (j + 1) % LANES) {
             T l, g;
             op(x[i], y[i], PW ? pw[i] : T(1), l, g);
             if (W) {
@@ -263,13 +316,12 @@ __attribute__((noinline)) double run(const Op& op, const T* x, const T* y, const
             if (GRAD) go[i] = g * scale;
         }
     }
-    if (i < len) {
-        // The tail of an exp/log loss (Op::heavy; fewer than CHUNK elements): copied into a
-        // zero-padded chunk and computed by the same vector loop, since a scalar exp or log
-        // costs about as much as a vector one. Each element's math is the same whatever its
-        // position, and only the rem real ones are stored and summed, in the same lanes and
-        // order as the scalar tail.
-        const idx rem = len - i;
+    if (i < end) {
+        // An exp/log loss (Op::heavy): the elements are copied into a zero-padded chunk and
+        // computed by the same vector loop, since a scalar exp or log costs about as much as
+        // a vector one. Each element's math is the same whatever its position, and only the
+        // rem real ones are stored and summed, in the same lanes and order.
+        const idx rem = end - i;
         T xb[CHUNK], yb[CHUNK], wb[CHUNK], pwb[CHUNK], ls[CHUNK], gs[CHUNK];
         for (int j = 0; j < CHUNK; ++j) {
             xb[j] = j < rem ? x[i + j] : T(0);
@@ -294,16 +346,75 @@ __attribute__((noinline)) double run(const Op& op, const T* x, const T* y, const
             if (GRAD) go[i + j] = gs[j];
         }
     }
+}
+
+template <class Op, typename T, bool W, bool PW, bool LOSS, bool GRAD>
+__attribute__((noinline)) double run(const Op& op, const T* x, const T* y, const T* w, const T* pw, T* lo, T* go,
+                  T scale, idx len, bool stream) {
+    double acc[LANES] = {0.0};
+    constexpr int CHUNK = UNROLL * LANES;
+    idx i = 0;
+    int h = 0;  // head: elements before the first 64-byte boundary of go (streaming only)
+    stream = GRAD && stream && len >= 4 * CHUNK && reinterpret_cast<uintptr_t>(go) % sizeof(T) == 0;
+    if (stream) {
+        const uintptr_t mis = reinterpret_cast<uintptr_t>(go) % STREAM_ALIGN;
+        h = mis ? int((STREAM_ALIGN - mis) / sizeof(T)) : 0;
+        run_rest<Op, T, W, PW, LOSS, GRAD>(op, x, y, w, pw, lo, go, scale, 0, h, acc);
+        i = h;
+    }
+    double racc[LANES];  // racc[j] is lane (h + j) % LANES
+    for (int j = 0; j < LANES; ++j) racc[j] = acc[(h + j) % LANES];
+    if (stream) {
+        for (; i + CHUNK <= len; i += CHUNK) {
+            T ls[CHUNK], gs[CHUNK];
+#pragma omp simd
+            for (int j = 0; j < CHUNK; ++j) {
+                T l, g;
+                op(x[i + j], y[i + j], PW ? pw[i + j] : T(1), l, g);
+                if (W) {
+                    l *= w[i + j];
+                    g *= w[i + j];
+                }
+                ls[j] = l;
+                gs[j] = g * scale;
+                if (LOSS) lo[i + j] = l;
+            }
+            for (int u = 0; u < UNROLL; ++u)
+                for (int j = 0; j < LANES; ++j) racc[j] += double(ls[u * LANES + j]);
+            stream_chunk(go + i, gs, CHUNK);
+        }
+        stream_fence();
+    } else {
+        for (; i + CHUNK <= len; i += CHUNK) {
+            T ls[CHUNK];
+#pragma omp simd
+            for (int j = 0; j < CHUNK; ++j) {
+                T l, g;
+                op(x[i + j], y[i + j], PW ? pw[i + j] : T(1), l, g);
+                if (W) {
+                    l *= w[i + j];
+                    g *= w[i + j];
+                }
+                ls[j] = l;
+                if (LOSS) lo[i + j] = l;
+                if (GRAD) go[i + j] = g * scale;
+            }
+            for (int u = 0; u < UNROLL; ++u)
+                for (int j = 0; j < LANES; ++j) racc[j] += double(ls[u * LANES + j]);
+        }
+    }
+    run_rest<Op, T, W, PW, LOSS, GRAD>(op, x, y, w, pw, lo, go, scale, i, len, racc);
+    for (int j = 0; j < LANES; ++j) acc[(h + j) % LANES] = racc[j];
     return sum_lanes(acc);
 }
 
 // One block [begin, end): split into runs that cross no weight period boundary.
 template <class Op, typename T, bool W, bool PW, bool LOSS, bool GRAD>
-inline double block(const Op& op, const ElementwiseArgs<T>& a, idx begin, idx end) {
+inline double block(const Op& op, const ElementwiseArgs<T>& a, idx begin, idx end, bool stream) {
     if (!W && !PW)
         return run<Op, T, W, PW, LOSS, GRAD>(op, a.x + begin, a.y + begin, nullptr, nullptr,
                                              a.loss + (LOSS ? begin : 0), a.grad + (GRAD ? begin : 0),
-                                             a.scale, end - begin);
+                                             a.scale, end - begin, stream);
     double total = 0.0;
     idx w_phase = W ? begin % a.w_period : 0, pw_phase = PW ? begin % a.pw_period : 0;
     for (idx i = begin; i < end;) {
@@ -312,7 +423,7 @@ inline double block(const Op& op, const ElementwiseArgs<T>& a, idx begin, idx en
         if (PW) len = std::min(len, a.pw_period - pw_phase);
         total += run<Op, T, W, PW, LOSS, GRAD>(op, a.x + i, a.y + i, W ? a.w + w_phase : nullptr,
                                                PW ? a.pw + pw_phase : nullptr, a.loss + (LOSS ? i : 0),
-                                               a.grad + (GRAD ? i : 0), a.scale, len);
+                                               a.grad + (GRAD ? i : 0), a.scale, len, stream);
         i += len;
         if (W && (w_phase += len) == a.w_period) w_phase = 0;
         if (PW && (pw_phase += len) == a.pw_period) pw_phase = 0;
@@ -323,8 +434,9 @@ inline double block(const Op& op, const ElementwiseArgs<T>& a, idx begin, idx en
 template <class Op, typename T, bool W, bool PW, bool LOSS, bool GRAD>
 double drive(const Op& op, const ElementwiseArgs<T>& a, int n_threads) {
     idx nblocks = (a.n + BLOCK - 1) / BLOCK;
+    const bool stream = GRAD && a.n * idx(sizeof(T)) * 3 >= STREAM_FROM_BYTES;
     return sum_blocks(nblocks, a.n >= SERIAL_BELOW, n_threads, [&](idx b) {
-        return block<Op, T, W, PW, LOSS, GRAD>(op, a, b * BLOCK, std::min(a.n, (b + 1) * BLOCK));
+        return block<Op, T, W, PW, LOSS, GRAD>(op, a, b * BLOCK, std::min(a.n, (b + 1) * BLOCK), stream);
     });
 }
 
@@ -418,7 +530,7 @@ inline T lane_max(idx n, F f) {
 //   probabilities: p sum_c(w_c q_c) - w q,  q = (1 - eps) y + eps/C.
 template <typename T, bool CONTIG>
 inline T softmax_sample(const ClassArgs<T>& a, const T* x, const T* prob, int64_t y, T* g,
-                        idx stride_if_strided, T wsum) {
+                        idx stride_if_strided, T wsum, bool stream) {
     const idx st = CONTIG ? 1 : stride_if_strided;
     const idx C = a.C;
     const T eps_c = T(a.p0 / double(C)), keep = T(1.0 - a.p0);
@@ -430,10 +542,10 @@ inline T softmax_sample(const ClassArgs<T>& a, const T* x, const T* prob, int64_
     const bool buffered = C <= EXP_BUFFER;
     if (buffered) {
 #pragma omp simd
-        for (idx c = 0; c < C; ++c) ebuf[c] = vm::exp(x[c * st] - m);
+        for (idx c = 0; c < C; ++c) ebuf[c] = vm::exp_nonpos(x[c * st] - m);
     }
     const double s = buffered ? lane_sum(C, [&](idx c) { return double(ebuf[c]); })
-                              : lane_sum(C, [&](idx c) { return double(vm::exp(x[c * st] - m)); });
+                              : lane_sum(C, [&](idx c) { return double(vm::exp_nonpos(x[c * st] - m)); });
     const T log_s = vm::log(T(s));  // s in [1, C], in T: as the row-tile path does (same bits)
     auto nlogp = [&](idx c) { return (m - x[c * st]) + log_s; };  // -log softmax(x)_c
     auto q_of = [&](idx c) { return smooth ? keep * prob[c * st] + eps_c : prob[c * st]; };
@@ -459,12 +571,16 @@ inline T softmax_sample(const ClassArgs<T>& a, const T* x, const T* prob, int64_
         const T inv_s = T(1.0 / s), scale = a.scale;
         // Element c reads x_c before writing g_c: safe in place (g == x).
         auto write = [&](auto target_term) {
-            if (buffered) {
+            if (CONTIG && buffered && stream) {  // the row computed in place in ebuf, then streamed
+#pragma omp simd
+                for (idx c = 0; c < C; ++c) ebuf[c] = (ebuf[c] * inv_s * coef_p - target_term(c)) * scale;
+                stream_row(g, ebuf, C);
+            } else if (buffered) {
 #pragma omp simd
                 for (idx c = 0; c < C; ++c) g[c * st] = (ebuf[c] * inv_s * coef_p - target_term(c)) * scale;
             } else {
 #pragma omp simd
-                for (idx c = 0; c < C; ++c) g[c * st] = (vm::exp(x[c * st] - m) * inv_s * coef_p - target_term(c)) * scale;
+                for (idx c = 0; c < C; ++c) g[c * st] = (vm::exp_nonpos(x[c * st] - m) * inv_s * coef_p - target_term(c)) * scale;
             }
         };
         if (prob)
@@ -563,7 +679,7 @@ inline void softmax_tile(const ClassArgs<T>& a, idx first_row, T* losses) {
     for (idx c = 0; c < C; ++c) {
 #pragma omp simd
         for (int r = 0; r < R; ++r) {
-            T e = vm::exp(xt[c][r] - m[r]);
+            T e = vm::exp_nonpos(xt[c][r] - m[r]);
             xt[c][r] = e;
             s[r] += double(e);
         }
@@ -594,6 +710,61 @@ inline void softmax_tile(const ClassArgs<T>& a, idx first_row, T* losses) {
         for (idx c = 0; c < C; ++c) g[r * C + c] = xt[c][r];
 }
 
+// Multi-margin (p = 1 or 2) of TILE consecutive (N, C) rows with C <= TILE, across rows as
+// softmax_tile does: row r of the tile is SIMD lane r. Bitwise what multi_margin_sample
+// computes for each row: its float64 sums run over [0, y) and (y, C) separately, each in
+// class order, and are then added; here each class c adds its term to the first sum if
+// c < y, to the second if c > y, and +0.0 otherwise, which leaves a sum of non-negative
+// terms (starting at +0.0) unchanged. The per-class expressions are the same, in the same
+// order. Rows are copied into a transposed buffer first (so in place, g == x, is safe).
+template <typename T>
+inline void multi_margin_tile(const ClassArgs<T>& a, idx first_row, T* losses) {
+    constexpr int R = TILE;
+    const idx C = a.C;
+    const bool squared = a.p0 == 2;
+    const T margin = T(a.p1), scale = a.scale;
+    const T* x = a.x + first_row * C;
+    T xt[TILE][R];
+    for (int r = 0; r < R; ++r)
+        for (idx c = 0; c < C; ++c) xt[c][r] = x[r * C + c];
+    T x_y[R], w_y[R], factor[R], y_t[R];
+    double s_lo[R], s_hi[R], g_lo[R], g_hi[R];
+    for (int r = 0; r < R; ++r) {
+        const int64_t y = a.target[first_row + r];
+        y_t[r] = T(y);  // exact: y < C <= TILE
+        x_y[r] = xt[y][r];
+        w_y[r] = a.w ? a.w[y] : T(1);
+        factor[r] = w_y[r] / T(C) * scale;
+        s_lo[r] = s_hi[r] = g_lo[r] = g_hi[r] = 0.0;
+    }
+    for (idx c = 0; c < C; ++c) {
+        const T ct = T(c);
+#pragma omp simd
+        for (int r = 0; r < R; ++r) {
+            T z = margin - x_y[r] + xt[c][r];
+            T h = z > T(0) ? z : T(0);
+            double v = double(squared ? h * h : h);
+            T slope = squared ? T(2) * h : T(1);
+            T gc = h > T(0) ? slope * factor[r] : T(0);
+            const bool lo = ct < y_t[r], hi = ct > y_t[r];
+            s_lo[r] += lo ? v : 0.0;
+            s_hi[r] += hi ? v : 0.0;
+            g_lo[r] += lo ? double(gc) : 0.0;
+            g_hi[r] += hi ? double(gc) : 0.0;
+            xt[c][r] = gc;  // the gradient; row y's entry is set below
+        }
+    }
+    for (int r = 0; r < R; ++r) {
+        const int64_t y = a.target[first_row + r];
+        losses[r] = w_y[r] * T(s_lo[r] + s_hi[r]) / T(C);
+        xt[y][r] = -T(g_lo[r] + g_hi[r]);
+    }
+    if (!a.grad) return;
+    T* g = a.grad + first_row * C;
+    for (int r = 0; r < R; ++r)
+        for (idx c = 0; c < C; ++c) g[r * C + c] = xt[c][r];
+}
+
 template <typename T>
 double classes(int which, const ClassArgs<T>& a, int n_threads) {
     const idx samples = a.N * a.K;
@@ -605,6 +776,11 @@ double classes(int which, const ClassArgs<T>& a, int n_threads) {
     // Few classes, class indices, no smoothing, (N, C) rows: TILE rows at a time across
     // SIMD lanes (bitwise the per-row results, see softmax_tile).
     const bool tiles = which == kernel::CROSS_ENTROPY && contig && a.C <= TILE && a.p0 == 0;
+    const bool mm_tiles = which == kernel::MULTI_MARGIN && contig && a.C <= TILE;
+    // Large softmax gradients (logits + gradient at least STREAM_FROM_BYTES, rows of at least
+    // a few cache lines) are streamed row by row, as the elementwise gradients are.
+    const bool stream = a.grad && contig && !tiles && a.C >= 64 &&
+                        samples * a.C * idx(sizeof(T)) * 2 >= STREAM_FROM_BYTES;
     auto block_sum = [&](idx b) {
         double acc[LANES] = {0.0};
         idx end = std::min(samples, (b + 1) * per_block);
@@ -615,9 +791,12 @@ double classes(int which, const ClassArgs<T>& a, int n_threads) {
             j = (j + 1) % LANES;
         };
         for (idx s = b * per_block; s < end;) {
-            if (tiles && s + TILE <= end) {
+            if ((tiles || mm_tiles) && s + TILE <= end) {
                 T losses[TILE];
-                softmax_tile(a, s, losses);
+                if (tiles)
+                    softmax_tile(a, s, losses);
+                else
+                    multi_margin_tile(a, s, losses);
                 for (int r = 0; r < TILE; ++r) add(s + r, losses[r]);
                 s += TILE;
                 continue;
@@ -634,8 +813,8 @@ double classes(int which, const ClassArgs<T>& a, int n_threads) {
                     for (idx c = 0; c < a.C; ++c) g[c * a.K] = T(0);
             } else if (which == kernel::CROSS_ENTROPY || which == kernel::CROSS_ENTROPY_PROBS) {
                 const T* prob = a.probs ? a.probs + offset : nullptr;
-                loss = contig ? softmax_sample<T, true>(a, x, prob, y, g, 1, wsum)
-                              : softmax_sample<T, false>(a, x, prob, y, g, a.K, wsum);
+                loss = contig ? softmax_sample<T, true>(a, x, prob, y, g, 1, wsum, stream)
+                              : softmax_sample<T, false>(a, x, prob, y, g, a.K, wsum, false);
             } else if (which == kernel::NLL) {
                 loss = nll_sample(a, x, y, g, a.K);
             } else {
@@ -644,6 +823,7 @@ double classes(int which, const ClassArgs<T>& a, int n_threads) {
             add(s, loss);
             ++s;
         }
+        if (stream) stream_fence();
         return sum_lanes(acc);
     };
     return sum_blocks(nblocks, samples * a.C >= SERIAL_BELOW, n_threads, block_sum);
