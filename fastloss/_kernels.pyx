@@ -28,9 +28,32 @@ cdef extern from *:
     #else
     static int fl_omp_max_threads(void) { return 1; }
     #endif
+
+    /* OpenMP after fork. GNU libgomp cannot start a parallel region in a child forked
+       after the parent ran one: the child waits forever for the parent's thread pool, which
+       fork did not copy. So, as PyTorch does, a forked child runs every kernel on one
+       thread: a pthread_atfork child handler (registered when this module is imported)
+       sets fl_forked_child, and fl_usable_threads caps every kernel call's thread count.
+       Results are unchanged: they do not depend on the thread count. */
+    #if FASTLOSS_OPENMP && !defined(_WIN32)
+    #include <pthread.h>
+    static volatile int fl_forked_child = 0;
+    static void fl_on_fork_child(void) { fl_forked_child = 1; }
+    static int fl_register_atfork(void) { return pthread_atfork(NULL, NULL, fl_on_fork_child); }
+    #else
+    static const int fl_forked_child = 0;
+    static int fl_register_atfork(void) { return 0; }
+    #endif
+    static inline int fl_usable_threads(int n) { return fl_forked_child ? 1 : n; }
     """
     int FASTLOSS_OPENMP
     int fl_omp_max_threads() nogil
+    int fl_forked_child
+    int fl_register_atfork()
+    int fl_usable_threads(int n) nogil
+
+if fl_register_atfork() != 0:
+    raise ImportError("fastloss: pthread_atfork failed (cannot make forked children safe)")
 
 cdef extern from "_kernels.hpp" namespace "fl" nogil:
     ctypedef Py_ssize_t idx
@@ -93,6 +116,11 @@ def simd_level():
     return simd_name_c().decode()
 
 
+def in_forked_child():
+    """Whether this process is a fork of one that imported fastloss (kernels run serially)."""
+    return bool(fl_forked_child)
+
+
 def omp_max_threads():
     """omp_get_max_threads(): OMP_NUM_THREADS and threadpoolctl limits apply (1 without OpenMP)."""
     return fl_omp_max_threads()
@@ -132,6 +160,7 @@ cdef object first_breaking(int rule, cnp.ndarray a, int n_threads):
     cdef idx n = cnp.PyArray_SIZE(a), i
     cdef void* p = data(a)
     cdef bint f32 = is_f32(a)
+    n_threads = fl_usable_threads(n_threads)
     with nogil:
         if rule == UNIT_INTERVAL:
             if f32:
@@ -313,6 +342,7 @@ cdef class _Elementwise:
         cdef double total
         cdef ElementwiseArgs[float] af
         cdef ElementwiseArgs[double] ad
+        n_threads = fl_usable_threads(n_threads)
         if is_f32(x):
             af.x, af.y = <const float*>data(x), <const float*>data(t)
             af.w, af.pw = <const float*>data(w), <const float*>data(pw)
@@ -399,6 +429,7 @@ cdef class _Classes:
         cdef ClassArgs[float] af
         cdef ClassArgs[double] ad
         cdef const int64_t* tp = NULL
+        n_threads = fl_usable_threads(n_threads)
         if not probs:
             tp = <const int64_t*>data(t)
         if is_f32(x):
