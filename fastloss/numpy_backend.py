@@ -187,12 +187,22 @@ def _elementwise_kernel(math_fn):
 
 
 def _log_softmax(x):
-    # log-sum-exp with the row max subtracted: exp never overflows; logp = (x - m) - log(s)
-    # keeps full precision even for huge logits (no m + log(s) - x cancellation).
+    """(log p, p, s - 1 over s, at_max) of softmax along axis 1.
+
+    log-sum-exp with the row max m subtracted: exp never overflows; logp = (x - m) - log(s)
+    keeps full precision even for huge logits (no m + log(s) - x cancellation). s - 1 is
+    summed in float64 without the exact 1 of the max (the k max classes add exp - 1 = 0):
+    log(s) = log1p(s - 1) keeps the relative accuracy of tiny losses (a dominant target), and
+    p_y - 1 = -(s - 1) / s at a max target has no cancellation."""
     m = np.max(x, axis=1, keepdims=True)
     shifted = x - m
-    s = np.sum(np.exp(shifted), axis=1, keepdims=True)
-    return shifted - np.log(s), shifted, s
+    e = np.exp(shifted)
+    at_max = x == m
+    o = np.sum(e.astype(np.float64) - at_max, axis=1, keepdims=True)
+    k = np.sum(at_max, axis=1, keepdims=True)
+    s, s_minus_1 = o + k, o + (k - 1)
+    logp = shifted - np.log1p(s_minus_1.astype(x.dtype))
+    return logp, (e / s).astype(x.dtype), (s_minus_1 / s).astype(x.dtype), at_max
 
 
 def _gather(a, t):
@@ -229,7 +239,7 @@ def cross_entropy(x, t, w, pw, params, want_none, grad_scale, out, n_threads):
     n_classes = x.shape[1]
     wc = _class_weight(w, n_classes, dtype)
     keep = t != ignore_index
-    logp, shifted, s = _log_softmax(x)
+    logp, p, tail, at_max = _log_softmax(x)
     w_y = np.where(keep, wc[np.clip(t, 0, n_classes - 1)], 0).astype(dtype)
     loss = w_y * -_gather(logp, t)
     if eps > 0:
@@ -239,8 +249,11 @@ def cross_entropy(x, t, w, pw, params, want_none, grad_scale, out, n_threads):
     loss = np.where(keep, loss, 0).astype(dtype)
     grad = None
     if grad_scale is not None:
-        p = np.exp(shifted) / s
-        grad = w_y[:, None, :] * (p - _onehot(t, n_classes, dtype))
+        hot = _onehot(t, n_classes, dtype)
+        p_minus_hot = p - hot
+        if eps == 0:  # p_y - 1 = -(s - 1) / s where the target holds the max
+            p_minus_hot = np.where((hot > 0) & at_max, -tail, p_minus_hot)
+        grad = w_y[:, None, :] * p_minus_hot
         if eps > 0:
             grad = (1 - eps) * grad + (eps / n_classes) * (p * np.sum(wc) - wc[None, :, None])
     return _finish(loss, grad, want_none, grad_scale, out, dtype, keep)
@@ -252,11 +265,10 @@ def cross_entropy_probs(x, t, w, pw, params, want_none, grad_scale, out, n_threa
     n_classes = x.shape[1]
     q = (1 - eps) * t + eps / n_classes if eps > 0 else t
     wq = q if w is None else q * w[None, :, None]
-    logp, shifted, s = _log_softmax(x)
+    logp, p, _, _ = _log_softmax(x)
     loss = -np.sum(logp * wq, axis=1)
     grad = None
     if grad_scale is not None:
-        p = np.exp(shifted) / s
         grad = p * np.sum(wq, axis=1, keepdims=True) - wq
     return _finish(loss, grad, want_none, grad_scale, out, dtype)
 

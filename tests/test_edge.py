@@ -174,8 +174,22 @@ TARGETS = {None: [math.nan, math.inf, -math.inf, 0.0, 1.0, 0.3, -2.0],
 ROW_OTHERS = [0.0, math.inf, -math.inf, math.nan]
 
 # Losses whose accurate value is known exactly (mpmath): where PyTorch loses precision or
-# gives NaN for a finite limit, fastloss is held to the exact value instead.
-EXACT = {"binary_cross_entropy_with_logits": reference.exact_bce_logits}
+# gives NaN for a finite limit, fastloss is held to the exact value instead: BCE with
+# logits everywhere (its limits at +-inf included), cross-entropy on rows of finite or -inf
+# logits (PyTorch's float64 log-softmax rounds the loss of a row like [40, 0, 0.5] to 0: it
+# is 1.1e-17). Each function gives (loss, grad) of one element or row, or None where the
+# reference's NaN and inf semantics apply instead.
+
+
+def _exact_cross_entropy(x, t, params):
+    if np.isnan(x).any() or (x == np.inf).any() or not np.isfinite(x).any():
+        return None
+    loss, grad, _ = reference.exact_terms("cross_entropy", x, t, params)
+    return float(loss[()]), grad.astype(np.float64)
+
+
+EXACT = {"binary_cross_entropy_with_logits": lambda x, t, params: reference.exact_bce_logits(x, t),
+         "cross_entropy": _exact_cross_entropy}
 
 
 def _scalar_param_sets(name):
@@ -228,12 +242,11 @@ def test_nan_and_inf_propagate_like_the_reference(api, name, params, form, dtype
     for x, t in _special_grid(name, dtype, form):
         with np.errstate(all="ignore"):
             loss, grad = loss_fn(api, name, grad=True)(x, t, reduction="none", **params)
-        if name in EXACT:
-            exact = [EXACT[name](xi, ti) for xi, ti in zip(x.tolist(), t.tolist())]
-            ref_loss = np.array([e[0] for e in exact])
-            ref_grad = np.array([e[1] for e in exact])
-        else:
-            ref_loss, ref_grad = ref(name, x, t, params, "none")
+        ref_loss, ref_grad = ref(name, x, t, params, "none")
+        for i in np.ndindex(loss.shape) if name in EXACT else ():
+            exact = EXACT[name](x[i], t[i], params)
+            if exact is not None:
+                ref_loss[i], ref_grad[i] = exact
         for i in np.ndindex(loss.shape):
             # per element: the gradient rows of class losses are compared row by row
             assert_value_close(loss[i], ref_loss[i], rtol, what=f"loss at x={x[i]!r}, target={t[i]!r}")
