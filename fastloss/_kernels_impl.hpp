@@ -459,7 +459,8 @@ inline T nll_sample(const ClassArgs<T>& a, const T* x, int64_t y, T* g, idx stri
     return -w_y * x_y;
 }
 
-// Multi-margin (PyTorch's multi_margin_loss) of one sample: z_c = margin - x_y + x_c for
+// Multi-margin (PyTorch's multi_margin_loss) of one sample: z_c = margin - x_y + x_c (exact
+// to one rounding, see hinge) for
 // c != y; the terms with z_c > 0 count (NaN does not, as in PyTorch);
 // loss = w_y / C sum z_c^p (summed in float64); gradient +w_y p z_c^(p-1) / C at c != y,
 // their negated sum at y. Three branch-free passes over the row (in cache): the loss, the
@@ -475,7 +476,14 @@ inline T multi_margin_sample(const ClassArgs<T>& a, const T* x, int64_t y, T* g,
         return lane_sum(y, f) + lane_sum(C - 1 - y, [&](idx i) { return f(y + 1 + i); });
     };
     auto hinge = [&](idx c) {  // z_c where it counts (z_c > 0), else 0
-        T z = margin - x_y + x[c * stride];
+        // z_c = margin - x_y + x_c with one rounding where it matters: margin - x_y first
+        // loses the margin against huge scores, x_c - x_y first loses a tiny x_c against
+        // x_y. So d = x_c - x_y and its rounding error (TwoSum: exact without FMA
+        // contraction; 0 for a non-finite d, so inf and NaN propagate as before), then
+        // (d + margin) + error.
+        const T xc = x[c * stride], d = xc - x_y, d_back = d - xc;
+        const T error = (xc - (d - d_back)) + (-x_y - d_back);
+        const T z = (d + margin) + (d - d == T(0) ? error : T(0));
         return z > T(0) ? z : T(0);
     };
     double sum = over_others([&](idx c) { T h = hinge(c); return double(squared ? h * h : h); });

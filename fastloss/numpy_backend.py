@@ -289,14 +289,20 @@ def nll(x, t, w, pw, params, want_none, grad_scale, out, n_threads):
 
 def multi_margin(x, t, w, pw, params, want_none, grad_scale, out, n_threads):
     # z_c = margin - x_y + x_c for c != y; terms with z_c > 0 count (NaN counts as not > 0,
-    # as in PyTorch); loss = w_y / C * sum_c z_c**p.
+    # as in PyTorch); loss = w_y / C * sum_c z_c**p. z_c with one rounding where it matters:
+    # d = x_c - x_y and its rounding error (TwoSum, 0 when d is not finite), then
+    # (d + margin) + error (see the compiled kernel).
     p, margin = params
     dtype = x.dtype
     n_classes = x.shape[1]
     wc = _class_weight(w, n_classes, dtype)
     w_y = wc[t]
     not_target = 1 - _onehot(t, n_classes, dtype)
-    z = margin - _gather(x, t)[:, None, :] + x
+    x_y = _gather(x, t)[:, None, :]
+    d = x - x_y
+    d_back = d - x
+    error = np.where(np.isfinite(d), (x - (d - d_back)) + (-x_y - d_back), 0).astype(dtype)
+    z = (d + dtype.type(margin)) + error
     active = (z > 0) & (not_target > 0)
     h = np.where(active, z, 0).astype(dtype)
     loss = (w_y * np.sum(h if p == 1 else h * h, axis=1) / n_classes).astype(dtype)
