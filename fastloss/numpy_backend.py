@@ -219,14 +219,15 @@ def _class_weight(w, n_classes, dtype):
 
 
 def _finish(loss, grad, want_none, grad_scale, out, dtype, keep=None):
-    """Sum the loss and scale the gradient; ``keep`` masks ignored samples, whose gradient
-    is 0 even when the scale is not finite (an all-ignored batch: PyTorch's zero gradient)."""
+    """Sum the loss and scale the gradient; ``keep`` masks ignored samples (N, K), or single
+    gradient entries (N, C, K), whose gradient is 0 even when the scale is not finite (an
+    all-ignored batch, or zero class weights: PyTorch's zero gradient)."""
     total = None if want_none else float(np.sum(loss, dtype=np.float64))
     if grad is not None:
         if grad_scale != 1.0:
             grad = grad * dtype.type(grad_scale)
         if keep is not None:
-            grad = np.where(keep[:, None, :], grad, dtype.type(0))
+            grad = np.where(keep[:, None, :] if keep.ndim == 2 else keep, grad, dtype.type(0))
         if out is not None:
             out[...] = grad
             grad = out
@@ -283,7 +284,11 @@ def nll(x, t, w, pw, params, want_none, grad_scale, out, n_threads):
     loss = np.where(keep, -w_y * _gather(x, t), 0).astype(dtype)
     grad = None
     if grad_scale is not None:
-        grad = -w_y[:, None, :] * _onehot(t, n_classes, dtype)
+        hot = _onehot(t, n_classes, dtype)
+        grad = -w_y[:, None, :] * hot
+        # only the target entries carry the scale: with a zero weight sum ("mean" divides by
+        # 0) they are NaN and the others stay 0, as in PyTorch and the compiled kernel
+        keep = keep[:, None, :] & (hot > 0)
     return _finish(loss, grad, want_none, grad_scale, out, dtype, keep)
 
 

@@ -129,6 +129,26 @@ def test_all_ignored_batch(api, name, shape, ignore, params, reduction, dtype):
         assert_grad_close(grad, ref_grad, rtol_for(dtype))
 
 
+@dtypes
+@reductions
+@pytest.mark.parametrize("case", [c for c in representative_cases() if "weight" in dict(c.params)], ids=str)
+def test_all_zero_weights(api, case, reduction, dtype):
+    """Every weight 0: "mean" divides by a zero weight sum where PyTorch does (NaN, and a
+    NaN gradient exactly where PyTorch has one), "sum" and "none" are 0. The hinges, which
+    PyTorch lacks, follow mse_loss and l1_loss: a NaN gradient everywhere."""
+    x, t, kw = case.generate(dtype)
+    kw = {**kw, "weight": np.zeros_like(kw["weight"])}
+    with np.errstate(all="ignore"):
+        loss, grad = loss_fn(api, case.loss, grad=True)(x, t, reduction=reduction, **kw)
+        ref_loss, ref_grad = reference.reference(case.loss, x, t, kw, reduction)
+    assert_value_close(loss, ref_loss, rtol_for(dtype))
+    if case.loss in reference.NOT_IN_TORCH:
+        assert np.isnan(grad).all() if reduction == "mean" else (grad == 0).all()
+        return
+    np.testing.assert_array_equal(np.isnan(grad), np.isnan(ref_grad))
+    assert_grad_close(grad, ref_grad, rtol_for(dtype))
+
+
 # --------------------------------------------------------------------------- 0-d, unbatched
 
 
