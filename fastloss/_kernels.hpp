@@ -30,6 +30,9 @@
 #if FASTLOSS_OPENMP
 #include <omp.h>
 #endif
+#if FASTLOSS_OPENMP && !defined(_WIN32)
+#include <pthread.h>
+#endif
 
 namespace fl {
 
@@ -135,6 +138,23 @@ inline const char* simd_name() {
 #endif
 }
 
+// OpenMP after fork. GNU libgomp cannot start a parallel region in a child forked after
+// the parent ran one: the child waits forever for the parent's thread pool, which fork did
+// not copy. So, as PyTorch does, a forked child runs every kernel on one thread: a
+// pthread_atfork child handler (registered when fastloss.kernels is imported) sets
+// forked_child, and the entry points below cap their thread count with usable_threads.
+// Results are unchanged: they do not depend on the thread count.
+#if FASTLOSS_OPENMP && !defined(_WIN32)
+inline volatile int forked_child = 0;
+extern "C" inline void on_fork_child(void) { forked_child = 1; }
+inline int register_atfork() { return pthread_atfork(nullptr, nullptr, on_fork_child); }
+#else
+inline volatile int forked_child = 0;
+inline int register_atfork() { return 0; }
+#endif
+
+inline int usable_threads(int n_threads) { return forked_child ? 1 : n_threads; }
+
 #if FL_MULTIVERSION
 #define FL_DISPATCH(call) \
     switch (simd_level()) { \
@@ -148,22 +168,22 @@ inline const char* simd_name() {
 
 template <typename T>
 double elementwise(int which, const ElementwiseArgs<T>& a, const double* params, int n_threads) {
-    FL_DISPATCH(elementwise<T>(which, a, params, n_threads))
+    FL_DISPATCH(elementwise<T>(which, a, params, usable_threads(n_threads)))
 }
 
 template <typename T>
 double classes(int which, const ClassArgs<T>& a, int n_threads) {
-    FL_DISPATCH(classes<T>(which, a, n_threads))
+    FL_DISPATCH(classes<T>(which, a, usable_threads(n_threads)))
 }
 
 template <typename T>
 idx first_outside_unit(const T* a, idx n, int n_threads) {
-    FL_DISPATCH(first_outside_unit<T>(a, n, n_threads))
+    FL_DISPATCH(first_outside_unit<T>(a, n, usable_threads(n_threads)))
 }
 
 template <typename T>
 idx first_non_sign(const T* a, idx n, int n_threads) {
-    FL_DISPATCH(first_non_sign<T>(a, n, n_threads))
+    FL_DISPATCH(first_non_sign<T>(a, n, usable_threads(n_threads)))
 }
 
 template <typename T>

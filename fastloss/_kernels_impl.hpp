@@ -523,10 +523,14 @@ inline T lane_max(idx n, F f) {
 
 // Softmax cross-entropy of one sample; its C values are x[c * stride] (stride 1 for
 // (N, C) input: CONTIG lets the loops vectorise). Log-sum-exp with the max m subtracted:
-// -logp_c = (m - x_c) + log(s), s = sum exp(x_c - m) in [1, C] summed in float64: no
-// overflow, and no m + log(s) - x_c cancellation for huge logits. NaN anywhere makes the
-// sample NaN (through s), as in PyTorch. Gradient with p = softmax(x):
+// -logp_c = (m - x_c) + log1p(s - 1), s = sum exp(x_c - m) in [1, C] summed in float64: no
+// overflow, and no m + log(s) - x_c cancellation for huge logits. s - 1 is summed without
+// the exact 1 of the max (below), so a target that dominates its row (a tiny
+// loss: a confident right prediction) keeps full relative accuracy, where log(s) would round
+// it to 0 (row [0, -40, -40]: 8.5e-18). NaN anywhere makes the sample NaN, as in PyTorch.
+// Gradient with p = softmax(x):
 //   indices:       (1 - eps) w_y (p - onehot_y) + eps/C (p W - w),  W = sum_c w_c
+//                  (p_y - 1 = -(s - 1) / s when the target holds the max: no cancellation)
 //   probabilities: p sum_c(w_c q_c) - w q,  q = (1 - eps) y + eps/C.
 template <typename T, bool CONTIG>
 inline T softmax_sample(const ClassArgs<T>& a, const T* x, const T* prob, int64_t y, T* g,
@@ -544,9 +548,16 @@ inline T softmax_sample(const ClassArgs<T>& a, const T* x, const T* prob, int64_
 #pragma omp simd
         for (idx c = 0; c < C; ++c) ebuf[c] = vm::exp_nonpos(x[c * st] - m);
     }
-    const double s = buffered ? lane_sum(C, [&](idx c) { return double(ebuf[c]); })
-                              : lane_sum(C, [&](idx c) { return double(vm::exp_nonpos(x[c * st] - m)); });
-    const T log_s = vm::log(T(s));  // s in [1, C], in T: as the row-tile path does (same bits)
+    // s = k + o: k classes hold the max (their exp is exactly 1), o sums the exp of the others
+    // (the max classes add exp - 1 = 0, or NaN for an infinite max). s - 1 = o + (k - 1).
+    // The row-tile path computes the same terms in the same order (same bits).
+    auto excess = [&](idx c, T e) { return double(e) - (x[c * st] == m ? 1.0 : 0.0); };
+    const double o = buffered ? lane_sum(C, [&](idx c) { return excess(c, ebuf[c]); })
+                              : lane_sum(C, [&](idx c) { return excess(c, vm::exp_nonpos(x[c * st] - m)); });
+    const double k = lane_sum(C, [&](idx c) { return x[c * st] == m ? 1.0 : 0.0; });
+    const double s = o + k, s_minus_1 = o + (k - 1.0);
+    const T log_s = vm::log1p(T(s_minus_1));
+    const bool top = !prob && x[y * st] == m;  // read before the gradient is written (in place)
     auto nlogp = [&](idx c) { return (m - x[c * st]) + log_s; };  // -log softmax(x)_c
     auto q_of = [&](idx c) { return smooth ? keep * prob[c * st] + eps_c : prob[c * st]; };
 
@@ -587,8 +598,10 @@ inline T softmax_sample(const ClassArgs<T>& a, const T* x, const T* prob, int64_
             write([&](idx c) { return weight(c) * q_of(c); });
         else if (smooth)
             write([&](idx c) { return keep * (c == y ? w_y : T(0)) + eps_c * weight(c); });
-        else
+        else {
             write([&](idx c) { return c == y ? w_y : T(0); });
+            if (top) g[y * st] = -(T(s_minus_1) * inv_s * w_y) * scale;  // p_y - 1 = -(s - 1) / s
+        }
         return loss;
     };
     const T* w = a.w;
@@ -607,7 +620,8 @@ inline T nll_sample(const ClassArgs<T>& a, const T* x, int64_t y, T* g, idx stri
     return -w_y * x_y;
 }
 
-// Multi-margin (PyTorch's multi_margin_loss) of one sample: z_c = margin - x_y + x_c for
+// Multi-margin (PyTorch's multi_margin_loss) of one sample: z_c = margin - x_y + x_c (exact
+// to one rounding, see hinge) for
 // c != y; the terms with z_c > 0 count (NaN does not, as in PyTorch);
 // loss = w_y / C sum z_c^p (summed in float64); gradient +w_y p z_c^(p-1) / C at c != y,
 // their negated sum at y. Three branch-free passes over the row (in cache): the loss, the
@@ -623,7 +637,14 @@ inline T multi_margin_sample(const ClassArgs<T>& a, const T* x, int64_t y, T* g,
         return lane_sum(y, f) + lane_sum(C - 1 - y, [&](idx i) { return f(y + 1 + i); });
     };
     auto hinge = [&](idx c) {  // z_c where it counts (z_c > 0), else 0
-        T z = margin - x_y + x[c * stride];
+        // z_c = margin - x_y + x_c with one rounding where it matters: margin - x_y first
+        // loses the margin against huge scores, x_c - x_y first loses a tiny x_c against
+        // x_y. So d = x_c - x_y and its rounding error (TwoSum: exact without FMA
+        // contraction; 0 for a non-finite d, so inf and NaN propagate as before), then
+        // (d + margin) + error.
+        const T xc = x[c * stride], d = xc - x_y, d_back = d - xc;
+        const T error = (xc - (d - d_back)) + (-x_y - d_back);
+        const T z = (d + margin) + (d - d == T(0) ? error : T(0));
         return z > T(0) ? z : T(0);
     };
     double sum = over_others([&](idx c) { T h = hinge(c); return double(squared ? h * h : h); });
@@ -659,8 +680,8 @@ inline void softmax_tile(const ClassArgs<T>& a, idx first_row, T* losses) {
     for (int r = 0; r < R; ++r)
         for (idx c = 0; c < C; ++c) xt[c][r] = x[r * C + c];
     // Per-row values as T (the lanes of the vector loops must all be of T's width).
-    T m[R], x_y[R], w_y[R], kept[R], y_t[R];
-    double s[R];
+    T m[R], x_y[R], w_y[R], kept[R], y_t[R], top[R];
+    double o[R], k[R];  // softmax_sample's o and k: s = o + k, s - 1 = o + (k - 1)
     for (int r = 0; r < R; ++r) {
         int64_t y = a.target[first_row + r];
         bool keep = y != a.ignore_index;
@@ -670,7 +691,7 @@ inline void softmax_tile(const ClassArgs<T>& a, idx first_row, T* losses) {
         x_y[r] = xt[yc][r];
         w_y[r] = a.w ? a.w[yc] : T(1);
         m[r] = -std::numeric_limits<T>::infinity();
-        s[r] = 0.0;
+        o[r] = k[r] = 0.0;
     }
     for (idx c = 0; c < C; ++c) {
 #pragma omp simd
@@ -680,18 +701,21 @@ inline void softmax_tile(const ClassArgs<T>& a, idx first_row, T* losses) {
 #pragma omp simd
         for (int r = 0; r < R; ++r) {
             T e = vm::exp_nonpos(xt[c][r] - m[r]);
+            double at_max = xt[c][r] == m[r] ? 1.0 : 0.0;
             xt[c][r] = e;
-            s[r] += double(e);
+            o[r] += double(e) - at_max;
+            k[r] += at_max;
         }
     }
-    T s_t[R], inv_s[R];
+    T sm1_t[R], inv_s[R];
     for (int r = 0; r < R; ++r) {
-        s_t[r] = T(s[r]);
-        inv_s[r] = T(1.0 / s[r]);
+        sm1_t[r] = T(o[r] + (k[r] - 1.0));
+        inv_s[r] = T(1.0 / (o[r] + k[r]));
+        top[r] = x_y[r] == m[r] ? T(1) : T(0);
     }
 #pragma omp simd
     for (int r = 0; r < R; ++r) {
-        T log_s = vm::log(s_t[r]);
+        T log_s = vm::log1p(sm1_t[r]);
         T loss = w_y[r] * ((m[r] - x_y[r]) + log_s);
         losses[r] = kept[r] != T(0) ? loss : T(0);
     }
@@ -703,6 +727,8 @@ inline void softmax_tile(const ClassArgs<T>& a, idx first_row, T* losses) {
         for (int r = 0; r < R; ++r) {
             T hot = T(c) == y_t[r] ? w_y[r] : T(0);
             T value = (xt[c][r] * inv_s[r] * w_y[r] - hot) * scale;
+            T tail = -(sm1_t[r] * inv_s[r] * w_y[r]) * scale;  // p_y - 1 at a max target
+            value = T(c) == y_t[r] && top[r] != T(0) ? tail : value;
             xt[c][r] = kept[r] != T(0) ? value : T(0);
         }
     }

@@ -57,6 +57,8 @@ cdef extern from "_kernels.hpp" namespace "fl" nogil:
         K_NLL "fl::kernel::NLL"
         K_MULTI_MARGIN "fl::kernel::MULTI_MARGIN"
     const char* simd_name_c "fl::simd_name"()
+    int forked_child "fl::forked_child"
+    int register_atfork "fl::register_atfork"()
 
     cdef cppclass ElementwiseArgs[T]:
         const T* x
@@ -105,6 +107,9 @@ cdef extern from "_capi.hpp" namespace "fl::capi" nogil:
                            int n_threads, int omp_default)
 
 
+if register_atfork() != 0:
+    raise ImportError("fastloss: pthread_atfork failed (cannot make forked children safe)")
+
 NAME = "cython"
 
 
@@ -116,6 +121,11 @@ def openmp_enabled():
 def simd_level():
     """The instruction set the kernels run with on this CPU (chosen at run time)."""
     return simd_name_c().decode()
+
+
+def in_forked_child():
+    """Whether this process is a fork of one that imported fastloss (kernels run serially)."""
+    return bool(forked_child)
 
 
 def omp_max_threads():

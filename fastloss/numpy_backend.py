@@ -194,12 +194,22 @@ def _elementwise_kernel(math_fn):
 
 
 def _log_softmax(x):
-    # log-sum-exp with the row max subtracted: exp never overflows; logp = (x - m) - log(s)
-    # keeps full precision even for huge logits (no m + log(s) - x cancellation).
+    """(log p, p, s - 1 over s, at_max) of softmax along axis 1.
+
+    log-sum-exp with the row max m subtracted: exp never overflows; logp = (x - m) - log(s)
+    keeps full precision even for huge logits (no m + log(s) - x cancellation). s - 1 is
+    summed in float64 without the exact 1 of the max (the k max classes add exp - 1 = 0):
+    log(s) = log1p(s - 1) keeps the relative accuracy of tiny losses (a dominant target), and
+    p_y - 1 = -(s - 1) / s at a max target has no cancellation."""
     m = np.max(x, axis=1, keepdims=True)
     shifted = x - m
-    s = np.sum(np.exp(shifted), axis=1, keepdims=True)
-    return shifted - np.log(s), shifted, s
+    e = np.exp(shifted)
+    at_max = x == m
+    o = np.sum(e.astype(np.float64) - at_max, axis=1, keepdims=True)
+    k = np.sum(at_max, axis=1, keepdims=True)
+    s, s_minus_1 = o + k, o + (k - 1)
+    logp = shifted - np.log1p(s_minus_1.astype(x.dtype))
+    return logp, (e / s).astype(x.dtype), (s_minus_1 / s).astype(x.dtype), at_max
 
 
 def _gather(a, t):
@@ -216,14 +226,15 @@ def _class_weight(w, n_classes, dtype):
 
 
 def _finish(loss, grad, want_none, grad_scale, out, dtype, keep=None):
-    """Sum the loss and scale the gradient; ``keep`` masks ignored samples, whose gradient
-    is 0 even when the scale is not finite (an all-ignored batch: PyTorch's zero gradient)."""
+    """Sum the loss and scale the gradient; ``keep`` masks ignored samples (N, K), or single
+    gradient entries (N, C, K), whose gradient is 0 even when the scale is not finite (an
+    all-ignored batch, or zero class weights: PyTorch's zero gradient)."""
     total = None if want_none else float(np.sum(loss, dtype=np.float64))
     if grad is not None:
         if grad_scale != 1.0:
             grad = grad * dtype.type(grad_scale)
         if keep is not None:
-            grad = np.where(keep[:, None, :], grad, dtype.type(0))
+            grad = np.where(keep[:, None, :] if keep.ndim == 2 else keep, grad, dtype.type(0))
         if out is not None:
             out[...] = grad
             grad = out
@@ -236,7 +247,7 @@ def cross_entropy(x, t, w, pw, params, want_none, grad_scale, out, n_threads):
     n_classes = x.shape[1]
     wc = _class_weight(w, n_classes, dtype)
     keep = t != ignore_index
-    logp, shifted, s = _log_softmax(x)
+    logp, p, tail, at_max = _log_softmax(x)
     w_y = np.where(keep, wc[np.clip(t, 0, n_classes - 1)], 0).astype(dtype)
     loss = w_y * -_gather(logp, t)
     if eps > 0:
@@ -246,8 +257,11 @@ def cross_entropy(x, t, w, pw, params, want_none, grad_scale, out, n_threads):
     loss = np.where(keep, loss, 0).astype(dtype)
     grad = None
     if grad_scale is not None:
-        p = np.exp(shifted) / s
-        grad = w_y[:, None, :] * (p - _onehot(t, n_classes, dtype))
+        hot = _onehot(t, n_classes, dtype)
+        p_minus_hot = p - hot
+        if eps == 0:  # p_y - 1 = -(s - 1) / s where the target holds the max
+            p_minus_hot = np.where((hot > 0) & at_max, -tail, p_minus_hot)
+        grad = w_y[:, None, :] * p_minus_hot
         if eps > 0:
             grad = (1 - eps) * grad + (eps / n_classes) * (p * np.sum(wc) - wc[None, :, None])
     return _finish(loss, grad, want_none, grad_scale, out, dtype, keep)
@@ -259,11 +273,10 @@ def cross_entropy_probs(x, t, w, pw, params, want_none, grad_scale, out, n_threa
     n_classes = x.shape[1]
     q = (1 - eps) * t + eps / n_classes if eps > 0 else t
     wq = q if w is None else q * w[None, :, None]
-    logp, shifted, s = _log_softmax(x)
+    logp, p, _, _ = _log_softmax(x)
     loss = -np.sum(logp * wq, axis=1)
     grad = None
     if grad_scale is not None:
-        p = np.exp(shifted) / s
         grad = p * np.sum(wq, axis=1, keepdims=True) - wq
     return _finish(loss, grad, want_none, grad_scale, out, dtype)
 
@@ -278,20 +291,30 @@ def nll(x, t, w, pw, params, want_none, grad_scale, out, n_threads):
     loss = np.where(keep, -w_y * _gather(x, t), 0).astype(dtype)
     grad = None
     if grad_scale is not None:
-        grad = -w_y[:, None, :] * _onehot(t, n_classes, dtype)
+        hot = _onehot(t, n_classes, dtype)
+        grad = -w_y[:, None, :] * hot
+        # only the target entries carry the scale: with a zero weight sum ("mean" divides by
+        # 0) they are NaN and the others stay 0, as in PyTorch and the compiled kernel
+        keep = keep[:, None, :] & (hot > 0)
     return _finish(loss, grad, want_none, grad_scale, out, dtype, keep)
 
 
 def multi_margin(x, t, w, pw, params, want_none, grad_scale, out, n_threads):
     # z_c = margin - x_y + x_c for c != y; terms with z_c > 0 count (NaN counts as not > 0,
-    # as in PyTorch); loss = w_y / C * sum_c z_c**p.
+    # as in PyTorch); loss = w_y / C * sum_c z_c**p. z_c with one rounding where it matters:
+    # d = x_c - x_y and its rounding error (TwoSum, 0 when d is not finite), then
+    # (d + margin) + error (see the compiled kernel).
     p, margin = params
     dtype = x.dtype
     n_classes = x.shape[1]
     wc = _class_weight(w, n_classes, dtype)
     w_y = wc[t]
     not_target = 1 - _onehot(t, n_classes, dtype)
-    z = margin - _gather(x, t)[:, None, :] + x
+    x_y = _gather(x, t)[:, None, :]
+    d = x - x_y
+    d_back = d - x
+    error = np.where(np.isfinite(d), (x - (d - d_back)) + (-x_y - d_back), 0).astype(dtype)
+    z = (d + dtype.type(margin)) + error
     active = (z > 0) & (not_target > 0)
     h = np.where(active, z, 0).astype(dtype)
     loss = (w_y * np.sum(h if p == 1 else h * h, axis=1) / n_classes).astype(dtype)

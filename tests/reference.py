@@ -358,42 +358,215 @@ def reference(loss, x, t, kwargs, reduction):
 
 
 # =========================================================================== exact values
+# The exact value of every loss formula on the exact (binary) values of its float inputs,
+# with mpmath: differences of inputs exactly (no rounding at all), everything else at
+# EXACT_PREC bits, written so that no step cancels (the log-sum-exp of the target class is
+# log1p of the other classes' sum when the target holds the max). Results are mpf; the
+# tests round them or measure fastloss's error in ULP against them (test_accuracy.py).
+#
+# Each function returns, per term, (loss, grad, terms): grad is the derivative of the
+# weighted loss with respect to the input, and ``terms`` the magnitude of the largest of
+# the quantities the formula *subtracts* to form that gradient component (0 where it
+# subtracts nothing). Where two terms of opposite sign nearly cancel (sigmoid(x) - y for a
+# soft target y, softmax - target for class probabilities) the exact difference is not
+# attainable from rounded terms by any implementation, so its error is measured in ULP of
+# ``terms`` instead of ULP of the tiny result.
 
-def exact_bce_logits(x, y, pos_weight=1.0, dps=60):
-    """(loss, grad) of binary_cross_entropy_with_logits for one element, with mpmath at
-    ``dps`` digits; infinite x gives the limit for the fixed target y."""
+EXACT_PREC = 256
+
+
+def _mpmath():
     import mpmath
 
-    with mpmath.workdps(dps):
-        x, y, p = mpmath.mpf(float(x)), mpmath.mpf(float(y)), mpmath.mpf(float(pos_weight))
-
-        def softplus(v):
-            if mpmath.isinf(v):
-                return v if v > 0 else mpmath.mpf(0)
-            return mpmath.log1p(mpmath.exp(v))
-
-        def times(a, b):
-            return mpmath.mpf(0) if a == 0 else a * b
-
-        def sigmoid(v):
-            if mpmath.isinf(v):
-                return mpmath.mpf(1) if v > 0 else mpmath.mpf(0)
-            return 1 / (1 + mpmath.exp(-v))
-
-        loss = times(1 - y, softplus(x)) + times(p * y, softplus(-x))
-        grad = (1 - y) * sigmoid(x) - p * y * sigmoid(-x)
-        return float(loss), float(grad)
+    return mpmath
 
 
-def exact_cross_entropy_row(row, target, dps=60):
-    """(loss, grad) of cross_entropy for one row of logits and a class index, with mpmath."""
-    import mpmath
+def _exact_sub(a, b):
+    return _mpmath().fsub(a, b, exact=True)
 
-    with mpmath.workdps(dps):
-        z = [mpmath.mpf(float(v)) for v in row]
-        m = max(z)
-        s = mpmath.fsum(mpmath.exp(v - m) for v in z)
-        # (m - z_y) + log(s), never m + log(s) - z_y: at 1e300 the latter needs 300 digits
-        loss = (m - z[target]) + mpmath.log(s)
-        grad = [mpmath.exp(v - m) / s - (1 if c == target else 0) for c, v in enumerate(z)]
-        return float(loss), np.array([float(g) for g in grad])
+
+def _exact_softplus(v):
+    """log(1 + e^v) for any mpf v (the limits at +-inf)."""
+    mp = _mpmath()
+    if mp.isinf(v):
+        return v if v > 0 else mp.mpf(0)
+    if v > 0:  # v + log1p(e^-v): no huge exp for huge v
+        return v + mp.log1p(mp.exp(-v))
+    return mp.log1p(mp.exp(v))
+
+
+def _exact_sigmoid(v):
+    mp = _mpmath()
+    if mp.isinf(v):
+        return mp.mpf(1) if v > 0 else mp.mpf(0)
+    return 1 / (1 + mp.exp(-v))
+
+
+def _exact_times(a, b):
+    """a * b with 0 * inf = 0 (the limit of a term whose coefficient is 0)."""
+    return a * 0 if a == 0 else a * b
+
+
+def _exact_elementwise_term(loss, x, y, w, pw, params):
+    """(loss, grad, terms) of one element; x, y, w, pw, params are mpf."""
+    mp = _mpmath()
+    zero = mp.mpf(0)
+    if loss in ("mse_loss", "l1_loss", "huber_loss", "smooth_l1_loss"):
+        r = _exact_sub(x, y)
+        a, sign = abs(r), mp.sign(r)
+        if loss == "mse_loss":
+            return w * r * r, 2 * w * r, zero
+        if loss == "l1_loss" or (loss == "smooth_l1_loss" and params["beta"] == 0):
+            return w * a, w * sign, zero
+        if loss == "huber_loss":
+            d = params["delta"]
+            value = a * a / 2 if a < d else d * (a - d / 2)
+            return w * value, w * max(-d, min(r, d)), zero
+        b = params["beta"]
+        return (a * a / (2 * b), r / b, zero) if a < b else (a - b / 2, sign, zero)
+    if loss == "binary_cross_entropy":
+        log_x = max(mp.log(x), mp.mpf(-100)) if x > 0 else mp.mpf(-100)
+        log_1mx = max(mp.log1p(-x), mp.mpf(-100)) if x < 1 else mp.mpf(-100)
+        value = -w * (y * log_x + (1 - y) * log_1mx)
+        return value, w * _exact_sub(x, y) / max(x * (1 - x), mp.mpf(BCE_GRAD_EPSILON)), zero
+    if loss == "binary_cross_entropy_with_logits":
+        neg, pos = 1 - y, pw * y
+        value = w * (_exact_times(neg, _exact_softplus(x)) + _exact_times(pos, _exact_softplus(-x)))
+        a, b = neg * _exact_sigmoid(x), pos * _exact_sigmoid(-x)
+        return value, w * (a - b), (w * max(a, b) if a and b else zero)
+    if loss in ("hinge_loss", "squared_hinge_loss"):
+        z = _exact_sub(params["margin"], y * x)
+        h = max(z, zero)
+        if loss == "hinge_loss":
+            return w * h, (-w * y if z > 0 else zero), zero
+        return w * h * h, -2 * w * y * h, zero
+    raise KeyError(loss)
+
+
+def _neg_log_softmax(z):
+    """-log softmax(z)_c for every c, exactly: (m - z_c) + log(sum_d e^(z_d - m)) for
+    z_c < m (two positive terms), log1p(sum_{d != c} e^(z_d - z_c)) when z_c is the max
+    (the tiny losses of confident predictions keep their relative accuracy)."""
+    mp = _mpmath()
+    m = max(z)
+    e = [mp.exp(_exact_sub(v, m)) for v in z]
+    log_s = mp.log(mp.fsum(e))
+    out = []
+    for c, v in enumerate(z):
+        if v == m:
+            out.append(mp.log1p(mp.fsum(e[d] for d in range(len(z)) if d != c)))
+        else:
+            out.append(_exact_sub(m, v) + log_s)
+    return out, e
+
+
+def _exact_class_row(loss, z, target, w, params):
+    """(loss, grad list, terms list) of one sample of a class loss; z, w are lists of mpf,
+    target an int class index (or a list of mpf probabilities for cross_entropy)."""
+    mp = _mpmath()
+    n_classes = len(z)
+    zero = mp.mpf(0)
+    zeros = [zero] * n_classes
+    if loss == "nll_loss":
+        if target == params.get("ignore_index", -100):
+            return zero, zeros, zeros
+        grad = list(zeros)
+        grad[target] = -w[target]
+        return -w[target] * z[target], grad, zeros
+    if loss == "multi_margin_loss":
+        p = int(params.get("p", 1))
+        hinge = [_exact_sub(v, z[target]) + params.get("margin", 1.0) if c != target else zero
+                 for c, v in enumerate(z)]
+        hinge = [max(h, zero) for h in hinge]
+        factor = w[target] / n_classes
+        grad = [factor * (p * h ** (p - 1)) if h > 0 else zero for h in hinge]
+        grad[target] = -mp.fsum(grad)
+        return factor * mp.fsum(h ** p for h in hinge), grad, zeros
+    # cross_entropy
+    eps = mp.mpf(params.get("label_smoothing", 0.0))
+    nlogp, e = _neg_log_softmax(z)
+    s = mp.fsum(e)
+    p = [v / s for v in e]
+    if isinstance(target, list):  # class probabilities
+        q = [(1 - eps) * y + eps / n_classes for y in target]
+        wq = [wc * qc for wc, qc in zip(w, q)]
+        coef = mp.fsum(wq)
+        value = mp.fsum(a * b for a, b in zip(wq, nlogp))
+        grad = [pc * coef - t for pc, t in zip(p, wq)]
+        return value, grad, [max(abs(pc * coef), abs(t)) for pc, t in zip(p, wq)]
+    if target == params.get("ignore_index", -100):
+        return zero, zeros, zeros
+    w_y = w[target]
+    # p_y - 1 = -(sum of the other classes' e) / s: no cancellation
+    p_minus_hot = [pc if c != target else -mp.fsum(e[d] for d in range(n_classes) if d != target) / s
+                   for c, pc in enumerate(p)]
+    value = w_y * nlogp[target]
+    grad = [w_y * v for v in p_minus_hot]
+    if eps == 0:
+        return value, grad, zeros
+    total_w = mp.fsum(w)
+    value = (1 - eps) * value + eps / n_classes * mp.fsum(wc * v for wc, v in zip(w, nlogp))
+    grad = [(1 - eps) * g + eps / n_classes * (pc * total_w - wc) for g, pc, wc in zip(grad, p, w)]
+    # what fastloss's gradient subtracts: the target part from the softmax part
+    terms = [max(abs(((1 - eps) * w_y + eps / n_classes * total_w) * pc),
+                 abs((1 - eps) * (w_y if c == target else 0) + eps / n_classes * wc))
+             for c, (pc, wc) in enumerate(zip(p, w))]
+    return value, grad, terms
+
+
+def exact_terms(loss, x, t, kwargs):
+    """Exact per-term losses, gradient and subtracted-term magnitudes for fastloss's
+    arguments (``kwargs`` with weights as arrays, scalar parameters as numbers): three
+    object arrays of mpf, shaped like the "none" result, the input and the input."""
+    mp = _mpmath()
+    with mp.workprec(EXACT_PREC):
+        x64, t64, kw = _float64_args(x, t, kwargs)
+        mpf = np.vectorize(lambda v: mp.mpf(float(v)), otypes=[object])
+        params = {**_registry_defaults(loss), **{k: v for k, v in kw.items() if not isinstance(v, np.ndarray)}}
+        params = {k: (v if k in ("p", "ignore_index") else mp.mpf(float(v))) for k, v in params.items()}
+        if loss in FORMULAS and _is_elementwise(loss):
+            shape = x64.shape
+            w = mpf(_broadcast(kw.get("weight"), shape))
+            pw = mpf(_broadcast(kw.get("pos_weight"), shape))
+            xs, ys = mpf(x64), mpf(t64)
+            out = [np.empty(shape, object) for _ in range(3)]
+            for i in np.ndindex(shape):
+                for arr, v in zip(out, _exact_elementwise_term(loss, xs[i], ys[i], w[i], pw[i], params)):
+                    arr[i] = v
+            return tuple(out)
+        z, tt, back, lshape = _rows(x64, t64)
+        weight = kw.get("weight")
+        w = [mp.mpf(1)] * z.shape[1] if weight is None else [mp.mpf(float(v)) for v in weight]
+        losses = np.empty(len(z), object)
+        grad, terms = np.empty(z.shape, object), np.empty(z.shape, object)
+        for r in range(len(z)):
+            target = [mp.mpf(float(v)) for v in tt[r]] if tt.ndim == 2 else int(tt[r])
+            losses[r], grad[r], terms[r] = _exact_class_row(loss, [mp.mpf(float(v)) for v in z[r]], target, w, params)
+        return losses.reshape(lshape), back(grad), back(terms)
+
+
+def _is_elementwise(loss):
+    from fastloss._registry import BY_NAME
+
+    return BY_NAME[loss].kind == "elementwise"
+
+
+def _registry_defaults(loss):
+    from fastloss._registry import BY_NAME
+
+    spec = BY_NAME[loss]
+    return {p.name: p.default for p in spec.params} | ({"ignore_index": -100} if spec.ignore_index else {})
+
+
+def exact_bce_logits(x, y, pos_weight=1.0):
+    """(loss, grad) of binary_cross_entropy_with_logits for one element, exact (as floats);
+    infinite x gives the limit for the fixed target y."""
+    kw = {"pos_weight": np.array([pos_weight])}
+    value, grad, _ = exact_terms("binary_cross_entropy_with_logits", np.array([x]), np.array([y]), kw)
+    return float(value[0]), float(grad[0])
+
+
+def exact_cross_entropy_row(row, target):
+    """(loss, grad) of cross_entropy for one row of logits and a class index, exact (as floats)."""
+    value, grad, _ = exact_terms("cross_entropy", np.array(row, np.float64), np.array(target), {})
+    return float(value[()]), np.array([float(g) for g in grad])

@@ -254,3 +254,29 @@ def test_class_weight_and_ignore_index():
     grad = np.empty_like(x)
     assert_bitwise(np.float64(call_c("cross_entropy", x, t, kwargs, MEAN, grad=grad)), expected_loss)
     assert_bitwise(grad, expected_grad)
+
+
+def test_c_kernel_in_a_forked_child(tmp_path):
+    """A child forked after the parent ran a parallel kernel calls the C level without
+    hanging (libgomp cannot, so forked children run serially) and gets the same bits."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = tmp_path / "fork_c_level.py"
+    script.write_text(
+        "import os, sys\n"
+        f"sys.path.insert(0, {str(Path(__file__).parent)!r})\n"
+        "import numpy as np\n"
+        "from test_c_level import call_c, MEAN\n"
+        "x = np.random.default_rng(0).normal(size=2_000_000).astype(np.float32)\n"
+        "t = np.zeros_like(x)\n"
+        "parent = call_c('mse_loss', x, t, {}, MEAN, n_threads=2)\n"
+        "pid = os.fork()\n"
+        "if pid == 0:\n"
+        "    os._exit(0 if call_c('mse_loss', x, t, {}, MEAN, n_threads=2) == parent else 3)\n"
+        "_, status = os.waitpid(pid, 0)\n"
+        "sys.exit(os.waitstatus_to_exitcode(status))\n"
+    )
+    result = subprocess.run([sys.executable, str(script)], timeout=120, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr

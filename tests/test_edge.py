@@ -129,6 +129,26 @@ def test_all_ignored_batch(api, name, shape, ignore, params, reduction, dtype):
         assert_grad_close(grad, ref_grad, rtol_for(dtype))
 
 
+@dtypes
+@reductions
+@pytest.mark.parametrize("case", [c for c in representative_cases() if "weight" in dict(c.params)], ids=str)
+def test_all_zero_weights(api, case, reduction, dtype):
+    """Every weight 0: "mean" divides by a zero weight sum where PyTorch does (NaN, and a
+    NaN gradient exactly where PyTorch has one), "sum" and "none" are 0. The hinges, which
+    PyTorch lacks, follow mse_loss and l1_loss: a NaN gradient everywhere."""
+    x, t, kw = case.generate(dtype)
+    kw = {**kw, "weight": np.zeros_like(kw["weight"])}
+    with np.errstate(all="ignore"):
+        loss, grad = loss_fn(api, case.loss, grad=True)(x, t, reduction=reduction, **kw)
+        ref_loss, ref_grad = reference.reference(case.loss, x, t, kw, reduction)
+    assert_value_close(loss, ref_loss, rtol_for(dtype))
+    if case.loss in reference.NOT_IN_TORCH:
+        assert np.isnan(grad).all() if reduction == "mean" else (grad == 0).all()
+        return
+    np.testing.assert_array_equal(np.isnan(grad), np.isnan(ref_grad))
+    assert_grad_close(grad, ref_grad, rtol_for(dtype))
+
+
 # --------------------------------------------------------------------------- 0-d, unbatched
 
 
@@ -174,8 +194,22 @@ TARGETS = {None: [math.nan, math.inf, -math.inf, 0.0, 1.0, 0.3, -2.0],
 ROW_OTHERS = [0.0, math.inf, -math.inf, math.nan]
 
 # Losses whose accurate value is known exactly (mpmath): where PyTorch loses precision or
-# gives NaN for a finite limit, fastloss is held to the exact value instead.
-EXACT = {"binary_cross_entropy_with_logits": reference.exact_bce_logits}
+# gives NaN for a finite limit, fastloss is held to the exact value instead: BCE with
+# logits everywhere (its limits at +-inf included), cross-entropy on rows of finite or -inf
+# logits (PyTorch's float64 log-softmax rounds the loss of a row like [40, 0, 0.5] to 0: it
+# is 1.1e-17). Each function gives (loss, grad) of one element or row, or None where the
+# reference's NaN and inf semantics apply instead.
+
+
+def _exact_cross_entropy(x, t, params):
+    if np.isnan(x).any() or (x == np.inf).any() or not np.isfinite(x).any():
+        return None
+    loss, grad, _ = reference.exact_terms("cross_entropy", x, t, params)
+    return float(loss[()]), grad.astype(np.float64)
+
+
+EXACT = {"binary_cross_entropy_with_logits": lambda x, t, params: reference.exact_bce_logits(x, t),
+         "cross_entropy": _exact_cross_entropy}
 
 
 def _scalar_param_sets(name):
@@ -228,12 +262,11 @@ def test_nan_and_inf_propagate_like_the_reference(api, name, params, form, dtype
     for x, t in _special_grid(name, dtype, form):
         with np.errstate(all="ignore"):
             loss, grad = loss_fn(api, name, grad=True)(x, t, reduction="none", **params)
-        if name in EXACT:
-            exact = [EXACT[name](xi, ti) for xi, ti in zip(x.tolist(), t.tolist())]
-            ref_loss = np.array([e[0] for e in exact])
-            ref_grad = np.array([e[1] for e in exact])
-        else:
-            ref_loss, ref_grad = ref(name, x, t, params, "none")
+        ref_loss, ref_grad = ref(name, x, t, params, "none")
+        for i in np.ndindex(loss.shape) if name in EXACT else ():
+            exact = EXACT[name](x[i], t[i], params)
+            if exact is not None:
+                ref_loss[i], ref_grad[i] = exact
         for i in np.ndindex(loss.shape):
             # per element: the gradient rows of class losses are compared row by row
             assert_value_close(loss[i], ref_loss[i], rtol, what=f"loss at x={x[i]!r}, target={t[i]!r}")
