@@ -544,6 +544,8 @@ def error_cases(loss: str):
             _replace("target", lambda t: np.asarray(t, np.float64)))
         add("target-float32-indices", TypeError, ["target", "float32"],
             _replace("target", lambda t: np.asarray(t, np.float32)))
+        add("target-nan-indices", TypeError, ["target", "float64"],
+            _replace("target", lambda t: _set_first(math.nan)(np.asarray(t, np.float64))))
         for bad in (5, 7, -1, -100) if not spec.ignore_index else (5, 7, -1, -101):
             add(f"target-index={bad}", ValueError, ["target", str(bad)], _replace("target", _set_first(bad)))
         add("target-index-uint64-huge", ValueError, ["target", str(2**63 + 5)],

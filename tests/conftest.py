@@ -31,6 +31,11 @@ with warnings.catch_warnings():
 from helpers import BACKENDS  # noqa: E402
 
 
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "bigmem: needs about 10 GiB of memory (skipped when short); deselect with -m 'not bigmem'")
+
+
 def pytest_report_header(config):
     import reference
 

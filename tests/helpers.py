@@ -81,3 +81,15 @@ def check_result_types(loss, grad, x, reduction, loss_shape):
 def loss_shape(spec, input_shape):
     """The shape of the per-term losses ("none") for an input shape."""
     return tuple(input_shape) if spec.kind == "elementwise" else index_shape(tuple(input_shape))
+
+
+def mem_available() -> int:
+    """MemAvailable of /proc/meminfo in bytes (0 where it cannot be read)."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:  # pragma: no cover - not Linux
+        pass
+    return 0

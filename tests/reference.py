@@ -329,23 +329,35 @@ def formula_value(loss, x64, t64, kw, reduction):
     return math.fsum(per.reshape(-1))
 
 
-def fd_grad(loss, x, t, kwargs, reduction, rel_step=1e-4):
-    """Central finite differences (fourth order) of the formula loss (its sum for "none")
-    with respect to every element of ``x``, in float64. Valid away from the kinks."""
-    x64, t64, kw = _float64_args(x, t, kwargs)
-    red = "sum" if reduction == "none" else reduction
-    grad = np.empty_like(x64)
-    for idx in np.ndindex(x64.shape):
-        x0 = x64[idx]
+# Central difference stencils: offsets k and weights c_k with f'(x) ~ sum c_k f(x + k h) / h.
+STENCILS = {
+    4: ((-2, 1 / 12), (-1, -8 / 12), (1, 8 / 12), (2, -1 / 12)),
+    6: ((-3, -1 / 60), (-2, 9 / 60), (-1, -45 / 60), (1, 45 / 60), (2, -9 / 60), (3, 1 / 60)),
+}
+
+
+def fd_of(value, x, rel_step=1e-4, order=4):
+    """Central finite differences of order ``order`` of ``value(x)`` (a float) with respect
+    to every element of the float64 array ``x``; steps ``rel_step * max(1, |x_i|)``."""
+    grad = np.empty_like(x)
+    for idx in np.ndindex(x.shape):
+        x0 = x[idx]
         h = rel_step * max(1.0, abs(x0))
         values = []
-        for k in (-2, -1, 1, 2):
-            xp = x64.copy()
+        for k, _ in STENCILS[order]:
+            xp = x.copy()
             xp[idx] = x0 + k * h
-            values.append(formula_value(loss, xp, t64, kw, red))
-        fm2, fm1, fp1, fp2 = values
-        grad[idx] = (fm2 - 8.0 * fm1 + 8.0 * fp1 - fp2) / (12.0 * h)
+            values.append(value(xp))
+        grad[idx] = math.fsum(c * v for (_, c), v in zip(STENCILS[order], values)) / h
     return grad
+
+
+def fd_grad(loss, x, t, kwargs, reduction, rel_step=1e-4, order=4):
+    """Central finite differences of the formula loss (its sum for "none") with respect to
+    every element of ``x``, in float64. Valid away from the kinks."""
+    x64, t64, kw = _float64_args(x, t, kwargs)
+    red = "sum" if reduction == "none" else reduction
+    return fd_of(lambda xp: formula_value(loss, xp, t64, kw, red), x64, rel_step, order)
 
 
 # =========================================================================== the choice
