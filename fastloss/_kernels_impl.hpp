@@ -620,8 +620,20 @@ inline T nll_sample(const ClassArgs<T>& a, const T* x, int64_t y, T* g, idx stri
     return -w_y * x_y;
 }
 
+// z = margin - x_y + x_c with one rounding where it matters: margin - x_y first loses the
+// margin against huge scores, x_c - x_y first loses a tiny x_c against x_y. So d = x_c - x_y
+// and its rounding error (TwoSum: exact without FMA contraction; 0 for a non-finite d, so
+// inf and NaN propagate as before), then (d + margin) + error. Shared by the per-row and
+// the tiled multi-margin paths (same bits).
+template <typename T>
+FL_OP T margin_argument(T margin, T x_y, T xc) {
+    const T d = xc - x_y, d_back = d - xc;
+    const T error = (xc - (d - d_back)) + (-x_y - d_back);
+    return (d + margin) + (d - d == T(0) ? error : T(0));
+}
+
 // Multi-margin (PyTorch's multi_margin_loss) of one sample: z_c = margin - x_y + x_c (exact
-// to one rounding, see hinge) for
+// to one rounding, see margin_argument) for
 // c != y; the terms with z_c > 0 count (NaN does not, as in PyTorch);
 // loss = w_y / C sum z_c^p (summed in float64); gradient +w_y p z_c^(p-1) / C at c != y,
 // their negated sum at y. Three branch-free passes over the row (in cache): the loss, the
@@ -637,14 +649,7 @@ inline T multi_margin_sample(const ClassArgs<T>& a, const T* x, int64_t y, T* g,
         return lane_sum(y, f) + lane_sum(C - 1 - y, [&](idx i) { return f(y + 1 + i); });
     };
     auto hinge = [&](idx c) {  // z_c where it counts (z_c > 0), else 0
-        // z_c = margin - x_y + x_c with one rounding where it matters: margin - x_y first
-        // loses the margin against huge scores, x_c - x_y first loses a tiny x_c against
-        // x_y. So d = x_c - x_y and its rounding error (TwoSum: exact without FMA
-        // contraction; 0 for a non-finite d, so inf and NaN propagate as before), then
-        // (d + margin) + error.
-        const T xc = x[c * stride], d = xc - x_y, d_back = d - xc;
-        const T error = (xc - (d - d_back)) + (-x_y - d_back);
-        const T z = (d + margin) + (d - d == T(0) ? error : T(0));
+        const T z = margin_argument(margin, x_y, x[c * stride]);
         return z > T(0) ? z : T(0);
     };
     double sum = over_others([&](idx c) { T h = hinge(c); return double(squared ? h * h : h); });
@@ -767,7 +772,7 @@ inline void multi_margin_tile(const ClassArgs<T>& a, idx first_row, T* losses) {
         const T ct = T(c);
 #pragma omp simd
         for (int r = 0; r < R; ++r) {
-            T z = margin - x_y[r] + xt[c][r];
+            T z = margin_argument(margin, x_y[r], xt[c][r]);
             T h = z > T(0) ? z : T(0);
             double v = double(squared ? h * h : h);
             T slope = squared ? T(2) * h : T(1);
@@ -910,10 +915,31 @@ idx first_non_sign(const T* a, idx n, int n_threads) {
 
 // First target outside [0, C) that is not ignore_index (-1 if none), and into *weight_sum
 // the float64 sum of w[target] (the count when w is null) over the kept targets.
-// Sum of a[0..n) in float64, in the fixed lane order (the "mean" divisor of a weight).
+// Sum of a[0..n) in float64 (the "mean" divisor of a weight), compensated so that it is
+// all but correctly rounded: a plain float64 sum of many weights can be off by more ulp
+// than the gradient's bound allows. Neumaier's summation in LANES independent lanes (lane j
+// takes elements j, j + LANES, ...), then the lanes combined the same way, in order: a
+// fixed order, so the same bits on every run, thread count and SIMD level.
 template <typename T>
 double float64_sum(const T* a, idx n) {
-    return lane_sum(n, [&](idx i) { return double(a[i]); });
+    double s[LANES] = {0.0}, c[LANES] = {0.0};
+    auto add = [](double& sum, double& comp, double v) {
+        const double t = sum + v;
+        comp += std::fabs(sum) >= std::fabs(v) ? (sum - t) + v : (v - t) + sum;
+        sum = t;
+    };
+    idx i = 0;
+    for (; i + LANES <= n; i += LANES) {
+#pragma omp simd
+        for (int j = 0; j < LANES; ++j) add(s[j], c[j], double(a[i + j]));
+    }
+    for (int j = 0; i < n; ++i, ++j) add(s[j], c[j], double(a[i]));
+    double total = 0.0, comp = 0.0;
+    for (int j = 0; j < LANES; ++j) {
+        add(total, comp, s[j]);
+        add(total, comp, c[j]);
+    }
+    return total + comp;
 }
 
 template <typename T>

@@ -6,7 +6,7 @@
   computes.
 * A process forked after the parent ran multi-threaded OpenMP kernels can still call
   fastloss (GNU libgomp would hang in the child's first parallel region: forked children
-  run the kernels serially, see fastloss/_kernels.pyx). Each fork scenario runs in a fresh
+  run the kernels serially, see fastloss/_kernels.hpp). Each fork scenario runs in a fresh
   interpreter under a timeout, so a hang fails the test instead of hanging the suite.
 """
 
@@ -174,7 +174,7 @@ r, w = os.pipe()
 pid = os.fork()
 if pid == 0:
     os.close(r)
-    from fastloss import _kernels
+    from fastloss import kernels as _kernels
     ok = _kernels.in_forked_child() if hasattr(_kernels, "in_forked_child") else True
     ok = ok and digest(work(2)) == parent and digest(work(None)) == parent
     os.write(w, b"ok" if ok else b"bad")
@@ -183,7 +183,7 @@ os.close(w)
 answer = os.read(r, 16)
 _, status = os.waitpid(pid, 0)
 assert answer == b"ok" and status == 0, (answer, status)
-from fastloss import _kernels
+from fastloss import kernels as _kernels
 assert not _kernels.in_forked_child()
 assert digest(work(2)) == parent  # and the parent still runs in parallel
 print("FORK-OK")
