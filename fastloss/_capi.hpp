@@ -4,8 +4,9 @@
 //
 // Every check runs before any element is read past the sizes given or anything is written;
 // a bad argument returns NaN with nothing written. Then the kernel runs exactly as the Python
-// API runs it (same divisor, gradient scale and weight period), so results are bitwise those
-// of the Python functions.
+// API runs it (same divisor and gradient scale), so results are bitwise those of the Python
+// functions. n_threads arrives resolved (kernels.pyx: 0 is OpenMP's default, clamped as the
+// Python API clamps); a negative one is refused here.
 #pragma once
 
 #include <cmath>
@@ -21,8 +22,6 @@ namespace capi {
 
 enum Reduction { MEAN = 0, SUM = 1 };  // FASTLOSS_MEAN, FASTLOSS_SUM
 
-constexpr idx MAX_THREADS = 1024;   // as fastloss._api.MAX_THREADS
-constexpr idx MIN_WEIGHT_RUN = 4096;  // as kernels.pyx's _tile
 constexpr idx IDX_MAX = std::numeric_limits<idx>::max();
 const double NaN = std::numeric_limits<double>::quiet_NaN();
 
@@ -51,12 +50,6 @@ inline bool bad_mode(int reduction, int n_threads) {
     return (reduction != MEAN && reduction != SUM) || n_threads < 0;
 }
 
-// 0: OpenMP's default; above MAX_THREADS: clamped (the Python API's rule).
-inline int threads(int n_threads, int omp_default) {
-    if (n_threads == 0) return omp_default;
-    return n_threads < MAX_THREADS ? n_threads : (int)MAX_THREADS;
-}
-
 // Whether the byte ranges [a, a + a_bytes) and [b, b + b_bytes) share a byte.
 inline bool overlap(const void* a, idx a_bytes, const void* b, idx b_bytes) {
     if (!a || !b || a_bytes <= 0 || b_bytes <= 0) return false;
@@ -64,33 +57,10 @@ inline bool overlap(const void* a, idx a_bytes, const void* b, idx b_bytes) {
     return pa < pb + (uintptr_t)b_bytes && pb < pa + (uintptr_t)a_bytes;
 }
 
-// A weight of short period repeated to a run of at least MIN_WEIGHT_RUN elements (at most
-// n), as the Python API tiles it, so the kernel's runs stay long. Out of memory, the short
-// period is kept: same results, shorter runs.
-template <typename T>
-struct Tiled {
-    const T* w;
-    idx period;
-    T* owned = nullptr;
-    Tiled(const T* w_, idx p, idx n) : w(w_), period(p) {
-        if (!w || p <= 0) return;
-        const idx reps = std::min((MIN_WEIGHT_RUN + p - 1) / p, n / p);
-        if (reps <= 1) return;
-        owned = (T*)std::malloc(sizeof(T) * reps * p);
-        if (!owned) return;
-        for (idx r = 0; r < reps; ++r) std::memcpy(owned + r * p, w, sizeof(T) * p);
-        w = owned;
-        period = reps * p;
-    }
-    ~Tiled() { std::free(owned); }
-    Tiled(const Tiled&) = delete;
-    Tiled& operator=(const Tiled&) = delete;
-};
-
 template <typename T>
 double elementwise_call(int kernel, const ElementwiseFacts& f, const T* x, const T* t, const T* w,
                         idx w_len, const T* pw, idx pw_len, T* grad, T* losses, idx n, double p0,
-                        double p1, int reduction, int n_threads, int omp_default) {
+                        double p1, int reduction, int n_threads) {
     const idx size = sizeof(T);
     // ----- sizes and pointers: nothing is read past what they announce
     if (n < 0 || n > IDX_MAX / size || bad_mode(reduction, n_threads)) return NaN;
@@ -107,21 +77,19 @@ double elementwise_call(int kernel, const ElementwiseFacts& f, const T* x, const
                    overlap(losses, bytes, grad, bytes)))
         return NaN;
     // ----- values
-    n_threads = threads(n_threads, omp_default);
     if (f.input_unit && first_outside_unit(x, n, n_threads) >= 0) return NaN;
     if (f.target_unit && first_outside_unit(t, n, n_threads) >= 0) return NaN;
     if (f.target_sign && first_non_sign(t, n, n_threads) >= 0) return NaN;
     // ----- the Python API's call
     double divisor = (double)n;
     if (f.weight_sum_divisor && w) divisor = float64_sum(w, w_len) * (double)(n / w_len);
-    Tiled<T> tw(w, w_len, n), tpw(pw, pw_len, n);
     ElementwiseArgs<T> a;
     a.x = x;
     a.y = t;
-    a.w = tw.w;
-    a.pw = tpw.w;
-    a.w_period = w ? tw.period : 0;
-    a.pw_period = pw ? tpw.period : 0;
+    a.w = w;
+    a.pw = pw;
+    a.w_period = w ? w_len : 0;
+    a.pw_period = pw ? pw_len : 0;
     a.loss = losses;
     a.grad = grad;
     a.scale = (T)mean_scale(reduction, divisor);
@@ -135,7 +103,7 @@ double elementwise_call(int kernel, const ElementwiseFacts& f, const T* x, const
 template <typename T>
 double classes_call(int kernel, const T* x, const int64_t* t, const T* probs, const T* w, T* grad,
                     T* losses, idx N, idx C, idx K, bool has_ignore, int64_t ignore_index, double p0,
-                    double p1, int reduction, int n_threads, int omp_default) {
+                    double p1, int reduction, int n_threads) {
     const idx size = sizeof(T);
     const bool by_probs = kernel == kernel::CROSS_ENTROPY_PROBS;
     if (N < 0 || C < 0 || K < 0 || bad_mode(reduction, n_threads)) return NaN;
@@ -153,7 +121,6 @@ double classes_call(int kernel, const T* x, const int64_t* t, const T* probs, co
                    overlap(losses, row_bytes, w, w_bytes) || overlap(losses, row_bytes, grad, in_bytes)))
         return NaN;
     // ----- values: class indices in [0, C) or ignore_index; the "mean" divisor
-    n_threads = threads(n_threads, omp_default);
     double divisor = (double)rows;  // probabilities and multi-margin: the sample count
     if (!by_probs) {
         double target_weight = 0;

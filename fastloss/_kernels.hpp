@@ -166,8 +166,40 @@ inline int usable_threads(int n_threads) { return forked_child ? 1 : n_threads; 
 #define FL_DISPATCH(call) return baseline::call;
 #endif
 
+// A weight of short period (a scalar, one per column) would make the kernel's runs between
+// period boundaries short; it is repeated to a run of at least MIN_WEIGHT_RUN elements (at
+// most n) first. Per-element weights are unchanged, so results are too. Out of memory, the
+// short period is kept: same results, shorter runs.
+constexpr idx MIN_WEIGHT_RUN = 4096;
+
 template <typename T>
-double elementwise(int which, const ElementwiseArgs<T>& a, const double* params, int n_threads) {
+struct TiledWeight {
+    const T* w;
+    idx period;
+    T* owned = nullptr;
+    TiledWeight(const T* w_, idx p, idx n) : w(w_), period(p) {
+        if (!w || p <= 0) return;
+        const idx reps = std::min((MIN_WEIGHT_RUN + p - 1) / p, n / p);
+        if (reps <= 1) return;
+        owned = (T*)std::malloc(sizeof(T) * reps * p);
+        if (!owned) return;
+        for (idx r = 0; r < reps; ++r) std::memcpy(owned + r * p, w, sizeof(T) * p);
+        w = owned;
+        period = reps * p;
+    }
+    ~TiledWeight() { std::free(owned); }
+    TiledWeight(const TiledWeight&) = delete;
+    TiledWeight& operator=(const TiledWeight&) = delete;
+};
+
+template <typename T>
+double elementwise(int which, const ElementwiseArgs<T>& args, const double* params, int n_threads) {
+    TiledWeight<T> w(args.w, args.w_period, args.n), pw(args.pw, args.pw_period, args.n);
+    ElementwiseArgs<T> a = args;
+    a.w = w.w;
+    a.w_period = w.period;
+    a.pw = pw.w;
+    a.pw_period = pw.period;
     FL_DISPATCH(elementwise<T>(which, a, params, usable_threads(n_threads)))
 }
 

@@ -99,12 +99,11 @@ cdef extern from "_capi.hpp" namespace "fl::capi" nogil:
     double reduced(double total, double divisor, int reduction)
     double elementwise_call[T](int kernel, const ElementwiseFacts& facts, const T* x, const T* t,
                                const T* w, idx w_len, const T* pw, idx pw_len, T* grad, T* losses,
-                               idx n, double p0, double p1, int reduction, int n_threads,
-                               int omp_default)
+                               idx n, double p0, double p1, int reduction, int n_threads)
     double classes_call[T](int kernel, const T* x, const int64_t* t, const T* probs, const T* w,
                            T* grad, T* losses, idx N, idx C, idx K, bint has_ignore,
                            int64_t ignore_index, double p0, double p1, int reduction,
-                           int n_threads, int omp_default)
+                           int n_threads)
 
 
 if register_atfork() != 0:
@@ -314,21 +313,6 @@ cdef object scalar_result(double total, double divisor, int reduction, int typen
 
 # ----------------------------------------------------------------------------- kernels
 
-# Weight runs shorter than this are tiled up to it, so the hot loop runs long (a scalar
-# weight would otherwise make runs of one element).
-cdef idx MIN_WEIGHT_RUN = 4096
-
-
-cdef object _tile(object w, idx n):
-    """A periodic weight tiled to a multiple of its period at least MIN_WEIGHT_RUN long
-    (at most n), so the kernel's runs between period boundaries stay long."""
-    if w is None:
-        return None
-    cdef idx period = w.size
-    cdef idx reps = max(1, min(-(-MIN_WEIGHT_RUN // period), n // period))
-    return np.tile(w, reps) if reps > 1 else w
-
-
 cdef inline cnp.ndarray empty_like_shape(cnp.ndarray a, int typenum):
     return cnp.PyArray_EMPTY(cnp.PyArray_NDIM(a), cnp.PyArray_DIMS(a), typenum, 0)
 
@@ -388,7 +372,6 @@ cdef class _Elementwise:
         cdef double prm[2]
         prm[0] = params[0] if len(params) > 0 else 0.0
         prm[1] = params[1] if len(params) > 1 else 0.0
-        w, pw = _tile(w, n), _tile(pw, n)
         loss = np.empty(n, x.dtype) if want_none else None
         grad = None
         if grad_scale is not None:
@@ -563,6 +546,14 @@ KERNELS = {
 # period), so results are bitwise those of the Python functions; a float32 loss returned
 # here as a double rounds to the Python API's float32 value.
 
+cdef inline int c_level_threads(int n_threads) noexcept nogil:
+    """0: OpenMP's default; above max_threads: clamped, as the Python API does (a negative
+    count is left for the kernel to refuse)."""
+    if n_threads == 0:
+        return fl_omp_max_threads()
+    return n_threads if n_threads < max_threads else max_threads
+
+
 cdef ElementwiseFacts elementwise_facts[K_SQUARED_HINGE + 1]  # by kernel id, from the registry
 
 
@@ -584,14 +575,14 @@ cdef inline double elementwise_f32(int kernel, const float* x, const float* t, c
                                    const float* pw, idx pw_len, float* grad, float* losses, idx n,
                                    double p0, int reduction, int n_threads) noexcept nogil:
     return elementwise_call[float](kernel, elementwise_facts[kernel], x, t, w, w_len, pw, pw_len,
-                                   grad, losses, n, p0, 0, reduction, n_threads, fl_omp_max_threads())
+                                   grad, losses, n, p0, 0, reduction, c_level_threads(n_threads))
 
 
 cdef inline double elementwise_f64(int kernel, const double* x, const double* t, const double* w, idx w_len,
                                    const double* pw, idx pw_len, double* grad, double* losses, idx n,
                                    double p0, int reduction, int n_threads) noexcept nogil:
     return elementwise_call[double](kernel, elementwise_facts[kernel], x, t, w, w_len, pw, pw_len,
-                                    grad, losses, n, p0, 0, reduction, n_threads, fl_omp_max_threads())
+                                    grad, losses, n, p0, 0, reduction, c_level_threads(n_threads))
 
 
 # Parameter domains, as the registry states them for the Python API.
@@ -671,35 +662,35 @@ cdef api double fl_squared_hinge_loss_grad_f64(const double* input, const double
 cdef api double fl_cross_entropy_grad_f32(const float* input, const int64_t* target, const float* weight, float* grad, float* losses, Py_ssize_t N, Py_ssize_t C, Py_ssize_t K, int64_t ignore_index, double label_smoothing, int reduction, int n_threads) noexcept nogil:
     if not smoothing_ok(label_smoothing):
         return NAN
-    return classes_call[float](K_CROSS_ENTROPY, input, target, <const float*>NULL, weight, grad, losses, N, C, K, True, ignore_index, label_smoothing, 0, reduction, n_threads, fl_omp_max_threads())
+    return classes_call[float](K_CROSS_ENTROPY, input, target, <const float*>NULL, weight, grad, losses, N, C, K, True, ignore_index, label_smoothing, 0, reduction, c_level_threads(n_threads))
 
 cdef api double fl_cross_entropy_grad_f64(const double* input, const int64_t* target, const double* weight, double* grad, double* losses, Py_ssize_t N, Py_ssize_t C, Py_ssize_t K, int64_t ignore_index, double label_smoothing, int reduction, int n_threads) noexcept nogil:
     if not smoothing_ok(label_smoothing):
         return NAN
-    return classes_call[double](K_CROSS_ENTROPY, input, target, <const double*>NULL, weight, grad, losses, N, C, K, True, ignore_index, label_smoothing, 0, reduction, n_threads, fl_omp_max_threads())
+    return classes_call[double](K_CROSS_ENTROPY, input, target, <const double*>NULL, weight, grad, losses, N, C, K, True, ignore_index, label_smoothing, 0, reduction, c_level_threads(n_threads))
 
 cdef api double fl_cross_entropy_probs_grad_f32(const float* input, const float* target, const float* weight, float* grad, float* losses, Py_ssize_t N, Py_ssize_t C, Py_ssize_t K, double label_smoothing, int reduction, int n_threads) noexcept nogil:
     if not smoothing_ok(label_smoothing):
         return NAN
-    return classes_call[float](K_CROSS_ENTROPY_PROBS, input, <const int64_t*>NULL, target, weight, grad, losses, N, C, K, False, 0, label_smoothing, 0, reduction, n_threads, fl_omp_max_threads())
+    return classes_call[float](K_CROSS_ENTROPY_PROBS, input, <const int64_t*>NULL, target, weight, grad, losses, N, C, K, False, 0, label_smoothing, 0, reduction, c_level_threads(n_threads))
 
 cdef api double fl_cross_entropy_probs_grad_f64(const double* input, const double* target, const double* weight, double* grad, double* losses, Py_ssize_t N, Py_ssize_t C, Py_ssize_t K, double label_smoothing, int reduction, int n_threads) noexcept nogil:
     if not smoothing_ok(label_smoothing):
         return NAN
-    return classes_call[double](K_CROSS_ENTROPY_PROBS, input, <const int64_t*>NULL, target, weight, grad, losses, N, C, K, False, 0, label_smoothing, 0, reduction, n_threads, fl_omp_max_threads())
+    return classes_call[double](K_CROSS_ENTROPY_PROBS, input, <const int64_t*>NULL, target, weight, grad, losses, N, C, K, False, 0, label_smoothing, 0, reduction, c_level_threads(n_threads))
 
 cdef api double fl_nll_loss_grad_f32(const float* input, const int64_t* target, const float* weight, float* grad, float* losses, Py_ssize_t N, Py_ssize_t C, Py_ssize_t K, int64_t ignore_index, int reduction, int n_threads) noexcept nogil:
-    return classes_call[float](K_NLL, input, target, <const float*>NULL, weight, grad, losses, N, C, K, True, ignore_index, 0, 0, reduction, n_threads, fl_omp_max_threads())
+    return classes_call[float](K_NLL, input, target, <const float*>NULL, weight, grad, losses, N, C, K, True, ignore_index, 0, 0, reduction, c_level_threads(n_threads))
 
 cdef api double fl_nll_loss_grad_f64(const double* input, const int64_t* target, const double* weight, double* grad, double* losses, Py_ssize_t N, Py_ssize_t C, Py_ssize_t K, int64_t ignore_index, int reduction, int n_threads) noexcept nogil:
-    return classes_call[double](K_NLL, input, target, <const double*>NULL, weight, grad, losses, N, C, K, True, ignore_index, 0, 0, reduction, n_threads, fl_omp_max_threads())
+    return classes_call[double](K_NLL, input, target, <const double*>NULL, weight, grad, losses, N, C, K, True, ignore_index, 0, 0, reduction, c_level_threads(n_threads))
 
 cdef api double fl_multi_margin_loss_grad_f32(const float* input, const int64_t* target, const float* weight, float* grad, float* losses, Py_ssize_t N, Py_ssize_t C, int p, double margin, int reduction, int n_threads) noexcept nogil:
     if (p != 1 and p != 2) or not isfinite(margin):
         return NAN
-    return classes_call[float](K_MULTI_MARGIN, input, target, <const float*>NULL, weight, grad, losses, N, C, 1, False, 0, p, margin, reduction, n_threads, fl_omp_max_threads())
+    return classes_call[float](K_MULTI_MARGIN, input, target, <const float*>NULL, weight, grad, losses, N, C, 1, False, 0, p, margin, reduction, c_level_threads(n_threads))
 
 cdef api double fl_multi_margin_loss_grad_f64(const double* input, const int64_t* target, const double* weight, double* grad, double* losses, Py_ssize_t N, Py_ssize_t C, int p, double margin, int reduction, int n_threads) noexcept nogil:
     if (p != 1 and p != 2) or not isfinite(margin):
         return NAN
-    return classes_call[double](K_MULTI_MARGIN, input, target, <const double*>NULL, weight, grad, losses, N, C, 1, False, 0, p, margin, reduction, n_threads, fl_omp_max_threads())
+    return classes_call[double](K_MULTI_MARGIN, input, target, <const double*>NULL, weight, grad, losses, N, C, 1, False, 0, p, margin, reduction, c_level_threads(n_threads))
