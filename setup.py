@@ -29,7 +29,8 @@ OPENMP_PROBE = textwrap.dedent(
     """
 )
 
-# -ffp-contract=off: no fused multiply-add contraction, so a loss computed with or without
+# -ffp-contract=off: no fused multiply-add contraction by the compiler (the kernels fuse where
+# they choose: vm::mad), so a loss computed with or without
 # its gradient (different loops) has the same bits.
 BASE_FLAGS = ["-O3", "-std=c++17", "-fno-math-errno", "-fno-trapping-math", "-ffp-contract=off", "-fno-semantic-interposition"]
 

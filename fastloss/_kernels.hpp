@@ -77,8 +77,10 @@ struct ClassArgs {
 
 // The kernels, compiled three times: for baseline x86-64 (any 64-bit x86 CPU), for
 // x86-64-v3 (AVX2) and for x86-64-v4 (AVX-512); the best the CPU runs is picked at run time.
-// -ffp-contract=off (setup.py) keeps FMA out, and the math is plain IEEE arithmetic, so
-// every level gives the same bits: results do not depend on the machine's SIMD level.
+// -ffp-contract=off (setup.py) keeps the compiler from fusing operations on its own; exp and
+// log fuse their multiply-adds explicitly (vm::mad in _vecmath.hpp) on the AVX2 and AVX-512
+// levels, which therefore give the same bits. The baseline level has no FMA: its exp/log
+// results can differ from theirs in the last bits (within the same accuracy bounds).
 #define FL_IMPL baseline
 #define FL_LEVEL 0
 #include "_kernels_impl.hpp"
