@@ -163,7 +163,7 @@ struct Bce {
     FL_OP void operator()(T x, T y, T, T& l, T& g) const {
         T log_x = vm::log_clamped_unit(x);
         T log_1mx = vm::log1m_clamped_unit(x);
-        l = (y - T(1)) * log_1mx - y * log_x;
+        l = vm::mad(y - T(1), log_1mx, -(y * log_x));
         g = (x - y) / std::max((T(1) - x) * x, T(1e-12f));  // PyTorch's EPSILON is a float
     }
 };
@@ -190,7 +190,7 @@ struct BceLogits {
         T sig_small = e * inv;  // sigmoid(-|x|)
         bool pos = x >= T(0);
         T sig = pos ? inv : sig_small, sig_neg = pos ? sig_small : inv;
-        g = neg * sig - py * sig_neg;
+        g = vm::mad(neg, sig, -(py * sig_neg));
     }
 };
 

@@ -120,7 +120,7 @@ FL_VM_INLINE T exp(T x) {
     using B = Bits<T>;
     using I = typename B::I;
     T xc = x < B::exp_lo ? B::exp_lo : (x > B::exp_hi ? B::exp_hi : x);  // NaN stays NaN
-    T shifted = xc * T(1.44269504088896340736) + B::round_magic;
+    T shifted = mad(xc, T(1.44269504088896340736), B::round_magic);
     T n = shifted - B::round_magic;  // round(x / ln2), exactly
     I k = I(to_bits(shifted) - to_bits(B::round_magic));
     T r = mad(-n, T(B::ln2_lo), mad(-n, T(B::ln2_hi), xc));  // n ln2_hi is exact
@@ -139,7 +139,7 @@ FL_VM_INLINE T exp_nonpos(T x) {
     constexpr int off = sizeof(T) == 4 ? 60 : 600;
     const T unscale = sizeof(T) == 4 ? T(8.67361737988403547206e-19) : T(2.40991986510288411774e-181);  // 2^-OFF
     T xc = x < B::exp_lo ? B::exp_lo : x;  // NaN stays NaN
-    T shifted = xc * T(1.44269504088896340736) + B::round_magic;
+    T shifted = mad(xc, T(1.44269504088896340736), B::round_magic);
     T n = shifted - B::round_magic;
     I k = I(to_bits(shifted) - to_bits(B::round_magic));
     T r = mad(-n, T(B::ln2_lo), mad(-n, T(B::ln2_hi), xc));  // n ln2_hi is exact
