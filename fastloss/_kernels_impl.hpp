@@ -190,7 +190,7 @@ struct BceLogits {
         T sig_small = e * inv;  // sigmoid(-|x|)
         bool pos = x >= T(0);
         T sig = pos ? inv : sig_small, sig_neg = pos ? sig_small : inv;
-        g = vm::mad(neg, sig, -(py * sig_neg));
+        g = neg * sig - py * sig_neg;
     }
 };
 
