@@ -644,8 +644,16 @@ inline T multi_margin_sample(const ClassArgs<T>& a, const T* x, int64_t y, T* g,
     const bool squared = a.p0 == 2;
     const T margin = T(a.p1), x_y = x[y * stride];
     const T w_y = a.w ? a.w[y] : T(1);
-    // The classes c != y are the two ranges [0, y) and (y, C): no per-element mask.
+    // The classes c != y: up to LANES + 1 classes one float64 sum in class order (what
+    // multi_margin_tile computes across rows); longer rows the two ranges [0, y) and (y, C)
+    // in lanes, with no per-element mask.
     auto over_others = [&](auto f) {
+        if (C <= LANES + 1) {
+            double s = 0.0;
+            for (idx c = 0; c < C; ++c)
+                if (c != y) s += f(c);
+            return s;
+        }
         return lane_sum(y, f) + lane_sum(C - 1 - y, [&](idx i) { return f(y + 1 + i); });
     };
     auto hinge = [&](idx c) {  // z_c where it counts (z_c > 0), else 0
@@ -743,11 +751,11 @@ inline void softmax_tile(const ClassArgs<T>& a, idx first_row, T* losses) {
 
 // Multi-margin (p = 1 or 2) of TILE consecutive (N, C) rows with C <= TILE, across rows as
 // softmax_tile does: row r of the tile is SIMD lane r. Bitwise what multi_margin_sample
-// computes for each row: its float64 sums run over [0, y) and (y, C) separately, each in
-// class order, and are then added; here each class c adds its term to the first sum if
-// c < y, to the second if c > y, and +0.0 otherwise, which leaves a sum of non-negative
-// terms (starting at +0.0) unchanged. The per-class expressions are the same, in the same
-// order. Rows are copied into a transposed buffer first (so in place, g == x, is safe).
+// computes for each row: its float64 sums run over the classes c != y in class order; here
+// class y adds +0.0, which leaves a sum of non-negative terms (starting at +0.0) unchanged.
+// (One sum, not one per side of y: the float64 sums are most of this loop's work.) The
+// per-class expressions are the same, in the same order. Rows are copied into a transposed
+// buffer first (so in place, g == x, is safe).
 template <typename T>
 inline void multi_margin_tile(const ClassArgs<T>& a, idx first_row, T* losses) {
     constexpr int R = TILE;
@@ -759,14 +767,14 @@ inline void multi_margin_tile(const ClassArgs<T>& a, idx first_row, T* losses) {
     for (int r = 0; r < R; ++r)
         for (idx c = 0; c < C; ++c) xt[c][r] = x[r * C + c];
     T x_y[R], w_y[R], factor[R], y_t[R];
-    double s_lo[R], s_hi[R], g_lo[R], g_hi[R];
+    double s_sum[R], g_sum[R];
     for (int r = 0; r < R; ++r) {
         const int64_t y = a.target[first_row + r];
         y_t[r] = T(y);  // exact: y < C <= TILE
         x_y[r] = xt[y][r];
         w_y[r] = a.w ? a.w[y] : T(1);
         factor[r] = w_y[r] / T(C) * scale;
-        s_lo[r] = s_hi[r] = g_lo[r] = g_hi[r] = 0.0;
+        s_sum[r] = g_sum[r] = 0.0;
     }
     for (idx c = 0; c < C; ++c) {
         const T ct = T(c);
@@ -777,18 +785,16 @@ inline void multi_margin_tile(const ClassArgs<T>& a, idx first_row, T* losses) {
             double v = double(squared ? h * h : h);
             T slope = squared ? T(2) * h : T(1);
             T gc = h > T(0) ? slope * factor[r] : T(0);
-            const bool lo = ct < y_t[r], hi = ct > y_t[r];
-            s_lo[r] += lo ? v : 0.0;
-            s_hi[r] += hi ? v : 0.0;
-            g_lo[r] += lo ? double(gc) : 0.0;
-            g_hi[r] += hi ? double(gc) : 0.0;
+            const bool other = ct != y_t[r];
+            s_sum[r] += other ? v : 0.0;
+            g_sum[r] += other ? double(gc) : 0.0;
             xt[c][r] = gc;  // the gradient; row y's entry is set below
         }
     }
     for (int r = 0; r < R; ++r) {
         const int64_t y = a.target[first_row + r];
-        losses[r] = w_y[r] * T(s_lo[r] + s_hi[r]) / T(C);
-        xt[y][r] = -T(g_lo[r] + g_hi[r]);
+        losses[r] = w_y[r] * T(s_sum[r]) / T(C);
+        xt[y][r] = -T(g_sum[r]);
     }
     if (!a.grad) return;
     T* g = a.grad + first_row * C;
