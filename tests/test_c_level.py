@@ -234,6 +234,22 @@ def test_bad_arguments_return_nan_and_write_nothing(loss, dtype):
     assert not math.isnan(call_c(loss, x, t, {}, MEAN, grad=grad)) and not (grad == 7).all()
 
 
+PARAM_CANDIDATES = {float: [-math.inf, -1.0, -0.0, 0.0, 5e-324, 0.5, 1.0, 1.5, 2.0, 1e300, math.inf, math.nan],
+                    int: [-1, 0, 1, 2, 3]}
+
+
+@pytest.mark.parametrize("loss", [s.name for s in LOSSES if s.params])
+def test_parameter_domains_are_the_registry_ones(loss):
+    """The C level restates each parameter's domain for nogil code (kernels.pyx: params_ok):
+    it must refuse exactly the values the registry's rule refuses."""
+    spec = BY_NAME[loss]
+    x, t = _valid_operands(loss, np.float64)
+    for p in spec.params:
+        for value in PARAM_CANDIDATES[p.type]:
+            got = call_c(loss, x, t, {}, SUM, override={p.name: value})
+            assert math.isnan(got) == (not p.valid(value)), f"{p.name} = {value}: C level returned {got}"
+
+
 def test_empty_inputs_follow_the_python_api():
     x = np.zeros(0, np.float64)
     assert math.isnan(call_c("mse_loss", x, x.copy(), {}, MEAN))  # mean of nothing
