@@ -596,117 +596,105 @@ cdef inline bint params_ok(int kernel, double p0, double p1) noexcept nogil:
     return True
 
 
-cdef inline double elementwise_f32(int kernel, const float* x, const float* t, const float* w, idx w_len,
-                                   const float* pw, idx pw_len, float* grad, float* losses, idx n,
-                                   double p0, int reduction, int n_threads) noexcept nogil:
+# The api functions below cannot be fused (each needs its own C name); the helpers they call
+# can: one body for float and double (the C++ templates deduce T from the pointers).
+ctypedef fused real:
+    float
+    double
+
+
+cdef inline double elementwise_c(int kernel, const real* x, const real* t, const real* w, idx w_len,
+                                 const real* pw, idx pw_len, real* grad, real* losses, idx n,
+                                 double p0, int reduction, int n_threads) noexcept nogil:
     if not params_ok(kernel, p0, 0):
         return NAN
-    return elementwise_call[float](kernel, elementwise_facts[kernel], x, t, w, w_len, pw, pw_len,
-                                   grad, losses, n, p0, 0, reduction, c_level_threads(n_threads))
+    return elementwise_call(kernel, elementwise_facts[kernel], x, t, w, w_len, pw, pw_len,
+                            grad, losses, n, p0, 0, reduction, c_level_threads(n_threads))
 
 
-cdef inline double elementwise_f64(int kernel, const double* x, const double* t, const double* w, idx w_len,
-                                   const double* pw, idx pw_len, double* grad, double* losses, idx n,
-                                   double p0, int reduction, int n_threads) noexcept nogil:
-    if not params_ok(kernel, p0, 0):
-        return NAN
-    return elementwise_call[double](kernel, elementwise_facts[kernel], x, t, w, w_len, pw, pw_len,
-                                    grad, losses, n, p0, 0, reduction, c_level_threads(n_threads))
-
-
-cdef inline double classes_f32(int kernel, const float* x, const int64_t* t, const float* probs, const float* w,
-                               float* grad, float* losses, idx N, idx C, idx K, bint has_ignore,
-                               int64_t ignore_index, double p0, double p1, int reduction,
-                               int n_threads) noexcept nogil:
+cdef inline double classes_c(int kernel, const real* x, const int64_t* t, const real* probs, const real* w,
+                             real* grad, real* losses, idx N, idx C, idx K, bint has_ignore,
+                             int64_t ignore_index, double p0, double p1, int reduction,
+                             int n_threads) noexcept nogil:
     if not params_ok(kernel, p0, p1):
         return NAN
-    return classes_call[float](kernel, x, t, probs, w, grad, losses, N, C, K, has_ignore, ignore_index,
-                               p0, p1, reduction, c_level_threads(n_threads))
-
-
-cdef inline double classes_f64(int kernel, const double* x, const int64_t* t, const double* probs, const double* w,
-                               double* grad, double* losses, idx N, idx C, idx K, bint has_ignore,
-                               int64_t ignore_index, double p0, double p1, int reduction,
-                               int n_threads) noexcept nogil:
-    if not params_ok(kernel, p0, p1):
-        return NAN
-    return classes_call[double](kernel, x, t, probs, w, grad, losses, N, C, K, has_ignore, ignore_index,
-                                p0, p1, reduction, c_level_threads(n_threads))
+    return classes_call(kernel, x, t, probs, w, grad, losses, N, C, K, has_ignore, ignore_index,
+                        p0, p1, reduction, c_level_threads(n_threads))
 
 
 # --- elementwise losses ---------------------------------------------------------------
 
 cdef api double fl_mse_loss_grad_f32(const float* input, const float* target, const float* weight, Py_ssize_t weight_len, float* grad, float* losses, Py_ssize_t n, int reduction, int n_threads) noexcept nogil:
-    return elementwise_f32(K_MSE, input, target, weight, weight_len, <const float*>NULL, 0, grad, losses, n, 0, reduction, n_threads)
+    return elementwise_c(K_MSE, input, target, weight, weight_len, <const float*>NULL, 0, grad, losses, n, 0, reduction, n_threads)
 
 cdef api double fl_mse_loss_grad_f64(const double* input, const double* target, const double* weight, Py_ssize_t weight_len, double* grad, double* losses, Py_ssize_t n, int reduction, int n_threads) noexcept nogil:
-    return elementwise_f64(K_MSE, input, target, weight, weight_len, <const double*>NULL, 0, grad, losses, n, 0, reduction, n_threads)
+    return elementwise_c(K_MSE, input, target, weight, weight_len, <const double*>NULL, 0, grad, losses, n, 0, reduction, n_threads)
 
 cdef api double fl_l1_loss_grad_f32(const float* input, const float* target, const float* weight, Py_ssize_t weight_len, float* grad, float* losses, Py_ssize_t n, int reduction, int n_threads) noexcept nogil:
-    return elementwise_f32(K_L1, input, target, weight, weight_len, <const float*>NULL, 0, grad, losses, n, 0, reduction, n_threads)
+    return elementwise_c(K_L1, input, target, weight, weight_len, <const float*>NULL, 0, grad, losses, n, 0, reduction, n_threads)
 
 cdef api double fl_l1_loss_grad_f64(const double* input, const double* target, const double* weight, Py_ssize_t weight_len, double* grad, double* losses, Py_ssize_t n, int reduction, int n_threads) noexcept nogil:
-    return elementwise_f64(K_L1, input, target, weight, weight_len, <const double*>NULL, 0, grad, losses, n, 0, reduction, n_threads)
+    return elementwise_c(K_L1, input, target, weight, weight_len, <const double*>NULL, 0, grad, losses, n, 0, reduction, n_threads)
 
 cdef api double fl_huber_loss_grad_f32(const float* input, const float* target, const float* weight, Py_ssize_t weight_len, float* grad, float* losses, Py_ssize_t n, double delta, int reduction, int n_threads) noexcept nogil:
-    return elementwise_f32(K_HUBER, input, target, weight, weight_len, <const float*>NULL, 0, grad, losses, n, delta, reduction, n_threads)
+    return elementwise_c(K_HUBER, input, target, weight, weight_len, <const float*>NULL, 0, grad, losses, n, delta, reduction, n_threads)
 
 cdef api double fl_huber_loss_grad_f64(const double* input, const double* target, const double* weight, Py_ssize_t weight_len, double* grad, double* losses, Py_ssize_t n, double delta, int reduction, int n_threads) noexcept nogil:
-    return elementwise_f64(K_HUBER, input, target, weight, weight_len, <const double*>NULL, 0, grad, losses, n, delta, reduction, n_threads)
+    return elementwise_c(K_HUBER, input, target, weight, weight_len, <const double*>NULL, 0, grad, losses, n, delta, reduction, n_threads)
 
 cdef api double fl_smooth_l1_loss_grad_f32(const float* input, const float* target, float* grad, float* losses, Py_ssize_t n, double beta, int reduction, int n_threads) noexcept nogil:
-    return elementwise_f32(K_SMOOTH_L1, input, target, <const float*>NULL, 0, <const float*>NULL, 0, grad, losses, n, beta, reduction, n_threads)
+    return elementwise_c(K_SMOOTH_L1, input, target, <const float*>NULL, 0, <const float*>NULL, 0, grad, losses, n, beta, reduction, n_threads)
 
 cdef api double fl_smooth_l1_loss_grad_f64(const double* input, const double* target, double* grad, double* losses, Py_ssize_t n, double beta, int reduction, int n_threads) noexcept nogil:
-    return elementwise_f64(K_SMOOTH_L1, input, target, <const double*>NULL, 0, <const double*>NULL, 0, grad, losses, n, beta, reduction, n_threads)
+    return elementwise_c(K_SMOOTH_L1, input, target, <const double*>NULL, 0, <const double*>NULL, 0, grad, losses, n, beta, reduction, n_threads)
 
 cdef api double fl_binary_cross_entropy_grad_f32(const float* input, const float* target, const float* weight, Py_ssize_t weight_len, float* grad, float* losses, Py_ssize_t n, int reduction, int n_threads) noexcept nogil:
-    return elementwise_f32(K_BCE, input, target, weight, weight_len, <const float*>NULL, 0, grad, losses, n, 0, reduction, n_threads)
+    return elementwise_c(K_BCE, input, target, weight, weight_len, <const float*>NULL, 0, grad, losses, n, 0, reduction, n_threads)
 
 cdef api double fl_binary_cross_entropy_grad_f64(const double* input, const double* target, const double* weight, Py_ssize_t weight_len, double* grad, double* losses, Py_ssize_t n, int reduction, int n_threads) noexcept nogil:
-    return elementwise_f64(K_BCE, input, target, weight, weight_len, <const double*>NULL, 0, grad, losses, n, 0, reduction, n_threads)
+    return elementwise_c(K_BCE, input, target, weight, weight_len, <const double*>NULL, 0, grad, losses, n, 0, reduction, n_threads)
 
 cdef api double fl_binary_cross_entropy_with_logits_grad_f32(const float* input, const float* target, const float* weight, Py_ssize_t weight_len, const float* pos_weight, Py_ssize_t pos_weight_len, float* grad, float* losses, Py_ssize_t n, int reduction, int n_threads) noexcept nogil:
-    return elementwise_f32(K_BCE_LOGITS, input, target, weight, weight_len, pos_weight, pos_weight_len, grad, losses, n, 0, reduction, n_threads)
+    return elementwise_c(K_BCE_LOGITS, input, target, weight, weight_len, pos_weight, pos_weight_len, grad, losses, n, 0, reduction, n_threads)
 
 cdef api double fl_binary_cross_entropy_with_logits_grad_f64(const double* input, const double* target, const double* weight, Py_ssize_t weight_len, const double* pos_weight, Py_ssize_t pos_weight_len, double* grad, double* losses, Py_ssize_t n, int reduction, int n_threads) noexcept nogil:
-    return elementwise_f64(K_BCE_LOGITS, input, target, weight, weight_len, pos_weight, pos_weight_len, grad, losses, n, 0, reduction, n_threads)
+    return elementwise_c(K_BCE_LOGITS, input, target, weight, weight_len, pos_weight, pos_weight_len, grad, losses, n, 0, reduction, n_threads)
 
 cdef api double fl_hinge_loss_grad_f32(const float* input, const float* target, const float* weight, Py_ssize_t weight_len, float* grad, float* losses, Py_ssize_t n, double margin, int reduction, int n_threads) noexcept nogil:
-    return elementwise_f32(K_HINGE, input, target, weight, weight_len, <const float*>NULL, 0, grad, losses, n, margin, reduction, n_threads)
+    return elementwise_c(K_HINGE, input, target, weight, weight_len, <const float*>NULL, 0, grad, losses, n, margin, reduction, n_threads)
 
 cdef api double fl_hinge_loss_grad_f64(const double* input, const double* target, const double* weight, Py_ssize_t weight_len, double* grad, double* losses, Py_ssize_t n, double margin, int reduction, int n_threads) noexcept nogil:
-    return elementwise_f64(K_HINGE, input, target, weight, weight_len, <const double*>NULL, 0, grad, losses, n, margin, reduction, n_threads)
+    return elementwise_c(K_HINGE, input, target, weight, weight_len, <const double*>NULL, 0, grad, losses, n, margin, reduction, n_threads)
 
 cdef api double fl_squared_hinge_loss_grad_f32(const float* input, const float* target, const float* weight, Py_ssize_t weight_len, float* grad, float* losses, Py_ssize_t n, double margin, int reduction, int n_threads) noexcept nogil:
-    return elementwise_f32(K_SQUARED_HINGE, input, target, weight, weight_len, <const float*>NULL, 0, grad, losses, n, margin, reduction, n_threads)
+    return elementwise_c(K_SQUARED_HINGE, input, target, weight, weight_len, <const float*>NULL, 0, grad, losses, n, margin, reduction, n_threads)
 
 cdef api double fl_squared_hinge_loss_grad_f64(const double* input, const double* target, const double* weight, Py_ssize_t weight_len, double* grad, double* losses, Py_ssize_t n, double margin, int reduction, int n_threads) noexcept nogil:
-    return elementwise_f64(K_SQUARED_HINGE, input, target, weight, weight_len, <const double*>NULL, 0, grad, losses, n, margin, reduction, n_threads)
+    return elementwise_c(K_SQUARED_HINGE, input, target, weight, weight_len, <const double*>NULL, 0, grad, losses, n, margin, reduction, n_threads)
 
 
 # --- class losses -----------------------------------------------------------------------
 
 cdef api double fl_cross_entropy_grad_f32(const float* input, const int64_t* target, const float* weight, float* grad, float* losses, Py_ssize_t N, Py_ssize_t C, Py_ssize_t K, int64_t ignore_index, double label_smoothing, int reduction, int n_threads) noexcept nogil:
-    return classes_f32(K_CROSS_ENTROPY, input, target, <const float*>NULL, weight, grad, losses, N, C, K, True, ignore_index, label_smoothing, 0, reduction, n_threads)
+    return classes_c(K_CROSS_ENTROPY, input, target, <const float*>NULL, weight, grad, losses, N, C, K, True, ignore_index, label_smoothing, 0, reduction, n_threads)
 
 cdef api double fl_cross_entropy_grad_f64(const double* input, const int64_t* target, const double* weight, double* grad, double* losses, Py_ssize_t N, Py_ssize_t C, Py_ssize_t K, int64_t ignore_index, double label_smoothing, int reduction, int n_threads) noexcept nogil:
-    return classes_f64(K_CROSS_ENTROPY, input, target, <const double*>NULL, weight, grad, losses, N, C, K, True, ignore_index, label_smoothing, 0, reduction, n_threads)
+    return classes_c(K_CROSS_ENTROPY, input, target, <const double*>NULL, weight, grad, losses, N, C, K, True, ignore_index, label_smoothing, 0, reduction, n_threads)
 
 cdef api double fl_cross_entropy_probs_grad_f32(const float* input, const float* target, const float* weight, float* grad, float* losses, Py_ssize_t N, Py_ssize_t C, Py_ssize_t K, double label_smoothing, int reduction, int n_threads) noexcept nogil:
-    return classes_f32(K_CROSS_ENTROPY_PROBS, input, <const int64_t*>NULL, target, weight, grad, losses, N, C, K, False, 0, label_smoothing, 0, reduction, n_threads)
+    return classes_c(K_CROSS_ENTROPY_PROBS, input, <const int64_t*>NULL, target, weight, grad, losses, N, C, K, False, 0, label_smoothing, 0, reduction, n_threads)
 
 cdef api double fl_cross_entropy_probs_grad_f64(const double* input, const double* target, const double* weight, double* grad, double* losses, Py_ssize_t N, Py_ssize_t C, Py_ssize_t K, double label_smoothing, int reduction, int n_threads) noexcept nogil:
-    return classes_f64(K_CROSS_ENTROPY_PROBS, input, <const int64_t*>NULL, target, weight, grad, losses, N, C, K, False, 0, label_smoothing, 0, reduction, n_threads)
+    return classes_c(K_CROSS_ENTROPY_PROBS, input, <const int64_t*>NULL, target, weight, grad, losses, N, C, K, False, 0, label_smoothing, 0, reduction, n_threads)
 
 cdef api double fl_nll_loss_grad_f32(const float* input, const int64_t* target, const float* weight, float* grad, float* losses, Py_ssize_t N, Py_ssize_t C, Py_ssize_t K, int64_t ignore_index, int reduction, int n_threads) noexcept nogil:
-    return classes_f32(K_NLL, input, target, <const float*>NULL, weight, grad, losses, N, C, K, True, ignore_index, 0, 0, reduction, n_threads)
+    return classes_c(K_NLL, input, target, <const float*>NULL, weight, grad, losses, N, C, K, True, ignore_index, 0, 0, reduction, n_threads)
 
 cdef api double fl_nll_loss_grad_f64(const double* input, const int64_t* target, const double* weight, double* grad, double* losses, Py_ssize_t N, Py_ssize_t C, Py_ssize_t K, int64_t ignore_index, int reduction, int n_threads) noexcept nogil:
-    return classes_f64(K_NLL, input, target, <const double*>NULL, weight, grad, losses, N, C, K, True, ignore_index, 0, 0, reduction, n_threads)
+    return classes_c(K_NLL, input, target, <const double*>NULL, weight, grad, losses, N, C, K, True, ignore_index, 0, 0, reduction, n_threads)
 
 cdef api double fl_multi_margin_loss_grad_f32(const float* input, const int64_t* target, const float* weight, float* grad, float* losses, Py_ssize_t N, Py_ssize_t C, int p, double margin, int reduction, int n_threads) noexcept nogil:
-    return classes_f32(K_MULTI_MARGIN, input, target, <const float*>NULL, weight, grad, losses, N, C, 1, False, 0, p, margin, reduction, n_threads)
+    return classes_c(K_MULTI_MARGIN, input, target, <const float*>NULL, weight, grad, losses, N, C, 1, False, 0, p, margin, reduction, n_threads)
 
 cdef api double fl_multi_margin_loss_grad_f64(const double* input, const int64_t* target, const double* weight, double* grad, double* losses, Py_ssize_t N, Py_ssize_t C, int p, double margin, int reduction, int n_threads) noexcept nogil:
-    return classes_f64(K_MULTI_MARGIN, input, target, <const double*>NULL, weight, grad, losses, N, C, 1, False, 0, p, margin, reduction, n_threads)
+    return classes_c(K_MULTI_MARGIN, input, target, <const double*>NULL, weight, grad, losses, N, C, 1, False, 0, p, margin, reduction, n_threads)
