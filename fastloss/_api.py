@@ -26,8 +26,8 @@ from ._registry import LOSSES, REDUCTIONS, Loss
 _F32 = np.dtype(np.float32)
 _F64 = np.dtype(np.float64)
 _REAL_KINDS = "biuf"  # bool, signed, unsigned, float
-_INT64_MAX = np.iinfo(np.int64).max
-MAX_THREADS = 1024  # n_threads above this are clamped
+_INT64 = np.iinfo(np.int64)
+MAX_THREADS = 1024  # n_threads above this are clamped (and then to the usable CPUs)
 
 
 # --------------------------------------------------------------------------- threads
@@ -50,6 +50,18 @@ def _compiled_module():
 _compiled = False
 
 
+def _usable_cpus() -> int:
+    """The CPUs this process may run on: no call uses more threads (the compiled kernels
+    clamp every parallel region to the same number, ``fl::team_size``)."""
+    compiled = _compiled_module()
+    if compiled is not None:
+        return compiled.cpu_limit()
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
 def _default_threads() -> int:
     """What OpenMP would use: the compiled module asks omp_get_max_threads() (so
     OMP_NUM_THREADS and threadpoolctl limits apply); without it, OMP_NUM_THREADS or the
@@ -59,16 +71,15 @@ def _default_threads() -> int:
         return compiled.omp_max_threads()
     env = os.environ.get("OMP_NUM_THREADS", "").split(",")[0].strip()
     if env.isdigit() and int(env) > 0:
-        return int(env)
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        return os.cpu_count() or 1
+        return min(int(env), MAX_THREADS)
+    return _usable_cpus()
 
 
 def get_num_threads() -> int:
-    """The number of threads a call uses when ``n_threads`` is not given."""
-    return _num_threads if _num_threads is not None else _default_threads()
+    """The number of threads a call uses when ``n_threads`` is not given: the value of
+    ``set_num_threads`` or OpenMP's default, at most the CPUs this process may run on."""
+    n = _num_threads if _num_threads is not None else _default_threads()
+    return max(1, min(n, _usable_cpus()))
 
 
 def set_num_threads(n: int | None) -> None:
@@ -94,24 +105,48 @@ def _check_threads(n) -> int:
 # --------------------------------------------------------------------------- coercion
 
 
+def _refuse_masked(value, name: str) -> None:
+    if isinstance(value, np.ma.MaskedArray):
+        raise TypeError(
+            f"{name} is a masked array; fastloss does not honour masks (it would compute with "
+            f"the masked values): pass np.ma.getdata({name}) or np.ma.filled({name}, value), "
+            "or give masked elements a weight of 0")
+
+
 def _real_array(value, name: str) -> np.ndarray:
-    arr = value if type(value) is np.ndarray else np.asarray(value)
+    if type(value) is np.ndarray:
+        arr = value
+    else:
+        _refuse_masked(value, name)
+        arr = np.asarray(value)
     if arr.dtype.kind not in _REAL_KINDS:
         raise TypeError(f"{name} must be a real (bool, integer or float) array, got dtype {arr.dtype}")
     return arr
 
 
+def _is_float32(dtype: np.dtype) -> bool:
+    """float32 in either byte order ('<f4', '>f4')."""
+    return dtype.kind == "f" and dtype.itemsize == 4
+
+
 def _compute_dtype(arr: np.ndarray) -> np.dtype:
-    """float32 input computes in float32; every other real dtype in float64."""
-    return _F32 if arr.dtype == _F32 else _F64
+    """float32 input (any byte order) computes in float32; every other real dtype in float64."""
+    return _F32 if _is_float32(arr.dtype) else _F64
 
 
 def _as_compute(arr: np.ndarray, dtype: np.dtype) -> np.ndarray:
-    """A C-contiguous array of ``dtype``: the array itself when it already is one.
+    """A C-contiguous array of ``dtype`` in native byte order: the array itself when it
+    already is one.
 
-    Backends see only C-contiguous data, so any memory layout gives results bitwise
-    identical to a contiguous copy (sums always run in the same, logical, order)."""
+    Backends see only C-contiguous, native-order data, so any memory layout and byte order
+    gives results bitwise identical to a contiguous native copy (sums always run in the
+    same, logical, order)."""
     return np.asarray(arr, dtype=dtype, order="C")
+
+
+def _short_repr(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:28] + "..." + text[-28:]
 
 
 def _scalar_param(spec_param, value):
@@ -125,17 +160,25 @@ def _scalar_param(spec_param, value):
     else:
         if isinstance(value, bool) or not isinstance(value, numbers.Real):
             raise TypeError(f"{name} must be a real number, got {value!r}")
-        value = float(value)
+        try:
+            value = float(value)
+        except OverflowError:  # an integer beyond the float range
+            raise ValueError(f"{name} must be {spec_param.domain} that a float64 holds, "
+                             f"got {_short_repr(value)}") from None
     if not spec_param.valid(value):
-        raise ValueError(f"{name} must be {spec_param.domain}, got {value!r}")
+        raise ValueError(f"{name} must be {spec_param.domain}, got {_short_repr(value)}")
     return value
 
 
 def _check_reduction(reduction) -> str:
-    if reduction in REDUCTIONS and type(reduction) is str:
-        return reduction
+    # A str subclass (np.str_) counts by its characters: str.__str__ gives the exact str, so
+    # no __eq__ of the subclass runs (one that raises cannot be taken for "mean").
+    if isinstance(reduction, str):
+        text = str.__str__(reduction)
+        if text in REDUCTIONS:
+            return text
     choices = ", ".join(repr(r) for r in REDUCTIONS)
-    raise ValueError(f"reduction must be one of {choices}, got {reduction!r}")
+    raise ValueError(f"reduction must be one of {choices}, got {_short_repr(reduction)}")
 
 
 def _elementwise_weight(weight, name: str, shape: tuple, dtype: np.dtype):
@@ -167,15 +210,35 @@ def _elementwise_weight(weight, name: str, shape: tuple, dtype: np.dtype):
 
 
 def _check_out(out, shape: tuple, dtype: np.dtype) -> None:
+    _refuse_masked(out, "out")
     if not isinstance(out, np.ndarray):
         raise ValueError(f"out must be a NumPy array of shape {shape} and dtype {dtype}, got {type(out).__name__}")
-    if out.shape != shape or out.dtype != dtype:
+    # Either byte order of the compute dtype: a non-native out receives the gradient through
+    # a copy (np.copyto swaps the bytes), so the caller reads the right values.
+    if out.shape != shape or out.dtype.kind != "f" or out.dtype.itemsize != dtype.itemsize:
         raise ValueError(
             f"out must have shape {shape} and dtype {dtype} (the input's shape and compute dtype), "
             f"got shape {out.shape} and dtype {out.dtype}"
         )
     if not out.flags.writeable:
         raise ValueError("out must be writable, got a read-only array")
+    if _may_overlap_itself(out):
+        raise ValueError(f"out must not overlap itself (elements sharing memory), got strides {out.strides}")
+
+
+def _may_overlap_itself(a: np.ndarray) -> bool:
+    """Whether two elements of ``a`` may share bytes (a zero stride over more than one
+    element, or strides that interleave): sorted by stride, each axis must step over the
+    whole extent of the smaller ones. Conservative: exotic interleaved layouts that do not
+    overlap are refused too."""
+    if a.size <= 1:
+        return False
+    extent = a.itemsize
+    for stride, size in sorted((abs(st), n) for st, n in zip(a.strides, a.shape) if n > 1):
+        if stride < extent:
+            return True
+        extent += stride * (size - 1)
+    return False
 
 
 def _kernel_out(out, x, others, kernel_shape):
@@ -184,14 +247,32 @@ def _kernel_out(out, x, others, kernel_shape):
     The kernel writes ``out`` directly when it is C-contiguous and overlaps no operand
     other than being exactly the input (in-place). Otherwise the kernel writes a fresh
     array that the caller copies into ``out`` afterwards."""
-    if out is None or not out.flags.c_contiguous:
-        return None
+    if out is None or type(out) is not np.ndarray or not out.flags.c_contiguous or not out.dtype.isnative:
+        return None  # (a subclass such as np.matrix may not reshape to the kernel's shape)
     for a in others:
         if a is not None and np.may_share_memory(out, a):
             return None
     if np.may_share_memory(out, x) and out.ctypes.data != x.ctypes.data:
         return None
     return out.reshape(kernel_shape)
+
+
+def _normal_weight_scale(w: np.ndarray, divisor: float, dtype: np.dtype):
+    """The weight (elementwise, or the class weights: every loss is linear in them) and the
+    "mean" divisor (their sum), both times the same power of two, so that 1 / sum is a normal
+    number of the compute dtype: the mean's gradient g * (w / sum) is computed as
+    g * (w * (1 / sum)), which for weights summing to a subnormal number (1 / sum overflows)
+    or, in float32, beyond the float32 range (1 / sum underflows) would be inf or lose its
+    bits. Scaling by 2**k is exact, and the mean (sum of w l, divided by the sum of w) is
+    unchanged. Weights whose sum is normal-sized are returned as they are (no bit changes)."""
+    if not divisor or not math.isfinite(divisor):
+        return w, divisor
+    info = np.finfo(dtype)
+    exponent = math.frexp(abs(divisor))[1]  # 2**(e - 1) <= |divisor| < 2**e
+    if info.minexp + 2 <= -exponent and 1 - exponent <= info.maxexp - 2:
+        return w, divisor  # 1 / divisor is comfortably normal
+    with np.errstate(all="ignore"):
+        return np.ldexp(w, -exponent).astype(dtype), math.ldexp(divisor, -exponent)
 
 
 def _divide(total: float, divisor: float) -> float:
@@ -223,15 +304,24 @@ def _call(spec: Loss, backend, input, target, weight, pos_weight, ignore_index, 
         _check_out(out, shape, dtype)
 
     # ----- every check has passed: from here on, results are written
+    if reduction == "mean" and w is not None and spec.mean_divisor != "count" and kernel_name != "cross_entropy_probs":
+        w, divisor = _normal_weight_scale(w, divisor, dtype)
     if reduction == "mean":
         grad_scale = 1.0 / divisor if divisor else math.inf
     else:
         grad_scale = 1.0
     kout = _kernel_out(out, x, (t, w, pw), kernel_shape) if want_grad else None
-    total, loss_values, grad = backend.KERNELS[kernel_name](
-        x, t, w, pw, kparams, reduction == "none", grad_scale if want_grad else None, kout,
-        n_threads,
-    )
+    if x.size == 0:
+        # An empty batch costs O(1) whatever the class count, and zero classes (every sample
+        # ignored, validated above) need no math: no backend call (a backend may do O(C) work
+        # per call: class weight sums, one-hot ranges). Every loss term is 0.
+        total, loss_values = 0.0, np.zeros(loss_shape, dtype)
+        grad = kout if kout is not None else np.empty(kernel_shape, dtype)
+    else:
+        total, loss_values, grad = backend.KERNELS[kernel_name](
+            x, t, w, pw, kparams, reduction == "none", grad_scale if want_grad else None, kout,
+            n_threads,
+        )
 
     if reduction == "none":
         loss = loss_values.reshape(loss_shape)
@@ -327,11 +417,21 @@ def _prepare_classes(spec, backend, x_in, target, weight, ignore_index, params, 
         if isinstance(ignore_index, bool) or not isinstance(ignore_index, numbers.Integral):
             raise TypeError(f"ignore_index must be an integer, got {ignore_index!r}")
         ignore_index = int(ignore_index)
+        if not _INT64.min <= ignore_index <= _INT64.max:
+            raise ValueError(f"ignore_index must be an integer in [-2**63, 2**63), got {_short_repr(ignore_index)}")
     else:
         ignore_index = None
-    if t_in.dtype == np.uint64 and t_in.size and t_in.max() > _INT64_MAX:
+    # Unsigned indices of 64 bits (any byte order) at or above 2**63 would wrap to negative
+    # int64 values (possibly ignore_index): refused by their true value first.
+    if t_in.dtype.kind == "u" and t_in.dtype.itemsize >= 8 and t_in.size and t_in.max() > _INT64.max:
         raise ValueError(f"target holds class index {int(t_in.max())}, outside [0, {n_classes})")
-    t = np.asarray(t_in, dtype=np.int64, order="C").reshape(n_rows, inner)
+    # A backend whose kernels read each index once where they use it (checking it there)
+    # may share the caller's array; any other gets a private copy, so that the indices it
+    # validates are the ones it uses even while another thread changes the caller's.
+    if getattr(backend, "CHECKS_INDICES_WHERE_USED", False):
+        t = np.asarray(t_in, dtype=np.int64, order="C").reshape(n_rows, inner)
+    else:
+        t = np.array(t_in, dtype=np.int64, order="C", copy=True).reshape(n_rows, inner)
     bad, target_weight = backend.class_target_stats(t, n_classes, ignore_index, w)
     if bad is not None:
         raise ValueError(f"target holds class index {bad}, outside [0, {n_classes})"

@@ -14,6 +14,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <limits>
+#include <new>
 
 #include "_kernels.hpp"
 
@@ -67,6 +68,7 @@ double elementwise_call(int kernel, const ElementwiseFacts& f, const T* x, const
     if (n == 0) w = pw = nullptr;  // nothing to weigh (as the Python API)
     if (n > 0 && (!x || !t)) return NaN;
     if ((w && (w_len < 1 || n % w_len != 0)) || (pw && (pw_len < 1 || n % pw_len != 0))) return NaN;
+    if ((!w && w_len != 0) || (!pw && pw_len != 0)) return NaN;  // a NULL buffer with a size
     const idx bytes = n * size, w_bytes = w ? w_len * size : 0, pw_bytes = pw ? pw_len * size : 0;
     // The gradient may overwrite the input exactly (in place); no other output may overlap.
     if (grad && (overlap(grad, bytes, t, bytes) || overlap(grad, bytes, w, w_bytes) ||
@@ -95,7 +97,11 @@ double elementwise_call(int kernel, const ElementwiseFacts& f, const T* x, const
     a.scale = (T)mean_scale(reduction, divisor);
     a.n = n;
     const double params[2] = {p0, p1};
-    return reduced(elementwise(kernel, a, params, n_threads), divisor, reduction);
+    try {
+        return reduced(elementwise(kernel, a, params, n_threads), divisor, reduction);
+    } catch (const std::bad_alloc&) {  // scratch memory short: thrown before anything is written
+        return NaN;
+    }
 }
 
 // Class losses: input and gradient (N, C, K), class indices and losses (N, K); for
@@ -141,7 +147,11 @@ double classes_call(int kernel, const T* x, const int64_t* t, const T* probs, co
     a.ignore_index = has_ignore ? ignore_index : 0;
     a.p0 = p0;
     a.p1 = p1;
-    return reduced(classes(kernel, a, n_threads), divisor, reduction);
+    try {
+        return reduced(classes(kernel, a, n_threads), divisor, reduction);
+    } catch (const std::bad_alloc&) {  // scratch memory short: thrown before anything is written
+        return NaN;
+    }
 }
 
 }  // namespace capi

@@ -27,6 +27,9 @@
 #include <immintrin.h>  // streaming stores (_kernels_impl.hpp: stream_chunk)
 #endif
 
+#include <atomic>
+#include <new>
+
 #if FASTLOSS_OPENMP
 #include <omp.h>
 #endif
@@ -37,6 +40,86 @@
 namespace fl {
 
 using idx = std::ptrdiff_t;
+
+// ---------------------------------------------------------------------------------------
+// Scratch memory. The kernels allocate in one place: scratch_alloc, which throws
+// std::bad_alloc when memory is short, always before anything is written (the Python layer
+// turns it into MemoryError with every output untouched; the C level returns NaN).
+// fail_allocations(k) makes the next k calls fail, for the tests of that promise.
+inline std::atomic<long> pending_alloc_failures{0};
+inline void fail_allocations(long k) { pending_alloc_failures.store(k); }
+inline void* scratch_alloc(std::size_t bytes) {
+    if (pending_alloc_failures.load(std::memory_order_relaxed) > 0 &&
+        pending_alloc_failures.fetch_sub(1) > 0)
+        throw std::bad_alloc();
+    void* p = std::malloc(bytes);
+    if (!p) throw std::bad_alloc();
+    return p;
+}
+
+// ---------------------------------------------------------------------------------------
+// Threads: the one clamp every parallel region goes through (team_size).
+//  * Never more threads than CPUs this process may run on (omp_get_num_procs: the affinity
+//    mask at start-up): more threads cannot do more work, and OMP_NUM_THREADS=3000 or
+//    n_threads=1024 would otherwise start that many.
+//  * Never a team the OS has not shown it can create. GNU libgomp ends the process
+//    (exit(1)) when pthread_create fails inside a parallel region (an address-space or
+//    process limit), so before the first region of a larger team on a calling thread
+//    (libgomp keeps one pool of threads per calling thread) the same number of plain threads
+//    are created and joined first; if the OS refuses, the team is what it allowed. Results do
+//    not depend on the team size (fixed blocks), only the speed does.
+inline int cpu_limit() {
+#if FASTLOSS_OPENMP
+    static const int procs = std::max(1, omp_get_num_procs());
+    return procs;
+#else
+    return 1;
+#endif
+}
+
+#if FASTLOSS_OPENMP && !defined(_WIN32)
+extern "C" inline void* fl_probe_thread(void*) { return nullptr; }
+
+// How many threads (the caller included, so at least 1) the OS lets this thread start now.
+inline int creatable_team(int wanted) {
+    pthread_attr_t attr;
+    bool attr_ok = pthread_attr_init(&attr) == 0;
+    // libgomp's helper threads get OMP_STACKSIZE (or GOMP_STACKSIZE) when it is set: probe
+    // with the same size. (Its units: a number with an optional B/K/M/G suffix, K default.)
+    const char* env = std::getenv("OMP_STACKSIZE");
+    if (!env) env = std::getenv("GOMP_STACKSIZE");
+    if (attr_ok && env) {
+        char* end = nullptr;
+        unsigned long long v = std::strtoull(env, &end, 10);
+        unsigned long long unit = 1024;
+        if (end && *end) {
+            const char u = *end | 0x20;
+            unit = u == 'b' ? 1 : u == 'k' ? 1024 : u == 'm' ? (1ull << 20) : u == 'g' ? (1ull << 30) : 1024;
+        }
+        if (v > 0 && v < (1ull << 40)) pthread_attr_setstacksize(&attr, (std::size_t)(v * unit));
+    }
+    pthread_t threads[64];
+    int started = 0;
+    const int probe = std::min(wanted - 1, 64);
+    while (started < probe &&
+           pthread_create(&threads[started], attr_ok ? &attr : nullptr, fl_probe_thread, nullptr) == 0)
+        ++started;
+    for (int i = 0; i < started; ++i) pthread_join(threads[i], nullptr);
+    if (attr_ok) pthread_attr_destroy(&attr);
+    return started + 1;
+}
+#endif
+
+// The team a parallel region of `wanted` threads gets (>= 1).
+inline int team_size(int wanted) {
+    int n = std::min(std::max(wanted, 1), cpu_limit());
+#if FASTLOSS_OPENMP && !defined(_WIN32)
+    static thread_local int proven = 1;  // the largest team this thread has started
+    if (n > proven) proven = std::max(proven, creatable_team(n));
+    n = std::min(n, proven);
+#endif
+    return n;
+}
 
 namespace kernel {
 enum Id {

@@ -42,17 +42,19 @@ inline double sum_lanes(const double* a) {
     return ((b[0] + b[4]) + (b[2] + b[6])) + ((b[1] + b[5]) + (b[3] + b[7]));
 }
 
+// Threads for work_items independent items: never more than items, and through the one
+// clamp of every parallel region (fl::team_size: CPUs, and teams the OS can create).
 inline int max_threads_for(idx work_items, int n_threads) {
     if (n_threads < 1) n_threads = 1;
-    return (int)std::min<idx>(n_threads, std::max<idx>(work_items, 1));
+    return team_size((int)std::min<idx>(n_threads, std::max<idx>(work_items, 1)));
 }
 
 // Run body(b) for b in [0, nblocks), storing nothing; parallel only for big work.
 template <class Body>
 inline void for_blocks(idx nblocks, bool parallel, int n_threads, Body body) {
 #if FASTLOSS_OPENMP
-    if (parallel && n_threads > 1 && nblocks > 1) {
-        int nt = max_threads_for(nblocks, n_threads);
+    const int nt = parallel && n_threads > 1 && nblocks > 1 ? max_threads_for(nblocks, n_threads) : 1;
+    if (nt > 1) {
 #pragma omp parallel for schedule(static) num_threads(nt)
         for (idx b = 0; b < nblocks; ++b) body(b);
         return;
@@ -61,14 +63,15 @@ inline void for_blocks(idx nblocks, bool parallel, int n_threads, Body body) {
     for (idx b = 0; b < nblocks; ++b) body(b);
 }
 
-// Sum of block_sum(b) over blocks, in the fixed pairwise order.
+// Sum of block_sum(b) over blocks, in the fixed pairwise order. More than 64 blocks need
+// scratch memory for their partials: allocated (or std::bad_alloc thrown) before any block
+// runs, so a failed allocation leaves every output unwritten.
 template <class BlockSum>
 inline double sum_blocks(idx nblocks, bool parallel, int n_threads, BlockSum block_sum) {
     if (nblocks <= 0) return 0.0;
     if (nblocks == 1) return block_sum(0);
     double stack_partials[64];
-    double* partials = nblocks <= 64 ? stack_partials : (double*)std::malloc(sizeof(double) * nblocks);
-    if (!partials) return std::numeric_limits<double>::quiet_NaN();
+    double* partials = nblocks <= 64 ? stack_partials : (double*)scratch_alloc(sizeof(double) * nblocks);
     for_blocks(nblocks, parallel, n_threads, [&](idx b) { partials[b] = block_sum(b); });
     double total = pairwise_sum(partials, nblocks);
     if (partials != stack_partials) std::free(partials);
@@ -99,13 +102,43 @@ struct heavy_op { static constexpr bool value = false; };
 template <class Op>
 struct heavy_op<Op, decltype(void(Op::heavy))> { static constexpr bool value = Op::heavy; };
 
+// A functor whose gradient carries a constant factor (2 for the squares) sets
+// `static constexpr int grad_factor` and leaves the factor out of g: the driver multiplies
+// it in last (see weighted), so 2 r never overflows where 2 r w scale, the gradient, is
+// finite (residuals above half the float maximum, weights near it).
+// A functor whose zero gradient is a selected constant (the flat side of a hinge: PyTorch's
+// clamp backward is a select) sets `static constexpr bool flat_zero`: there the gradient
+// stays 0 whatever the weight (an infinite weight would make 0 * inf = NaN).
+template <class Op, class = void>
+struct flat_zero_of { static constexpr bool value = false; };
+template <class Op>
+struct flat_zero_of<Op, decltype(void(Op::flat_zero))> { static constexpr bool value = Op::flat_zero; };
+
+template <class Op, class = void>
+struct grad_factor_of { static constexpr int value = 1; };
+template <class Op>
+struct grad_factor_of<Op, decltype(void(Op::grad_factor))> { static constexpr int value = Op::grad_factor; };
+
+// The gradient of an element: g (from the functor) times ws = w * scale (the weight meets
+// the scale first, as in PyTorch's autograd of sum(w l) / sum(w): a huge weight with a small
+// scale stays finite, an infinite weight makes only its own element NaN), times the
+// functor's constant factor last (exact: it overflows only where the gradient does).
+template <class Op, typename T>
+FL_OP T weighted(T g, T ws) {
+    T v = g * ws;
+    if (flat_zero_of<Op>::value) v = g == T(0) ? T(0) : v;
+    if (grad_factor_of<Op>::value != 1) v = v * T(grad_factor_of<Op>::value);
+    return v;
+}
+
 template <typename T>
 struct Mse {
+    static constexpr int grad_factor = 2;  // gradient 2 r
     explicit Mse(const double*) {}
     FL_OP void operator()(T x, T y, T, T& l, T& g) const {
         T r = x - y;
         l = r * r;
-        g = T(2) * r;
+        g = r;
     }
 };
 
@@ -141,13 +174,19 @@ struct SmoothL1 {
     // through the slope, as PyTorch; with beta == 0 (L1) it gives 0.
     // (Selects test T values only: a bool mixed into a select made GCC build the lane mask
     // with scalar code, 3x slower.)
-    T beta, half_beta, inv_beta, is_l1;
+    // A subnormal beta: 1 / beta overflows (and 0 * inf would make the loss NaN at r == 0).
+    // Then a and r are pre-scaled by up = 2**digits, exactly (a < beta in the quadratic
+    // piece), and multiplied by 1 / (up * beta), finite: the same two roundings as for
+    // every other beta (up == 1 there changes no bit).
+    T beta, half_beta, up, inv_beta, is_l1;
     explicit SmoothL1(const double* p)
-        : beta(T(p[0])), half_beta(T(0.5 * p[0])), inv_beta(T(1) / T(p[0])), is_l1(p[0] == 0 ? 1 : 0) {}
+        : beta(T(p[0])), half_beta(T(0.5 * p[0])),
+          up(std::isfinite(T(1) / T(p[0])) ? T(1) : T(std::ldexp(1.0, std::numeric_limits<T>::digits))),
+          inv_beta(T(1) / (T(p[0]) * up)), is_l1(p[0] == 0 ? 1 : 0) {}
     FL_OP void operator()(T x, T y, T, T& l, T& g) const {
         T r = x - y, a = std::abs(r);
-        T quadratic = T(0.5) * a * a * inv_beta, linear = a - half_beta;
-        T slope = r * inv_beta, unit = sign_or_zero(r);
+        T quadratic = T(0.5) * a * (a * up) * inv_beta, linear = a - half_beta;
+        T slope = r * up * inv_beta, unit = sign_or_zero(r);
         T inner = is_l1 != T(0) ? unit : slope;  // NaN r: slope (NaN), or L1's 0
         l = a < beta ? quadratic : linear;
         g = a >= beta ? unit : inner;
@@ -198,6 +237,7 @@ template <typename T>
 struct Hinge {
     // z = margin - y x; loss max(0, z) with NaN propagated; grad -y for z > 0, 0 at the
     // kink z == 0 and below, NaN for NaN z.
+    static constexpr bool flat_zero = true;
     T margin;
     explicit Hinge(const double* p) : margin(T(p[0])) {}
     FL_OP void operator()(T x, T y, T, T& l, T& g) const {
@@ -210,13 +250,15 @@ struct Hinge {
 
 template <typename T>
 struct SquaredHinge {
+    static constexpr int grad_factor = 2;  // gradient -2 y h
+    static constexpr bool flat_zero = true;
     T margin;
     explicit SquaredHinge(const double* p) : margin(T(p[0])) {}
     FL_OP void operator()(T x, T y, T, T& l, T& g) const {
         T z = margin - y * x;
         T h = z < T(0) ? T(0) : z;  // NaN propagates
         l = h * h;
-        g = T(-2) * y * h;
+        g = -y * h;
     }
 };
 
@@ -307,13 +349,10 @@ __attribute__((noinline)) void run_rest(const Op& op, const T* x, const T* y, co
         for (int j = 0; i < end; ++i, j = (j + 1) % LANES) {
             T l, g;
             op(x[i], y[i], PW ? pw[i] : T(1), l, g);
-            if (W) {
-                l *= w[i];
-                g *= w[i];
-            }
+            if (W) l *= w[i];
             acc[j] += double(l);
             if (LOSS) lo[i] = l;
-            if (GRAD) go[i] = g * scale;
+            if (GRAD) go[i] = weighted<Op>(g, W ? w[i] * scale : scale);
         }
     }
     if (i < end) {
@@ -333,12 +372,9 @@ __attribute__((noinline)) void run_rest(const Op& op, const T* x, const T* y, co
         for (int j = 0; j < CHUNK; ++j) {
             T l, g;
             op(xb[j], yb[j], PW ? pwb[j] : T(1), l, g);
-            if (W) {
-                l *= wb[j];
-                g *= wb[j];
-            }
+            if (W) l *= wb[j];
             ls[j] = l;
-            gs[j] = g * scale;
+            gs[j] = weighted<Op>(g, W ? wb[j] * scale : scale);
         }
         for (idx j = 0; j < rem; ++j) {
             acc[j % LANES] += double(ls[j]);
@@ -371,12 +407,9 @@ __attribute__((noinline)) double run(const Op& op, const T* x, const T* y, const
             for (int j = 0; j < CHUNK; ++j) {
                 T l, g;
                 op(x[i + j], y[i + j], PW ? pw[i + j] : T(1), l, g);
-                if (W) {
-                    l *= w[i + j];
-                    g *= w[i + j];
-                }
+                if (W) l *= w[i + j];
                 ls[j] = l;
-                gs[j] = g * scale;
+                gs[j] = weighted<Op>(g, W ? w[i + j] * scale : scale);
                 if (LOSS) lo[i + j] = l;
             }
             for (int u = 0; u < UNROLL; ++u)
@@ -391,13 +424,10 @@ __attribute__((noinline)) double run(const Op& op, const T* x, const T* y, const
             for (int j = 0; j < CHUNK; ++j) {
                 T l, g;
                 op(x[i + j], y[i + j], PW ? pw[i + j] : T(1), l, g);
-                if (W) {
-                    l *= w[i + j];
-                    g *= w[i + j];
-                }
+                if (W) l *= w[i + j];
                 ls[j] = l;
                 if (LOSS) lo[i + j] = l;
-                if (GRAD) go[i + j] = g * scale;
+                if (GRAD) go[i + j] = weighted<Op>(g, W ? w[i + j] * scale : scale);
             }
             for (int u = 0; u < UNROLL; ++u)
                 for (int j = 0; j < LANES; ++j) racc[j] += double(ls[u * LANES + j]);
@@ -534,7 +564,7 @@ inline T lane_max(idx n, F f) {
 //   probabilities: p sum_c(w_c q_c) - w q,  q = (1 - eps) y + eps/C.
 template <typename T, bool CONTIG>
 inline T softmax_sample(const ClassArgs<T>& a, const T* x, const T* prob, int64_t y, T* g,
-                        idx stride_if_strided, T wsum, bool stream) {
+                        idx stride_if_strided, double wsum, bool stream) {
     const idx st = CONTIG ? 1 : stride_if_strided;
     const idx C = a.C;
     const T eps_c = T(a.p0 / double(C)), keep = T(1.0 - a.p0);
@@ -575,7 +605,7 @@ inline T softmax_sample(const ClassArgs<T>& a, const T* x, const T* prob, int64_
             if (smooth) {
                 T smooth_loss = T(lane_sum(C, [&](idx c) { return double(weight(c) * nlogp(c)); }));
                 loss = keep * loss + eps_c * smooth_loss;
-                coef_p = keep * w_y + eps_c * wsum;
+                coef_p = T(double(keep * w_y) + double(eps_c) * wsum);  // wsum: float64 (see classes)
             }
         }
         if (!g) return loss;
@@ -600,7 +630,9 @@ inline T softmax_sample(const ClassArgs<T>& a, const T* x, const T* prob, int64_
             write([&](idx c) { return keep * (c == y ? w_y : T(0)) + eps_c * weight(c); });
         else {
             write([&](idx c) { return c == y ? w_y : T(0); });
-            if (top) g[y * st] = -(T(s_minus_1) * inv_s * w_y) * scale;  // p_y - 1 = -(s - 1) / s
+            // p_y - 1 = -(s - 1) / s (a finite w_y: an infinite one gives w_y p_y - w_y =
+            // inf - inf = NaN above, as PyTorch)
+            if (top && std::isfinite(w_y)) g[y * st] = -(T(s_minus_1) * inv_s * w_y) * scale;
         }
         return loss;
     };
@@ -630,6 +662,18 @@ FL_OP T margin_argument(T margin, T x_y, T xc) {
     const T d = xc - x_y, d_back = d - xc;
     const T error = (xc - (d - d_back)) + (-x_y - d_back);
     return (d + margin) + (d - d == T(0) ? error : T(0));
+}
+
+// The loss of a sample from its float64 sum of hinge terms: w_y * sum / C; 0 when no term
+// counts, whatever w_y (PyTorch adds w_y z_c term by term: an infinite or NaN weight of a
+// sample with no active hinge gives 0); in float64 when the sum does not fit T (float32
+// terms near the float maximum) but the loss does.
+template <typename T>
+inline T multi_margin_value(T w_y, double sum, idx C) {
+    if (sum == 0.0) return T(0);
+    const T s = T(sum);
+    if (std::isinf(s) && std::isfinite(sum)) return T(double(w_y) * sum / double(C));
+    return w_y * s / T(C);
 }
 
 // Multi-margin (PyTorch's multi_margin_loss) of one sample: z_c = margin - x_y + x_c (exact
@@ -662,10 +706,12 @@ inline T multi_margin_sample(const ClassArgs<T>& a, const T* x, int64_t y, T* g,
     };
     double sum = over_others([&](idx c) { T h = hinge(c); return double(squared ? h * h : h); });
     if (g) {
-        const T factor = w_y / T(C) * a.scale;
+        // p = 2: the slope 2 z_c as z_c times the doubled factor (exact), so that a z_c near
+        // the float maximum does not overflow where the scaled gradient is finite.
+        const T factor = T(squared ? 2 : 1) * (w_y / T(C) * a.scale);
         auto grad_c = [&](idx c) {
             T h = hinge(c);
-            T slope = squared ? T(2) * h : T(1);
+            T slope = squared ? h : T(1);
             return h > T(0) ? slope * factor : T(0);
         };
         const T g_y = T(over_others([&](idx c) { return double(grad_c(c)); }));
@@ -675,7 +721,7 @@ inline T multi_margin_sample(const ClassArgs<T>& a, const T* x, int64_t y, T* g,
         for (idx c = y + 1; c < C; ++c) g[c * stride] = grad_c(c);
         g[y * stride] = -g_y;
     }
-    return w_y * T(sum) / T(C);
+    return multi_margin_value(w_y, sum, C);
 }
 
 // Softmax cross-entropy (class indices, no smoothing) of TILE consecutive (N, C) rows with
@@ -685,7 +731,7 @@ inline T multi_margin_sample(const ClassArgs<T>& a, const T* x, int64_t y, T* g,
 // expression), so a row gives the same bits whichever path computes it. Rows are copied
 // into a transposed buffer first (which also makes in-place, g == x, safe).
 template <typename T>
-inline void softmax_tile(const ClassArgs<T>& a, idx first_row, T* losses) {
+inline void softmax_tile(const ClassArgs<T>& a, idx first_row, const int64_t* ys, T* losses) {
     constexpr int R = TILE;
     const idx C = a.C;
     const T* x = a.x + first_row * C;
@@ -696,7 +742,7 @@ inline void softmax_tile(const ClassArgs<T>& a, idx first_row, T* losses) {
     T m[R], x_y[R], w_y[R], kept[R], y_t[R], top[R];
     double o[R], k[R];  // softmax_sample's o and k: s = o + k, s - 1 = o + (k - 1)
     for (int r = 0; r < R; ++r) {
-        int64_t y = a.target[first_row + r];
+        int64_t y = ys[r];  // read once and checked by the caller
         bool keep = y != a.ignore_index;
         int64_t yc = keep ? y : 0;
         kept[r] = keep ? T(1) : T(0);
@@ -741,7 +787,7 @@ inline void softmax_tile(const ClassArgs<T>& a, idx first_row, T* losses) {
             T hot = T(c) == y_t[r] ? w_y[r] : T(0);
             T value = (xt[c][r] * inv_s[r] * w_y[r] - hot) * scale;
             T tail = -(sm1_t[r] * inv_s[r] * w_y[r]) * scale;  // p_y - 1 at a max target
-            value = T(c) == y_t[r] && top[r] != T(0) ? tail : value;
+            value = T(c) == y_t[r] && top[r] != T(0) && std::isfinite(w_y[r]) ? tail : value;
             xt[c][r] = kept[r] != T(0) ? value : T(0);
         }
     }
@@ -757,7 +803,7 @@ inline void softmax_tile(const ClassArgs<T>& a, idx first_row, T* losses) {
 // per-class expressions are the same, in the same order. Rows are copied into a transposed
 // buffer first (so in place, g == x, is safe).
 template <typename T>
-inline void multi_margin_tile(const ClassArgs<T>& a, idx first_row, T* losses) {
+inline void multi_margin_tile(const ClassArgs<T>& a, idx first_row, const int64_t* ys, T* losses) {
     constexpr int R = TILE;
     const idx C = a.C;
     const bool squared = a.p0 == 2;
@@ -769,11 +815,11 @@ inline void multi_margin_tile(const ClassArgs<T>& a, idx first_row, T* losses) {
     T x_y[R], w_y[R], factor[R], y_t[R];
     double s_sum[R], g_sum[R];
     for (int r = 0; r < R; ++r) {
-        const int64_t y = a.target[first_row + r];
+        const int64_t y = ys[r];  // read once and checked by the caller
         y_t[r] = T(y);  // exact: y < C <= TILE
         x_y[r] = xt[y][r];
         w_y[r] = a.w ? a.w[y] : T(1);
-        factor[r] = w_y[r] / T(C) * scale;
+        factor[r] = T(squared ? 2 : 1) * (w_y[r] / T(C) * scale);  // as multi_margin_sample
         s_sum[r] = g_sum[r] = 0.0;
     }
     for (idx c = 0; c < C; ++c) {
@@ -783,7 +829,7 @@ inline void multi_margin_tile(const ClassArgs<T>& a, idx first_row, T* losses) {
             T z = margin_argument(margin, x_y[r], xt[c][r]);
             T h = z > T(0) ? z : T(0);
             double v = double(squared ? h * h : h);
-            T slope = squared ? T(2) * h : T(1);
+            T slope = squared ? h : T(1);
             T gc = h > T(0) ? slope * factor[r] : T(0);
             const bool other = ct != y_t[r];
             s_sum[r] += other ? v : 0.0;
@@ -792,8 +838,8 @@ inline void multi_margin_tile(const ClassArgs<T>& a, idx first_row, T* losses) {
         }
     }
     for (int r = 0; r < R; ++r) {
-        const int64_t y = a.target[first_row + r];
-        losses[r] = w_y[r] * T(s_sum[r]) / T(C);
+        const int64_t y = ys[r];
+        losses[r] = multi_margin_value(w_y[r], s_sum[r], C);
         xt[y][r] = -T(g_sum[r]);
     }
     if (!a.grad) return;
@@ -805,11 +851,21 @@ inline void multi_margin_tile(const ClassArgs<T>& a, idx first_row, T* losses) {
 template <typename T>
 double classes(int which, const ClassArgs<T>& a, int n_threads) {
     const idx samples = a.N * a.K;
+    if (samples == 0) return 0.0;  // O(1) whatever C is: nothing is read or written
     const idx per_block = std::max<idx>(1, BLOCK / std::max<idx>(a.C, 1));
     const idx nblocks = (samples + per_block - 1) / per_block;
     const bool contig = a.K == 1;
-    T wsum = 0;  // sum of the class weights (label smoothing), in a fixed order
-    for (idx c = 0; c < a.C; ++c) wsum += a.w ? a.w[c] : T(1);
+    // Sum of the class weights (label smoothing with class indices), float64 in a fixed
+    // order (the count C itself without weights: exact, where a float32 count stops at 2**24).
+    double wsum = 0.0;
+    if (which == kernel::CROSS_ENTROPY && a.p0 > 0)
+        wsum = a.w ? lane_sum(a.C, [&](idx c) { return double(a.w[c]); }) : double(a.C);
+    // A class index is read once, into a local, and checked against [0, C) where it is used:
+    // the front layer validated the indices, but another thread may change them since; such
+    // a sample gets a NaN loss and a NaN gradient row, and nothing outside the arrays is read
+    // or written whatever the caller does.
+    auto in_range = [&](int64_t y) { return (uint64_t)y < (uint64_t)a.C; };
+    const bool may_ignore = which != kernel::MULTI_MARGIN;
     // Few classes, class indices, no smoothing, (N, C) rows: TILE rows at a time across
     // SIMD lanes (bitwise the per-row results, see softmax_tile).
     const bool tiles = which == kernel::CROSS_ENTROPY && contig && a.C <= TILE && a.p0 == 0;
@@ -829,25 +885,37 @@ double classes(int which, const ClassArgs<T>& a, int n_threads) {
         };
         for (idx s = b * per_block; s < end;) {
             if ((tiles || mm_tiles) && s + TILE <= end) {
-                T losses[TILE];
-                if (tiles)
-                    softmax_tile(a, s, losses);
-                else
-                    multi_margin_tile(a, s, losses);
-                for (int r = 0; r < TILE; ++r) add(s + r, losses[r]);
-                s += TILE;
-                continue;
+                int64_t ys[TILE];
+                bool valid = true;
+                for (int r = 0; r < TILE; ++r) {
+                    ys[r] = a.target[s + r];
+                    valid &= in_range(ys[r]) || (may_ignore && ys[r] == a.ignore_index);
+                }
+                if (valid) {  // else (a racing caller) the rows go one by one, below
+                    T losses[TILE];
+                    if (tiles)
+                        softmax_tile(a, s, ys, losses);
+                    else
+                        multi_margin_tile(a, s, ys, losses);
+                    for (int r = 0; r < TILE; ++r) add(s + r, losses[r]);
+                    s += TILE;
+                    continue;
+                }
             }
             idx n = contig ? s : s / a.K, k = contig ? 0 : s % a.K;
             idx offset = n * a.C * a.K + k;
             const T* x = a.x + offset;
             T* g = a.grad ? a.grad + offset : nullptr;
-            int64_t y = a.target ? a.target[s] : 0;
+            const int64_t y = a.target ? a.target[s] : 0;
             T loss;
-            if (a.target && y == a.ignore_index && which != kernel::MULTI_MARGIN) {
+            if (a.target && y == a.ignore_index && may_ignore) {
                 loss = 0;  // ignored sample: no loss, zero gradient
                 if (g)
                     for (idx c = 0; c < a.C; ++c) g[c * a.K] = T(0);
+            } else if (a.target && !in_range(y)) {  // changed since validated (see in_range)
+                loss = std::numeric_limits<T>::quiet_NaN();
+                if (g)
+                    for (idx c = 0; c < a.C; ++c) g[c * a.K] = loss;
             } else if (which == kernel::CROSS_ENTROPY || which == kernel::CROSS_ENTROPY_PROBS) {
                 const T* prob = a.probs ? a.probs + offset : nullptr;
                 loss = contig ? softmax_sample<T, true>(a, x, prob, y, g, 1, wsum, stream)
@@ -888,10 +956,11 @@ idx first_where_serial(const T* a, idx n, Bad bad) {
 template <typename T, class Bad>
 idx first_where(const T* a, idx n, int n_threads, Bad bad) {
 #if FASTLOSS_OPENMP
-    if (n >= SERIAL_BELOW && n_threads > 1) {
+    const int nt = n >= SERIAL_BELOW && n_threads > 1
+                       ? std::min(max_threads_for((n + BLOCK - 1) / BLOCK, n_threads), 64) : 1;
+    if (nt > 1) {
         // One contiguous chunk per thread, each scanned serially; the first chunk with a
         // hit holds the first index.
-        const int nt = std::min(max_threads_for((n + BLOCK - 1) / BLOCK, n_threads), 64);
         const idx chunk = ((n + nt - 1) / nt + BLOCK - 1) / BLOCK * BLOCK;
         idx found[64];
 #pragma omp parallel for schedule(static, 1) num_threads(nt)
@@ -945,6 +1014,13 @@ double float64_sum(const T* a, idx n) {
         add(total, comp, s[j]);
         add(total, comp, c[j]);
     }
+    // An infinite weight, or weights whose sum overflows: the plain sum is the answer (inf,
+    // or NaN for +inf and -inf); the compensation would be inf - inf = NaN.
+    if (!std::isfinite(total)) {
+        double plain = 0.0;
+        for (int j = 0; j < LANES; ++j) plain += s[j];
+        return plain;
+    }
     return total + comp;
 }
 
@@ -954,10 +1030,13 @@ idx class_target_stats(const int64_t* t, idx n, idx C, bool has_ignore, int64_t 
     auto kept = [=](int64_t y) { return !has_ignore | (y != ignore_index); };
     idx bad = first_where(t, n, 1, [=](int64_t y) { return kept(y) & ((uint64_t)y >= (uint64_t)C); });
     if (bad >= 0) return bad;
+    // The indices are read again here: each once, and checked again before w[y] is read
+    // (another thread may have changed it since): such a sum is NaN, and so is the loss.
     *weight_sum = lane_sum(n, [&](idx i) {
-        int64_t y = t[i];
-        bool kept_y = kept(y);
-        return kept_y ? (w ? double(w[kept_y ? y : 0]) : 1.0) : 0.0;
+        const int64_t y = t[i];
+        const bool kept_y = kept(y), valid = (uint64_t)y < (uint64_t)C;
+        const double w_y = w && valid ? double(w[y]) : 1.0;
+        return kept_y ? (valid ? w_y : std::numeric_limits<double>::quiet_NaN()) : 0.0;
     });
     return -1;
 }

@@ -34,7 +34,8 @@
  * - reduction: FASTLOSS_MEAN or FASTLOSS_SUM, what the returned loss (and so the gradient)
  *   is. Each loss's "mean" divides by what PyTorch divides by (said below).
  * - n_threads: 0 for OpenMP's default (omp_get_max_threads(): OMP_NUM_THREADS applies),
- *   else the number of OpenMP threads (above 1024: 1024). Results do not depend on it.
+ *   else the number of OpenMP threads, clamped to the CPUs the process may run on and to
+ *   the threads the OS lets it create. Results do not depend on it.
  *   Kernels may be called from several threads at once: they keep no state.
  * - Errors: a kernel checks its arguments before it reads past the sizes given or writes
  *   anything, and on a bad one returns NaN with nothing written: a negative size, a size
@@ -42,9 +43,12 @@
  *   not dividing n, an output overlapping an input or the other output (except grad ==
  *   input), an unknown reduction, a negative n_threads, a parameter outside its domain, a
  *   probability outside [0, 1], a label other than -1/+1, a class index outside [0, C)
- *   that is not ignore_index. NaN is also the loss of NaN data, so check arguments when a
- *   NaN comes back. Sizes are trusted: a buffer shorter than its size says is the
- *   caller's bug, as with memcpy.
+ *   that is not ignore_index; and scratch memory that cannot be allocated (a call of more
+ *   than 262144 elements needs n / 4096 doubles). NaN is also the loss of NaN data, so
+ *   check arguments when a NaN comes back. Sizes are trusted: a buffer shorter than its
+ *   size says is the caller's bug, as with memcpy. Class indices changed by another thread
+ *   during a call never make a kernel read or write out of bounds: such a sample's loss and
+ *   gradient row are NaN.
  *
  * Each signature below is a typedef (fastloss_NAME_t) that the compiler checks against
  * the exported function fl_NAME (C11 or C++11), so it is the real one.

@@ -25,13 +25,17 @@
 #   weighted losses, Python's ``reduction="none"``.
 # * ``reduction``: ``FASTLOSS_MEAN`` or ``FASTLOSS_SUM`` (what the returned loss and the
 #   gradient are of). ``n_threads``: 0 for OpenMP's default (``omp_get_max_threads()``), else
-#   the number of threads (above 1024: 1024).
+#   the number of threads (clamped to the CPUs the process may run on, and to the threads the
+#   OS lets it create: results do not depend on it).
 # * Errors: a bad argument (negative size, NULL buffer with a non-zero size, weight_len not
 #   dividing n, an output overlapping an input other than ``grad == input``, an unknown
 #   reduction, negative n_threads, a parameter outside its domain, a probability outside
 #   [0, 1], a label not -1/+1, a class index outside [0, C) that is not ``ignore_index``)
-#   makes the kernel return NaN without writing anything. Sizes are trusted: a buffer
-#   shorter than its size says is the caller's bug.
+#   makes the kernel return NaN without writing anything; so does scratch memory that cannot
+#   be allocated (calls of more than 262144 elements need n / 4096 doubles). Sizes are
+#   trusted: a buffer shorter than its size says is the caller's bug. A class index changed
+#   by another thread during the call never makes the kernel read or write out of bounds:
+#   that sample's loss and gradient row are NaN.
 
 from libc.stdint cimport int64_t
 

@@ -15,7 +15,7 @@ Two faces, one set of kernels:
 
 cimport numpy as cnp
 from libc.math cimport INFINITY, NAN, copysign, isfinite
-from libc.stdint cimport int64_t, uintptr_t
+from libc.stdint cimport INT64_MAX, INT64_MIN, int64_t, uintptr_t
 from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy
 
@@ -84,8 +84,12 @@ cdef extern from "_kernels.hpp" namespace "fl" nogil:
         int64_t ignore_index
         double p0, p1
 
-    double elementwise[T](int kernel, const ElementwiseArgs[T]& a, const double* params, int n_threads)
-    double classes[T](int kernel, const ClassArgs[T]& a, int n_threads)
+    # except +: a failed scratch allocation (std::bad_alloc, thrown before anything is
+    # written) becomes MemoryError.
+    double elementwise[T](int kernel, const ElementwiseArgs[T]& a, const double* params, int n_threads) except +
+    double classes[T](int kernel, const ClassArgs[T]& a, int n_threads) except +
+    int cpu_limit_c "fl::cpu_limit"()
+    void fail_allocations_c "fl::fail_allocations"(long k)
     idx first_outside_unit_c "fl::first_outside_unit"[T](const T* a, idx n, int n_threads)
     idx first_non_sign_c "fl::first_non_sign"[T](const T* a, idx n, int n_threads)
     double float64_sum_c "fl::float64_sum"[T](const T* a, idx n)
@@ -110,6 +114,10 @@ if register_atfork() != 0:
     raise ImportError("fastloss: pthread_atfork failed (cannot make forked children safe)")
 
 NAME = "cython"
+# The kernels read each class index once where they use it and check it there (a sample
+# whose index another thread changed gets NaN, never an access out of bounds): the front
+# layer need not copy the caller's indices.
+CHECKS_INDICES_WHERE_USED = True
 
 
 def openmp_enabled():
@@ -130,6 +138,18 @@ def in_forked_child():
 def omp_max_threads():
     """omp_get_max_threads(): OMP_NUM_THREADS and threadpoolctl limits apply (1 without OpenMP)."""
     return fl_omp_max_threads()
+
+
+def cpu_limit():
+    """The most threads a parallel region uses: the CPUs this process may run on (1 without
+    OpenMP). Every region is clamped to it (fl::team_size)."""
+    return cpu_limit_c()
+
+
+def _fail_allocations(long k):
+    """Test hook: the next k scratch allocations of the kernels fail (std::bad_alloc, which
+    the Python API raises as MemoryError and the C level returns as NaN). 0 disarms it."""
+    fail_allocations_c(k)
 
 
 cdef int _threads_set = 0  # fastloss.set_num_threads(n), mirrored here for the fast path
@@ -243,9 +263,11 @@ cdef cnp.dtype _f64_dtype = np.dtype(np.float64)
 
 
 cdef inline bint plain_float(object a, int typenum) noexcept:
-    """An exact ndarray, C-contiguous, of dtype typenum (float32 or float64)."""
+    """An exact ndarray, C-contiguous, of dtype typenum (float32 or float64), in native byte
+    order (a '>f8' array has the same type number: its bytes are not the kernel's)."""
     return (type(a) is np.ndarray and cnp.PyArray_TYPE(<cnp.ndarray>a) == typenum
-            and cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>a))
+            and cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>a)
+            and cnp.PyArray_ISNOTSWAPPED(<cnp.ndarray>a))
 
 
 cdef inline bint same_shape(cnp.ndarray a, cnp.ndarray b) noexcept:
@@ -276,6 +298,10 @@ cdef inline bint usable_out(object out, cnp.ndarray x, int typenum, cnp.ndarray 
 
 
 cdef inline int reduction_code(object reduction) noexcept:
+    # Exact str only (its comparison cannot raise); subclasses such as np.str_ take the
+    # general path, which reads them by their characters (fastloss._api._check_reduction).
+    if type(reduction) is not str:
+        return -1
     if reduction == "mean":
         return 0
     if reduction == "sum":
@@ -501,10 +527,12 @@ cdef class _Classes:
         cdef cnp.ndarray x = <cnp.ndarray>input, t = <cnp.ndarray>target
         if (not plain_float(x, typenum) or x.ndim != 2 or t.ndim != 1
                 or cnp.PyArray_TYPE(t) != cnp.NPY_INT64 or not cnp.PyArray_IS_C_CONTIGUOUS(t)
+                or not cnp.PyArray_ISNOTSWAPPED(t)
                 or t.shape[0] != x.shape[0] or x.shape[1] == 0):
             return None
-        if self.has_ignore and type(ignore_index) is not int:
-            return None
+        if self.has_ignore and (type(ignore_index) is not int
+                                or not INT64_MIN <= ignore_index <= INT64_MAX):
+            return None  # the general path refuses it with its message
         cdef int red = reduction_code(reduction), nt = thread_count(n_threads)
         if red < 0 or nt < 0:
             return None

@@ -63,7 +63,8 @@ def first_non_sign(a, n_threads):
 
 
 def float64_sum(a):
-    return float(np.sum(a, dtype=np.float64))
+    with np.errstate(all="ignore"):  # an infinite weight or an overflowing sum: inf
+        return float(np.sum(a, dtype=np.float64))
 
 
 def class_target_stats(t, n_classes, ignore_index, w):
@@ -80,6 +81,8 @@ def class_target_stats(t, n_classes, ignore_index, w):
 # --------------------------------------------------------------------------- elementwise math
 # Each function takes x, t (same shape, compute dtype), pos_weight (broadcastable, or None)
 # and the loss's parameters, and returns (loss, grad) per element, grad None unless asked.
+# A gradient with a constant factor (2 for the squares) leaves it out: GRAD_FACTOR multiplies
+# it in last (exactly), so 2 r cannot overflow where the scaled gradient is finite.
 
 
 def _sign(r):
@@ -89,7 +92,7 @@ def _sign(r):
 
 def mse(x, t, pw, want_grad):
     r = x - t
-    return r * r, (2 * r if want_grad else None)
+    return r * r, (r if want_grad else None)  # gradient 2 r: GRAD_FACTOR
 
 
 def l1(x, t, pw, want_grad):
@@ -159,10 +162,19 @@ def hinge(x, t, pw, margin, want_grad):
 
 def squared_hinge(x, t, pw, margin, want_grad):
     h = np.maximum(margin - t * x, 0)
-    return h * h, (-2 * t * h if want_grad else None)
+    return h * h, (-t * h if want_grad else None)  # gradient -2 y h: GRAD_FACTOR
+
+
+GRAD_FACTOR = {mse: 2, squared_hinge: 2}
+# Gradients whose zero is a selected constant (a hinge's flat side): 0 whatever the weight
+# (an infinite weight would make 0 * inf = NaN; PyTorch's clamp backward is a select).
+FLAT_ZERO = {hinge, squared_hinge}
 
 
 def _elementwise_kernel(math_fn):
+    factor = GRAD_FACTOR.get(math_fn, 1)
+    flat_zero = math_fn in FLAT_ZERO
+
     def kernel(x, t, w, pw, params, want_none, grad_scale, out, n_threads):
         want_grad = grad_scale is not None
         # View the flat data as rows of the weights' period so the weights broadcast.
@@ -176,10 +188,16 @@ def _elementwise_kernel(math_fn):
             loss = loss * w2
         total = None if want_none else float(np.sum(loss, dtype=np.float64))
         if want_grad:
+            # g * (w * scale): the weight meets the scale first (a huge weight with a small
+            # scale stays finite; an infinite weight makes only its own element NaN).
+            scale = x.dtype.type(grad_scale)
             if w2 is not None:
-                grad = grad * w2
-            if grad_scale != 1.0:
-                grad = grad * x.dtype.type(grad_scale)
+                weighted = grad * (w2 * scale)
+                grad = np.where(grad == 0, grad, weighted) if flat_zero else weighted
+            elif scale != 1:
+                grad = grad * scale
+            if factor != 1:
+                grad = grad * x.dtype.type(factor)
             grad = grad.reshape(-1)
             if out is not None:
                 out[...] = grad
@@ -252,18 +270,21 @@ def cross_entropy(x, t, w, pw, params, want_none, grad_scale, out, n_threads):
     loss = w_y * -_gather(logp, t)
     if eps > 0:
         # Label smoothing (PyTorch): (1 - eps) * nll + eps / C * sum_c w_c * (-logp_c).
-        smooth = np.sum(-logp * wc[None, :, None], axis=1)
+        smooth = np.sum(-logp * wc[None, :, None], axis=1, dtype=np.float64).astype(dtype)
         loss = (1 - eps) * loss + (eps / n_classes) * np.where(keep, smooth, 0)
     loss = np.where(keep, loss, 0).astype(dtype)
     grad = None
     if grad_scale is not None:
         hot = _onehot(t, n_classes, dtype)
-        p_minus_hot = p - hot
-        if eps == 0:  # p_y - 1 = -(s - 1) / s where the target holds the max
-            p_minus_hot = np.where((hot > 0) & at_max, -tail, p_minus_hot)
-        grad = w_y[:, None, :] * p_minus_hot
-        if eps > 0:
-            grad = (1 - eps) * grad + (eps / n_classes) * (p * np.sum(wc) - wc[None, :, None])
+        # w_y p - w_y onehot, as the compiled kernel (an infinite w_y gives inf - inf = NaN
+        # at the target, as PyTorch); p_y - 1 = -(s - 1) / s where the target holds the max
+        wy = w_y[:, None, :]
+        grad = np.where(hot > 0, wy * p - wy, wy * p)
+        if eps == 0:
+            grad = np.where((hot > 0) & at_max & np.isfinite(wy), -tail * wy, grad)
+        if eps > 0:  # the class weights summed in float64 (float32 counts stop at 2**24)
+            wsum = dtype.type(np.sum(wc, dtype=np.float64))
+            grad = (1 - eps) * grad + (eps / n_classes) * (p * wsum - wc[None, :, None])
     return _finish(loss, grad, want_none, grad_scale, out, dtype, keep)
 
 
@@ -274,10 +295,10 @@ def cross_entropy_probs(x, t, w, pw, params, want_none, grad_scale, out, n_threa
     q = (1 - eps) * t + eps / n_classes if eps > 0 else t
     wq = q if w is None else q * w[None, :, None]
     logp, p, _, _ = _log_softmax(x)
-    loss = -np.sum(logp * wq, axis=1)
+    loss = -np.sum(logp * wq, axis=1, dtype=np.float64).astype(dtype)
     grad = None
     if grad_scale is not None:
-        grad = p * np.sum(wq, axis=1, keepdims=True) - wq
+        grad = p * np.sum(wq, axis=1, keepdims=True, dtype=np.float64).astype(dtype) - wq
     return _finish(loss, grad, want_none, grad_scale, out, dtype)
 
 
@@ -317,11 +338,23 @@ def multi_margin(x, t, w, pw, params, want_none, grad_scale, out, n_threads):
     z = (d + dtype.type(margin)) + error
     active = (z > 0) & (not_target > 0)
     h = np.where(active, z, 0).astype(dtype)
-    loss = (w_y * np.sum(h if p == 1 else h * h, axis=1) / n_classes).astype(dtype)
+    # w_y * sum / C, 0 where no term counts (whatever w_y, as PyTorch adds term by term);
+    # in float64 where the float32 sum overflows but the loss fits
+    term_sum = np.sum(h if p == 1 else h * h, axis=1, dtype=np.float64)
+    s = term_sum.astype(dtype)
+    loss = np.where(np.isinf(s) & np.isfinite(term_sum), w_y * term_sum / n_classes, w_y * s / n_classes)
+    loss = np.where(term_sum == 0, 0, loss).astype(dtype)
     grad = None
     if grad_scale is not None:
-        g = (active.astype(dtype) if p == 1 else 2 * h) * (w_y[:, None, :] / n_classes)
-        grad = np.where(not_target > 0, g, -np.sum(g, axis=1, keepdims=True)).astype(dtype)
+        # The factor p w_y / C (the doubling exact) times 1 or z (2 z would overflow near the
+        # float max); the target's entry is minus the float64 sum of the 1s or zs times the
+        # factor and the scale, in float64, rounded once.
+        slopes = active.astype(dtype) if p == 1 else h
+        factor = dtype.type(p) * (w_y[:, None, :] / n_classes).astype(dtype)
+        g = np.where(active, slopes * factor, 0)  # an inactive term is 0 whatever the weight
+        g_y = -(np.sum(g, axis=1, keepdims=True, dtype=np.float64) * grad_scale)
+        grad = np.where(not_target > 0, g * dtype.type(grad_scale), g_y.astype(dtype)).astype(dtype)
+        grad_scale = 1.0  # applied above
     return _finish(loss, grad, want_none, grad_scale, out, dtype)
 
 

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import functools
+import os
+import types
+
 import numpy as np
 
 import fastloss  # first imported (warning silenced) by conftest.py
@@ -15,7 +19,35 @@ if fastloss.get_backend() == "cython":
     BACKENDS.append(("cython", fastloss))
 COMPILED_BACKENDS = [(name, module) for name, module in BACKENDS if name != "numpy"]
 
+
+@functools.lru_cache(maxsize=None)
+def compiled_api():
+    """The 22 public functions on the compiled backend, whatever backend ``fastloss`` itself
+    runs on: the C level and the compiled examples are the compiled backend's kernels, and
+    they are held to its Python API bit for bit even under FASTLOSS_BACKEND=numpy (where the
+    extension is still built). Callers skip first when ``fastloss.kernels`` is missing."""
+    if fastloss.get_backend() == "cython":
+        return fastloss
+    from fastloss import _cython_backend
+    from fastloss._api import make_public_api
+
+    return types.SimpleNamespace(**make_public_api(_cython_backend))
+
 RTOL = {np.dtype(np.float32): 1e-5, np.dtype(np.float64): 1e-10}
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on: fastloss never uses more threads than this, and
+    get_num_threads() reports a requested count clamped to it (machine-dependent)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def clamped_threads(n: int) -> int:
+    """What get_num_threads() reports after set_num_threads(n) (or OMP_NUM_THREADS=n) here."""
+    return max(1, min(int(n), usable_cpus()))
 
 
 def rtol_for(dtype) -> float:

@@ -303,14 +303,46 @@ def _float64_args(x, t, kwargs):
     return x64, t64, kw
 
 
-def _reduce(per, divisor, grad, reduction):
+def depends_on(loss, x, t, kwargs):
+    """Where the gradient is a weight times a derivative (bool, shaped like ``x``): for the
+    hinges only at the active terms (margin - y x > 0, or NaN), not on the flat side nor at
+    the kink, where it is a selected 0 (PyTorch's clamp backward is a select); for class
+    indices not at the ignored samples, and for ``nll_loss`` only at each kept sample's
+    target class; everywhere else. Outside, the gradient is 0 by structure, even when "mean"
+    divides by a zero weight sum."""
+    if loss in ("hinge_loss", "squared_hinge_loss"):
+        z = kwargs.get("margin", 1.0) - np.asarray(t) * np.asarray(x)
+        return ~(z <= 0)
+    kept_only = loss in ("cross_entropy", "nll_loss")
+    if not kept_only or np.shape(t) == np.shape(x):  # elementwise, or class probabilities
+        return np.ones(np.shape(x), bool)
+    z, tt, back, _ = _rows(np.asarray(x), t)
+    kept = tt != kwargs.get("ignore_index", -100)
+    if loss == "cross_entropy":
+        return back(np.repeat(kept[:, None], z.shape[1], axis=1))
+    mask = np.zeros(z.shape, bool)
+    mask[np.arange(len(tt))[kept], tt[kept]] = True
+    return back(mask)
+
+
+def _reduce(per, divisor, grad, reduction, support=None):
+    """Reduce the per-term losses; the "mean" gradient is the "sum" gradient / divisor. A zero
+    divisor (every weight 0) makes it grad / 0 (NaN for a zero component) where the loss
+    depends on the input (``support``, as PyTorch's autograd and NLL backward), 0 elsewhere."""
     if reduction == "none":
-        return per, grad
+        return per, grad if support is None else np.where(support, grad, 0.0)
     total = math.fsum(per.reshape(-1)) if np.isfinite(per).all() else float(np.sum(per))
     if reduction == "sum":
-        return total, grad
-    value = total / divisor if divisor else (math.nan if total == 0 or math.isnan(total) else math.copysign(math.inf, total))
-    return value, grad / divisor if divisor else grad * math.nan
+        return total, grad if support is None else np.where(support, grad, 0.0)
+    with np.errstate(all="ignore"):
+        divided = grad / np.float64(divisor)
+    if divisor:
+        value = total / divisor
+    else:
+        value = math.nan if total == 0 or math.isnan(total) else math.copysign(math.inf, total)
+    # Outside the support the gradient is 0 by structure, whatever the divisor (0, or NaN or
+    # inf from a non-finite weight): PyTorch's select (clamp backward, NLL's gather).
+    return value, divided if support is None else np.where(support, divided, 0.0)
 
 
 def formula_reference(loss, x, t, kwargs, reduction):
@@ -318,7 +350,7 @@ def formula_reference(loss, x, t, kwargs, reduction):
     x64, t64, kw = _float64_args(x, t, kwargs)
     with np.errstate(all="ignore"):
         per, divisor, grad = FORMULAS[loss](x64, t64, **kw)
-        return _reduce(per, divisor, grad, reduction)
+        return _reduce(per, divisor, grad, reduction, depends_on(loss, x64, t64, kw))
 
 
 def formula_value(loss, x64, t64, kw, reduction):

@@ -186,7 +186,10 @@ def test_bench_json_and_table(tmp_path, capsys):
     assert [(e["loss"], e["dtype"]) for e in data["memory"]] == [
         (name, d) for name in labels for d in ("float32", "float64")]
     for e in data["memory"]:
-        assert e["fastloss_out_bytes"] < e["input_bytes"] // 2  # nothing input-sized with out=
+        if m["backend"] == "cython":  # the compiled kernels: nothing input-sized with out=
+            assert e["fastloss_out_bytes"] < e["input_bytes"] // 2
+        else:  # FASTLOSS_BACKEND=numpy: the NumPy backend computes with input-sized temporaries
+            assert e["fastloss_out_bytes"] >= e["input_bytes"]
         assert e["fastloss_bytes"] >= e["input_bytes"]  # the returned gradient
         assert e["numpy_bytes"] > e["input_bytes"]  # plain NumPy makes temporaries
 

@@ -123,10 +123,16 @@ def test_all_ignored_batch(api, name, shape, ignore, params, reduction, dtype):
     else:
         assert (loss == 0).all()
     assert (grad == 0).all(), f"gradient of an all-ignored batch: {grad.reshape(-1)[:6]}"
-    if reference.HAVE_TORCH:  # and PyTorch agrees
-        ref_loss, ref_grad = reference.torch_reference(name, x, t, kw, reduction)
+    for ref in _references():  # and the float64 formulas agree, and PyTorch when installed
+        ref_loss, ref_grad = ref(name, x, t, kw, reduction)
         assert_value_close(loss, ref_loss, rtol_for(dtype))
         assert_grad_close(grad, ref_grad, rtol_for(dtype))
+
+
+def _references():
+    """The references an edge case is held to: the float64 formulas on every machine (they
+    are the reference where torch is missing), and PyTorch too where it is installed."""
+    return [reference.formula_reference] + ([reference.torch_reference] if reference.HAVE_TORCH else [])
 
 
 @dtypes
@@ -134,19 +140,22 @@ def test_all_ignored_batch(api, name, shape, ignore, params, reduction, dtype):
 @pytest.mark.parametrize("case", [c for c in representative_cases() if "weight" in dict(c.params)], ids=str)
 def test_all_zero_weights(api, case, reduction, dtype):
     """Every weight 0: "mean" divides by a zero weight sum where PyTorch does (NaN, and a
-    NaN gradient exactly where PyTorch has one), "sum" and "none" are 0. The hinges, which
-    PyTorch lacks, follow mse_loss and l1_loss: a NaN gradient everywhere."""
+    NaN gradient exactly where PyTorch's autograd has one: where a weight multiplies the
+    derivative, ``reference.depends_on``), "sum" and "none" are 0. The hinges, which PyTorch
+    lacks, follow their formula written in torch: NaN at the active terms, 0 on the flat side."""
     x, t, kw = case.generate(dtype)
     kw = {**kw, "weight": np.zeros_like(kw["weight"])}
     with np.errstate(all="ignore"):
         loss, grad = loss_fn(api, case.loss, grad=True)(x, t, reduction=reduction, **kw)
-        ref_loss, ref_grad = reference.reference(case.loss, x, t, kw, reduction)
-    assert_value_close(loss, ref_loss, rtol_for(dtype))
-    if case.loss in reference.NOT_IN_TORCH:
-        assert np.isnan(grad).all() if reduction == "mean" else (grad == 0).all()
-        return
-    np.testing.assert_array_equal(np.isnan(grad), np.isnan(ref_grad))
-    assert_grad_close(grad, ref_grad, rtol_for(dtype))
+    if case.loss in reference.NOT_IN_TORCH:  # "mean" divides by the zero weight sum
+        assert (np.isnan(grad) == reference.depends_on(case.loss, x, t, kw)).all() if reduction == "mean" \
+            else (grad == 0).all()
+    for ref in _references():  # the formulas always (the reference without torch), PyTorch if installed
+        with np.errstate(all="ignore"):
+            ref_loss, ref_grad = ref(case.loss, x, t, kw, reduction)
+        assert_value_close(loss, ref_loss, rtol_for(dtype))
+        np.testing.assert_array_equal(np.isnan(grad), np.isnan(ref_grad), err_msg=ref.__name__)
+        assert_grad_close(grad, ref_grad, rtol_for(dtype))
 
 
 # --------------------------------------------------------------------------- 0-d, unbatched
