@@ -111,7 +111,6 @@ ARG = {"input": "input", "target": "target", "indices": "target", "probabilities
 
 
 def _base(name, role, dtype, path):
-    spec = BY_NAME[name]
     form = "probabilities" if role == "probabilities" else None
     if role in ("weight", "pos_weight"):
         path = "general"

@@ -14,16 +14,12 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
-import textwrap
 
 import numpy as np
 import pytest
 
 import fastloss
+from adversarial.adv_runtime_support import assert_ok, run_python
 from cases import Case
 from fastloss._registry import BY_NAME, LOSSES
 from helpers import assert_bitwise, loss_fn
@@ -240,12 +236,4 @@ def test_allocation_failure_under_an_address_space_cap_is_memory_error(tmp_path)
     """np.empty (and the compute-dtype copies) failing under RLIMIT_AS: MemoryError from
     every function that needs a buffer the size of the input, ``out`` untouched, and the
     process then goes on (both backends; one thread, so that no thread creation is involved)."""
-    proc = subprocess.Popen([sys.executable, "-c", textwrap.dedent(_RLIMIT_SCRIPT)], cwd=str(tmp_path),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
-    try:
-        out, err = proc.communicate(timeout=60)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, err = proc.communicate()
-        pytest.fail(f"hung under RLIMIT_AS:\n{out[-2000:]}")
-    assert proc.returncode == 0 and "RLIMIT-OK" in out, f"exit {proc.returncode}\n{out[-2000:]}\n{err[-3000:]}"
+    assert_ok(run_python(_RLIMIT_SCRIPT, timeout=60, cwd=tmp_path), "RLIMIT-OK")

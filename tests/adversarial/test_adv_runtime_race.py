@@ -22,39 +22,18 @@ The C level is raced the same way (ctypes releases the GIL during the call).
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 import pytest
 
 import fastloss
+from adversarial.adv_runtime_support import assert_ok, run_python
 from helpers import BACKENDS
 
 TESTS_DIR = str(Path(__file__).resolve().parent.parent)
 BACKEND_NAMES = [name for name, _ in BACKENDS]
 
 
-def _run(code: str, timeout: float = 60) -> subprocess.CompletedProcess:
-    proc = subprocess.Popen([sys.executable, "-c", textwrap.dedent(code)], cwd="/", stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, err = proc.communicate()
-        pytest.fail(f"hung for {timeout} s; output so far:\n{out[-2000:]}\n{err[-2000:]}")
-    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
-
-
-def _assert_ok(result, token):
-    rc = result.returncode
-    how = f"killed by signal {-rc} ({signal.Signals(-rc).name})" if rc < 0 else f"exit code {rc}"
-    assert rc == 0 and token in result.stdout, (
-        f"{how}\nstdout (last lines):\n{result.stdout[-2500:]}\nstderr:\n{result.stderr[-3000:]}")
 
 
 _CLASS_RACE = """
@@ -182,8 +161,8 @@ print("RACE-OK", len(stats), "scenarios;", sum(s[1] for s in stats), "calls;", s
 @pytest.mark.parametrize("name", ["cross_entropy", "nll_loss", "multi_margin_loss"])
 def test_class_indices_flipped_during_calls(name, backend):
     budget = 0.05 if backend == "cython" else 0.06
-    result = _run(_CLASS_RACE.format(backend=backend, name=name, budget=budget), timeout=90)
-    _assert_ok(result, "RACE-OK")
+    result = run_python(_CLASS_RACE.format(backend=backend, name=name, budget=budget), timeout=90)
+    assert_ok(result, "RACE-OK")
 
 
 _ELEMENTWISE_RACE = """
@@ -250,7 +229,7 @@ def test_elementwise_operands_mutated_during_calls(backend):
     values and back while calls run: no crash, nothing written outside ``out``, a result or
     the validation's ValueError."""
     budget = 0.05 if backend == "cython" else 0.08
-    _assert_ok(_run(_ELEMENTWISE_RACE.format(backend=backend, budget=budget), timeout=90), "ELEMENTWISE-RACE-OK")
+    assert_ok(run_python(_ELEMENTWISE_RACE.format(backend=backend, budget=budget), timeout=90), "ELEMENTWISE-RACE-OK")
 
 
 _C_LEVEL_RACE = f"""
@@ -319,4 +298,4 @@ def test_class_indices_flipped_during_c_level_calls():
     """The exported C kernels (called through ctypes, which releases the GIL) while another
     thread flips class indices: no crash, no write outside the buffers; a refusal (NaN,
     nothing written) or the unmutated values with NaN samples."""
-    _assert_ok(_run(_C_LEVEL_RACE, timeout=90), "C-RACE-OK")
+    assert_ok(run_python(_C_LEVEL_RACE, timeout=90), "C-RACE-OK")

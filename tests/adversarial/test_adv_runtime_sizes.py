@@ -19,16 +19,12 @@
 from __future__ import annotations
 
 import math
-import os
-import signal
-import subprocess
-import sys
-import textwrap
 
 import numpy as np
 import pytest
 
 import fastloss
+from adversarial.adv_runtime_support import run_python
 import reference
 from cases import CLASS_WEIGHT, Case, make_weight
 from fastloss._registry import BY_NAME, LOSSES, REDUCTIONS
@@ -40,20 +36,6 @@ ELEMENTWISE = [s.name for s in LOSSES if s.kind == "elementwise"]
 CLASSES = [s.name for s in LOSSES if s.kind == "classes"]
 I64 = np.iinfo(np.int64)
 
-
-def _run(code: str, timeout: float, cwd) -> subprocess.CompletedProcess:
-    """Run ``code`` in a fresh interpreter (the environment of this one: same fastloss,
-    same FASTLOSS_BACKEND); on a timeout the whole process group is killed and the test fails
-    with what the child printed so far."""
-    proc = subprocess.Popen([sys.executable, "-c", textwrap.dedent(code)], cwd=str(cwd),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, err = proc.communicate()
-        pytest.fail(f"timed out after {timeout} s; last output:\n{out[-2000:]}\n{err[-2000:]}")
-    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
 # --------------------------------------------------------------------------- empty batches
@@ -186,7 +168,7 @@ def test_empty_batch_with_a_huge_class_count_returns_at_once(backend, tmp_path):
     """SPEC11 item 2: cross_entropy / nll_loss / multi_margin_loss (and _grad, with out=)
     on np.empty((0, C)) (and (0, C, d), (N, C, 0)) with C = 10**9 and 2**40 return at once:
     every call under 1 s, the whole scenario under 20 s, no O(C) allocation."""
-    result = _run(_HUGE_C_SCRIPT.format(backend=backend), timeout=20, cwd=tmp_path)
+    result = run_python(_HUGE_C_SCRIPT.format(backend=backend), timeout=20, cwd=tmp_path)
     assert result.returncode == 0 and "HUGE-C-OK" in result.stdout, (
         f"exit {result.returncode}; last calls:\n{result.stdout[-1500:]}\n{result.stderr[-3000:]}")
 

@@ -18,15 +18,12 @@ runtime, a crash or a hang fails the test, never the suite):
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 import pytest
 
 import fastloss
+from adversarial.adv_runtime_support import assert_ok, run_python
 
 TESTS_DIR = str(Path(__file__).resolve().parent.parent)
 HAS_AFFINITY = hasattr(os, "sched_getaffinity")
@@ -80,26 +77,6 @@ def work(n_threads, outs=None):
 """
 
 
-def _run(code: str, timeout: float = 60, env: dict | None = None, cwd=None) -> subprocess.CompletedProcess:
-    full_env = {**os.environ, **(env or {})}
-    for key in [k for k, v in (env or {}).items() if v is None]:
-        full_env.pop(key)
-    proc = subprocess.Popen([sys.executable, "-c", textwrap.dedent(code)], cwd=cwd or "/", env=full_env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, err = proc.communicate()
-        pytest.fail(f"hung for {timeout} s; output so far:\n{out[-2000:]}\n{err[-2000:]}")
-    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
-
-
-def _assert_ok(result, token):
-    rc = result.returncode
-    how = f"killed by signal {-rc} ({signal.Signals(-rc).name})" if rc < 0 else f"exit code {rc}"
-    assert rc == 0 and token in result.stdout, (
-        f"{how}\nstdout:\n{result.stdout[-2000:]}\nstderr:\n{result.stderr[-3000:]}")
 
 
 # --------------------------------------------------------------------------- RLIMIT_AS
@@ -125,7 +102,7 @@ def test_parallel_calls_under_an_address_space_cap(thread_counts, headroom_mb):
     and the process lives (libgomp calls exit(1) when it cannot create a team's thread).
     The gradients go to buffers allocated before the cap: the calls allocate nothing big."""
     code = _RLIMIT_THREADS.format(headroom=headroom_mb << 20, thread_counts=thread_counts)
-    _assert_ok(_run(code, env={"OMP_NUM_THREADS": None}), "RLIMIT-THREADS-OK")
+    assert_ok(run_python(code, env={"OMP_NUM_THREADS": None}), "RLIMIT-THREADS-OK")
 
 
 # --------------------------------------------------------------------------- thread counts
@@ -151,7 +128,7 @@ def test_omp_num_threads_far_above_the_cpus_is_clamped(omp):
     """OMP_NUM_THREADS=3000 (SPEC11 item 4): get_num_threads() reports at most the CPUs
     the process may use (also after set_num_threads(5000)), calls give the serial bits, and
     the process gets at most one OS thread per CPU. Both backends."""
-    _assert_ok(_run(_OMP_3000.format(), env={"OMP_NUM_THREADS": omp}), "OMP-OK")
+    assert_ok(run_python(_OMP_3000.format(), env={"OMP_NUM_THREADS": omp}), "OMP-OK")
 
 
 _THREAD_COUNT = PRELUDE + """
@@ -183,7 +160,7 @@ print("THREADS-OK", before, after, CPUS)
 def test_huge_n_threads_starts_at_most_one_thread_per_cpu():
     """After calls with n_threads=1024 and 2**31 - 1 (Python API and C level), the process
     has at most CPU count + (threads before) + 1 OS threads, and the serial bits."""
-    _assert_ok(_run(_THREAD_COUNT.format(), env={"OMP_NUM_THREADS": None}), "THREADS-OK")
+    assert_ok(run_python(_THREAD_COUNT.format(), env={"OMP_NUM_THREADS": None}), "THREADS-OK")
 
 
 _ONE_CPU = """
@@ -212,7 +189,7 @@ def test_one_usable_cpu_means_no_helper_threads(when):
     narrow = "os.sched_setaffinity(0, {cpu})"
     code = _ONE_CPU.format(narrow_before=narrow if when == "before-import" else "",
                            narrow_after=(narrow + "\nCPUS = 1") if when == "after-import" else "")
-    _assert_ok(_run(code, env={"OMP_NUM_THREADS": None}), "ONE-CPU-OK")
+    assert_ok(run_python(code, env={"OMP_NUM_THREADS": None}), "ONE-CPU-OK")
 
 
 # --------------------------------------------------------------------------- many Python threads
@@ -245,7 +222,7 @@ print("MANY-OK", n_os_threads())
 def test_many_python_threads_with_different_thread_counts():
     """12 Python threads at once, each calling every kind of parallel kernel with another
     n_threads (1 ... 2**31 - 1, None): every result the serial bits, no crash."""
-    _assert_ok(_run(_MANY_THREADS.format(), env={"OMP_NUM_THREADS": None}), "MANY-OK")
+    assert_ok(run_python(_MANY_THREADS.format(), env={"OMP_NUM_THREADS": None}), "MANY-OK")
 
 
 # --------------------------------------------------------------------------- fork
@@ -291,7 +268,7 @@ print("FORK-OK")
 def test_fork_while_another_thread_runs_a_parallel_kernel():
     """fork() while another Python thread is inside a parallel kernel (n_threads=1024):
     the child (and the child's child) compute the same bits with any n_threads, no hang."""
-    _assert_ok(_run(_FORK_DURING_CALL.format(), timeout=90, env={"OMP_NUM_THREADS": None}), "FORK-OK")
+    assert_ok(run_python(_FORK_DURING_CALL.format(), timeout=90, env={"OMP_NUM_THREADS": None}), "FORK-OK")
 
 
 # --------------------------------------------------------------------------- signals
@@ -338,4 +315,4 @@ print("SIGNALS-OK", len(ticks))
 def test_signals_and_keyboard_interrupt_during_calls():
     """A SIGALRM every 3 ms (its handler calls fastloss) during parallel calls, then SIGINT
     during a run of long calls: the serial bits, KeyboardInterrupt raised, calls go on."""
-    _assert_ok(_run(_SIGNALS.format(), env={"OMP_NUM_THREADS": None}), "SIGNALS-OK")
+    assert_ok(run_python(_SIGNALS.format(), env={"OMP_NUM_THREADS": None}), "SIGNALS-OK")
