@@ -42,6 +42,19 @@ namespace fl {
 using idx = std::ptrdiff_t;
 
 // ---------------------------------------------------------------------------------------
+// A class index read exactly once. A plain load may legally be repeated by the compiler
+// (it assumes no other thread writes the array), so the value checked and the value used
+// could differ under a racing caller; an atomic load (relaxed: a plain move on x86 and ARM)
+// cannot be repeated or split.
+inline int64_t read_once(const int64_t* p) {
+#if defined(__GNUC__) || defined(__clang__)
+    return __atomic_load_n(p, __ATOMIC_RELAXED);
+#else
+    return *static_cast<const volatile int64_t*>(p);
+#endif
+}
+
+// ---------------------------------------------------------------------------------------
 // Scratch memory. The kernels allocate in one place: scratch_alloc, which throws
 // std::bad_alloc when memory is short, always before anything is written (the Python layer
 // turns it into MemoryError with every output untouched; the C level returns NaN).

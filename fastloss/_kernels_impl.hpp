@@ -888,7 +888,7 @@ double classes(int which, const ClassArgs<T>& a, int n_threads) {
                 int64_t ys[TILE];
                 bool valid = true;
                 for (int r = 0; r < TILE; ++r) {
-                    ys[r] = a.target[s + r];
+                    ys[r] = read_once(a.target + s + r);
                     valid &= in_range(ys[r]) || (may_ignore && ys[r] == a.ignore_index);
                 }
                 if (valid) {  // else (a racing caller) the rows go one by one, below
@@ -906,7 +906,7 @@ double classes(int which, const ClassArgs<T>& a, int n_threads) {
             idx offset = n * a.C * a.K + k;
             const T* x = a.x + offset;
             T* g = a.grad ? a.grad + offset : nullptr;
-            const int64_t y = a.target ? a.target[s] : 0;
+            const int64_t y = a.target ? read_once(a.target + s) : 0;
             T loss;
             if (a.target && y == a.ignore_index && may_ignore) {
                 loss = 0;  // ignored sample: no loss, zero gradient
@@ -1033,7 +1033,7 @@ idx class_target_stats(const int64_t* t, idx n, idx C, bool has_ignore, int64_t 
     // The indices are read again here: each once, and checked again before w[y] is read
     // (another thread may have changed it since): such a sum is NaN, and so is the loss.
     *weight_sum = lane_sum(n, [&](idx i) {
-        const int64_t y = t[i];
+        const int64_t y = read_once(t + i);
         const bool kept_y = kept(y), valid = (uint64_t)y < (uint64_t)C;
         const double w_y = w && valid ? double(w[y]) : 1.0;
         return kept_y ? (valid ? w_y : std::numeric_limits<double>::quiet_NaN()) : 0.0;
