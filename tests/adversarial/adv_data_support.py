@@ -232,3 +232,13 @@ __all__ = [
     "replace", "operand", "reference_fn", "reference_results", "assert_matches", "assert_backends_agree",
     "exact_results", "assert_close_to_exact", "compute_dtype", "BY_NAME", "REDUCTIONS",
 ]
+
+
+def operands(name, path):
+    """The array operands a call of ``name`` takes on ``path``: input and target, and on the
+    general path the weights the loss has."""
+    spec = BY_NAME[name]
+    ops = ["input", "target"]
+    if path == "general":
+        ops += [k for k in ("weight", "pos_weight") if getattr(spec, k)]
+    return ops

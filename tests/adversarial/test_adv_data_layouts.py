@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from adversarial.adv_data_support import (BY_NAME, CLASS_NAMES, ELEMENTWISE_NAMES, FLOATS, NAMES, PATHS,
-                                          REDUCTIONS, all_results, call, valid_call)
+                                          REDUCTIONS, all_results, call, operands, valid_call)
 from helpers import assert_bitwise
 
 
@@ -78,14 +78,6 @@ LAYOUTS = {
 }
 
 
-def _operands(name, path):
-    spec = BY_NAME[name]
-    ops = ["input", "target"]
-    if path == "general":
-        ops += [k for k in ("weight", "pos_weight") if getattr(spec, k)]
-    return ops
-
-
 def _split(args):
     args = dict(args)
     return args.pop("input"), args.pop("target"), args
@@ -110,7 +102,7 @@ def test_layouts_are_bitwise_contiguous_copies(api, name, layout):
                 x, t, kw = valid_call(name, path, dtype, form=form)
                 expected = all_results(api, name, x, t, kw)
                 args = {"input": x, "target": t, **kw}
-                ops = _operands(name, path)
+                ops = operands(name, path)
                 for chosen in [[o] for o in ops] + [ops]:
                     conv = {k: (convert(v) if k in chosen else v) for k, v in args.items()}
                     got = all_results(api, name, *_split(conv))
@@ -129,7 +121,7 @@ def test_zero_strides(api, name, kind):
             for form in _forms(name):
                 x, t, kw = valid_call(name, path, dtype, form=form)
                 args = {"input": x, "target": t, **kw}
-                ops = _operands(name, path)
+                ops = operands(name, path)
                 if BY_NAME[name].kind == "classes" and form != "probabilities" and kind == "everything":
                     args["target"] = np.where(np.asarray(t) < 0, 0, t)  # one class for all
                 for chosen in [[o] for o in ops] + [ops]:

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from adversarial.adv_data_support import (BY_NAME, CLASS_NAMES, ELEMENTWISE_NAMES, NAMES, PATHS, REDUCTIONS,
-                                          all_results, call, valid_call)
+                                          all_results, call, operands, valid_call)
 from helpers import assert_bitwise
 
 pytestmark = pytest.mark.filterwarnings("ignore:the matrix subclass:PendingDeprecationWarning")
@@ -154,14 +154,6 @@ def _applicable(kind, a):
     return kind != "matrix" or np.ndim(a) == 2
 
 
-def _operands(name, path):
-    spec = BY_NAME[name]
-    ops = ["input", "target"]
-    if path == "general":
-        ops += [k for k in ("weight", "pos_weight") if getattr(spec, k)]
-    return ops
-
-
 @pytest.mark.parametrize("kind", list(CONVERTERS) + ["memmap", "memmap-read-only", "memmap-big-endian"])
 @pytest.mark.parametrize("name", NAMES)
 def test_array_likes_compute_as_plain_arrays(api, name, kind, tmp_path):
@@ -183,7 +175,7 @@ def _check_array_like(api, name, path, kind, tmp_path):
     shape = (6, 7) if spec.kind == "elementwise" else (9, 5) if kind == "matrix" else None
     x, t, kw = valid_call(name, path, np.float64, shape=shape)
     expected = all_results(api, name, x, t, kw)
-    ops = _operands(name, path)
+    ops = operands(name, path)
     tried = 0
     for which in ops + ["all"]:
         chosen = ops if which == "all" else [which]
