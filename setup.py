@@ -1,21 +1,49 @@
-"""Build of fastloss's compiled backend (Cython + OpenMP).
+"""Build of fastloss's compiled backend (Cython + C++ + OpenMP).
 
+Why setuptools (and not meson-python or scikit-build): one extension module, a handful of
+C++ files and a code generator in pure Python; setuptools needs nothing beyond what pip's
+build isolation installs (pyproject.toml) and keeps ``pip install -e .`` working. What it
+lacks is added here, in ``BuildExt``:
+
+* The generator first: ``fastloss/_codegen.py`` writes every file that restates the registry
+  (kernel table, C-level functions, kernels.pxd, C header, type stubs, docs tables), only
+  where its text changed.
+* Translation units compiled in parallel: the kernels once per instruction set
+  (csrc/isa_baseline.cpp, isa_avx2.cpp, isa_avx512.cpp), the run-time services
+  (csrc/runtime.cpp) and the Cython glue, on as many jobs as the CPUs this process may use
+  (``FASTLOSS_BUILD_JOBS`` overrides).
+* Incremental: objects are kept in ``build/fastloss-objects/`` (outside the temporary
+  directories of pip's editable builds) and an object is compiled again only when its
+  source, a header it includes (followed recursively), or the compile command changed.
+* No debug information unless ``FASTLOSS_DEBUG=1`` (``-g0`` after Python's own ``-g``).
 * OpenMP is probed by compiling and linking a tiny program; without it the kernels are
   built serial (still correct, still deterministic).
-* Portable by default: no -march=native, no -ffast-math (it would break NaN/inf
+* Portable by default: no -march=native (the instruction-set units choose their targets
+  with pragmas and are dispatched at run time), no -ffast-math (it would break NaN/inf
   semantics). -fno-math-errno only stops libm from setting errno, which lets the compiler
   vectorize calls to exp/log; results are unchanged.
 * The extension is optional: without a compiler or Cython the package still installs and
   runs on its pure NumPy backend (with a RuntimeWarning on import).
 """
 
+import hashlib
+import importlib.util
 import os
+import re
 import sys
 import tempfile
 import textwrap
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
+
+ROOT = Path(__file__).resolve().parent
+CSRC = Path("fastloss/csrc")
+GENERATED = Path("fastloss/_generated")
+INCLUDE = Path("fastloss/include")
+OBJECT_CACHE = ROOT / "build" / "fastloss-objects"
 
 OPENMP_PROBE = textwrap.dedent(
     """
@@ -30,9 +58,19 @@ OPENMP_PROBE = textwrap.dedent(
 )
 
 # -ffp-contract=off: no fused multiply-add contraction by the compiler (the kernels fuse where
-# they choose: vm::mad), so a loss computed with or without
-# its gradient (different loops) has the same bits.
-BASE_FLAGS = ["-O3", "-std=c++17", "-fno-math-errno", "-fno-trapping-math", "-ffp-contract=off", "-fno-semantic-interposition"]
+# they choose: vm::mad), so a loss computed with or without its gradient (different loops)
+# has the same bits.
+BASE_FLAGS = ["-O3", "-std=c++17", "-fno-math-errno", "-fno-trapping-math", "-ffp-contract=off",
+              "-fno-semantic-interposition"]
+
+
+def run_generator():
+    spec = importlib.util.spec_from_file_location("_fastloss_codegen", ROOT / "fastloss" / "_codegen.py")
+    codegen = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(codegen)
+    for path in codegen.generate():
+        print(f"fastloss build: generated {path.relative_to(ROOT)}", file=sys.stderr)
+    return codegen
 
 
 def _compiles(compiler, source, flags):
@@ -49,10 +87,82 @@ def _compiles(compiler, source, flags):
     return True
 
 
+_INCLUDE = re.compile(r'^\s*#\s*include\s+"([^"]+)"', re.M)
+
+
+def included_files(source, search, seen=None):
+    """The project files ``source`` includes with #include "...", recursively."""
+    seen = set() if seen is None else seen
+    try:
+        text = Path(source).read_text(errors="replace")
+    except OSError:
+        return seen
+    for name in _INCLUDE.findall(text):
+        for directory in [Path(source).parent, *search]:
+            candidate = (directory / name).resolve()
+            if candidate.is_file() and candidate.is_relative_to(ROOT):
+                if candidate not in seen:
+                    seen.add(candidate)
+                    included_files(candidate, search, seen)
+                break
+    return seen
+
+
+def build_jobs():
+    env = os.environ.get("FASTLOSS_BUILD_JOBS", "")
+    if env.isdigit() and int(env) > 0:
+        return int(env)
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def cached_parallel_compile(compiler, jobs):
+    """A compiler.compile that builds into OBJECT_CACHE, in parallel, skipping up-to-date objects."""
+
+    def compile(sources, output_dir=None, macros=None, include_dirs=None, debug=0,
+                extra_preargs=None, extra_postargs=None, depends=None):
+        macros, objects, extra_postargs, pp_opts, build = compiler._setup_compile(
+            str(OBJECT_CACHE), macros, include_dirs, sources, depends, extra_postargs)
+        cc_args = compiler._get_cc_args(pp_opts, debug, extra_preargs)
+        search = [Path(d) for d in (include_dirs or []) if Path(d).resolve().is_relative_to(ROOT)]
+        # The command, minus include directories (pip's isolated builds put numpy's headers
+        # in a new temporary directory each time).
+        command = [a for a in [*compiler.compiler_so, *cc_args, *extra_postargs] if not a.startswith("-I")]
+        key = hashlib.sha256(repr((command, sorted(map(str, macros)))).encode()).hexdigest()
+
+        def stale(obj, src):
+            stamp = Path(obj + ".cmd")
+            if not os.path.exists(obj) or not stamp.exists() or stamp.read_text() != key:
+                return True
+            newest = max([os.path.getmtime(src)] + [os.path.getmtime(p) for p in included_files(src, search)])
+            return os.path.getmtime(obj) < newest
+
+        todo = [(obj, build[obj]) for obj in objects if stale(obj, build[obj][0])]
+        kept = len(objects) - len(todo)
+        print(f"fastloss build: compiling {len(todo)} of {len(objects)} translation units on {jobs} jobs"
+              f"{f' ({kept} up to date)' if kept else ''}", file=sys.stderr)
+
+        def one(item):
+            obj, (src, ext) = item
+            os.makedirs(os.path.dirname(obj), exist_ok=True)
+            compiler._compile(obj, src, ext, cc_args, extra_postargs, pp_opts)
+            Path(obj + ".cmd").write_text(key)
+
+        with ThreadPoolExecutor(max_workers=jobs) as pool:
+            list(pool.map(one, todo))  # list(): re-raises the first compile error
+        return objects
+
+    return compile
+
+
 class BuildExt(build_ext):
     def build_extensions(self):
         unix = self.compiler.compiler_type == "unix"
         flags = BASE_FLAGS if unix else ["/O2"]
+        if unix:
+            flags = flags + (["-g"] if os.environ.get("FASTLOSS_DEBUG") == "1" else ["-g0"])
         omp = ["-fopenmp"] if unix else ["/openmp"]
         use_openmp = os.environ.get("FASTLOSS_NO_OPENMP") != "1" and _compiles(
             self.compiler, OPENMP_PROBE, omp
@@ -67,10 +177,11 @@ class BuildExt(build_ext):
             ext.extra_compile_args = flags + (omp if use_openmp else simd_only)
             ext.extra_link_args = omp if use_openmp else []
             ext.define_macros = [("FASTLOSS_OPENMP", "1" if use_openmp else "0")]
+        self.compiler.compile = cached_parallel_compile(self.compiler, build_jobs())
         super().build_extensions()
 
 
-def extensions():
+def extensions(codegen):
     try:
         import numpy  # noqa: F401
         from Cython.Build import cythonize
@@ -81,12 +192,15 @@ def extensions():
 
     ext = Extension(
         "fastloss.kernels",
-        ["fastloss/kernels.pyx"],
-        depends=["fastloss/_kernels.hpp", "fastloss/_capi.hpp", "fastloss/_kernels_impl.hpp", "fastloss/_vecmath.hpp"],
-        include_dirs=[numpy.get_include(), "fastloss"],
+        # The Cython glue first: the linker keeps the first copy of an inline function
+        # emitted by several units, and the glue is compiled for the baseline only.
+        ["fastloss/kernels.pyx", str(CSRC / "runtime.cpp"),
+         *(str(CSRC / f"isa_{level}.cpp") for level in ("baseline", "avx2", "avx512"))],
+        depends=[str(p) for p in (*CSRC.glob("*"), *GENERATED.glob("*"))],
+        include_dirs=[numpy.get_include(), str(CSRC), str(GENERATED)],
         language="c++",
     )
-    return cythonize(
+    modules = cythonize(
         [ext],
         compiler_directives={
             "language_level": 3,
@@ -96,6 +210,13 @@ def extensions():
             "initializedcheck": False,
         },
     )
+    # Cython writes kernels_api.h (the C-API import of the C level) next to the .pyx; the
+    # public header fastloss.h includes it from fastloss/include.
+    api_header = Path("fastloss/kernels_api.h")
+    if api_header.exists():
+        codegen.write_if_changed(INCLUDE / "kernels_api.h", api_header.read_text())
+    return modules
 
 
-setup(ext_modules=extensions(), cmdclass={"build_ext": BuildExt})
+codegen = run_generator()
+setup(ext_modules=extensions(codegen), cmdclass={"build_ext": BuildExt})

@@ -1,8 +1,9 @@
 """fastloss: loss functions and their gradients in one fused, parallel, stable pass.
 
 The losses follow ``torch.nn.functional`` (names, parameters, defaults and results); every
-loss ``NAME`` has a twin ``NAME_grad`` returning ``(loss, grad)``. See the README and
-API.md for the contract.
+loss ``NAME`` has a twin ``NAME_grad`` returning ``(loss, grad)``. The API reference is
+docs/API.md (installed with the package as fastloss/API.md; ``python -m fastloss api``
+prints it).
 
 Backends: the compiled Cython/OpenMP backend when it imports, else the pure NumPy backend
 (with one RuntimeWarning). ``FASTLOSS_BACKEND=numpy`` forces NumPy, ``=cython`` makes a
@@ -40,7 +41,7 @@ def _select_backend():
                 RuntimeWarning,
                 stacklevel=3,
             )
-    from . import numpy_backend as backend
+    from . import _numpy_kernels as backend
 
     return backend
 
@@ -54,11 +55,9 @@ def get_backend() -> str:
 
 
 def get_include() -> str:
-    """The directory of ``fastloss.h``, the C header of the kernels (see README, "Use from
-    Cython and C"), as ``numpy.get_include()``: pass it to the compiler with ``-I``."""
-    import os
-
-    return os.path.dirname(os.path.abspath(__file__))
+    """The directory of ``fastloss.h``, the C header of the kernels (docs/API.md, "C and
+    Cython level"), as ``numpy.get_include()``: pass it to the compiler with ``-I``."""
+    return os.path.join(os.path.dirname(os.path.abspath(__file__)), "include")
 
 
 globals().update(make_public_api(_backend))

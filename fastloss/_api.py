@@ -21,13 +21,13 @@ import os
 
 import numpy as np
 
-from ._registry import LOSSES, REDUCTIONS, Loss
+from ._registry import KERNELS, LOSSES, MAX_THREADS, REDUCTIONS, Loss
 
 _F32 = np.dtype(np.float32)
 _F64 = np.dtype(np.float64)
 _REAL_KINDS = "biuf"  # bool, signed, unsigned, float
 _INT64 = np.iinfo(np.int64)
-MAX_THREADS = 1024  # n_threads above this are clamped (and then to the usable CPUs)
+_KERNEL = {k.name: k for k in KERNELS}
 
 
 # --------------------------------------------------------------------------- threads
@@ -275,8 +275,23 @@ def _normal_weight_scale(w: np.ndarray, divisor: float, dtype: np.dtype):
         return np.ldexp(w, -exponent).astype(dtype), math.ldexp(divisor, -exponent)
 
 
-def _divide(total: float, divisor: float) -> float:
-    """``total / divisor`` with IEEE semantics (0/0 is NaN: the empty-batch mean)."""
+# ----- reductions: the Python twin of csrc/reduction.hpp (the compiled fast path and the C
+# level use that one; tests/numerics/test_reduction_semantics.py holds the two to the same
+# results on every edge: zero, signed zero, subnormal, inf and NaN divisors and totals).
+
+
+def _mean_scale(reduction: str, divisor: float) -> float:
+    """The gradient's scale: 1 / divisor for "mean" (inf for a zero divisor), else 1."""
+    if reduction != "mean":
+        return 1.0
+    return 1.0 / divisor if divisor else math.inf
+
+
+def _reduced(total: float, divisor: float, reduction: str) -> float:
+    """The reduced loss: the total, or for "mean" ``total / divisor`` with IEEE semantics
+    (0/0 is NaN: the empty-batch mean)."""
+    if reduction != "mean":
+        return total
     if divisor:
         return total / divisor
     return math.nan if total == 0 or math.isnan(total) else math.copysign(math.inf, total)
@@ -304,12 +319,9 @@ def _call(spec: Loss, backend, input, target, weight, pos_weight, ignore_index, 
         _check_out(out, shape, dtype)
 
     # ----- every check has passed: from here on, results are written
-    if reduction == "mean" and w is not None and spec.mean_divisor != "count" and kernel_name != "cross_entropy_probs":
+    if reduction == "mean" and w is not None and _KERNEL[kernel_name].mean_divisor != "count":
         w, divisor = _normal_weight_scale(w, divisor, dtype)
-    if reduction == "mean":
-        grad_scale = 1.0 / divisor if divisor else math.inf
-    else:
-        grad_scale = 1.0
+    grad_scale = _mean_scale(reduction, divisor)
     kout = _kernel_out(out, x, (t, w, pw), kernel_shape) if want_grad else None
     if x.size == 0:
         # An empty batch costs O(1) whatever the class count, and zero classes (every sample
@@ -325,10 +337,8 @@ def _call(spec: Loss, backend, input, target, weight, pos_weight, ignore_index, 
 
     if reduction == "none":
         loss = loss_values.reshape(loss_shape)
-    elif reduction == "sum":
-        loss = dtype.type(total)
     else:
-        loss = dtype.type(_divide(total, divisor))
+        loss = dtype.type(_reduced(total, divisor, reduction))
     if not want_grad:
         return loss
     if out is None:
@@ -408,11 +418,7 @@ def _prepare_classes(spec, backend, x_in, target, weight, ignore_index, params, 
         if w.shape != (n_classes,):
             raise ValueError(f"weight must have shape (C,) = ({n_classes},), one weight per class, got {w.shape}")
 
-    if probabilities:
-        t = _as_compute(t_in, dtype).reshape(kernel_shape)
-        return ("cross_entropy_probs", x, t, w, None, params, float(n_rows * inner),
-                index_shape, kernel_shape)
-
+    # ignore_index is checked whatever the target's form (unused with probabilities)
     if spec.ignore_index:
         if isinstance(ignore_index, bool) or not isinstance(ignore_index, numbers.Integral):
             raise TypeError(f"ignore_index must be an integer, got {ignore_index!r}")
@@ -421,6 +427,11 @@ def _prepare_classes(spec, backend, x_in, target, weight, ignore_index, params, 
             raise ValueError(f"ignore_index must be an integer in [-2**63, 2**63), got {_short_repr(ignore_index)}")
     else:
         ignore_index = None
+    if probabilities:
+        t = _as_compute(t_in, dtype).reshape(kernel_shape)
+        return ("cross_entropy_probs", x, t, w, None, params, float(n_rows * inner),
+                index_shape, kernel_shape)
+
     # Unsigned indices of 64 bits (any byte order) at or above 2**63 would wrap to negative
     # int64 values (possibly ignore_index): refused by their true value first.
     if t_in.dtype.kind == "u" and t_in.dtype.itemsize >= 8 and t_in.size and t_in.max() > _INT64.max:
@@ -446,14 +457,10 @@ def _prepare_classes(spec, backend, x_in, target, weight, ignore_index, params, 
 
 def _signature_parts(spec: Loss, grad: bool):
     """The keyword-only parameters of a public function, in PyTorch's order."""
-    kw = []
-    if spec.weight:
-        kw.append("weight=None")
-    if spec.pos_weight:
-        kw.append("pos_weight=None")
-    if spec.ignore_index:
-        kw.append("ignore_index=-100")
-    # Defaults are the registry's own objects, so the fast path can test them by identity.
+    # Scalar parameters' defaults are the registry's own objects (_defaults), so the fast path
+    # can test them by identity.
+    n_params = len(spec.params)
+    kw = [f"{name}={default!r}" for name, _, default in spec.keywords()[:len(spec.keywords()) - n_params]]
     kw += [f"{p.name}=_defaults[{i}]" for i, p in enumerate(spec.params)]
     kw += ['reduction="mean"', "n_threads=None"]
     if grad:
@@ -482,7 +489,8 @@ def _docstring(spec: Loss, grad: bool, backend_name: str) -> str:
     lines += list(spec.notes)
     for p in spec.params:
         lines.append(f"``{p.name}`` ({p.domain}, default {p.default!r}): {p.doc}.")
-    lines += ["", f"Backend: {backend_name}. See fastloss's API.md for the full contract."]
+    lines += ["", f"Backend: {backend_name}. The full contract: docs/API.md (installed as "
+              "fastloss/API.md; ``python -m fastloss api`` prints it)."]
     return "\n".join(lines)
 
 
@@ -503,7 +511,13 @@ def _fast_path_source(spec: Loss, grad: bool) -> str:
 
 
 def make_public_api(backend) -> dict:
-    """The 22 public functions (every loss and its ``_grad`` twin) bound to ``backend``."""
+    """The public functions (every loss and its ``_grad`` twin) bound to ``backend``; an
+    ImportError names any kernel of the registry the backend lacks."""
+    missing = [k.name for k in KERNELS if k.name not in backend.KERNELS]
+    extra = [name for name in backend.KERNELS if name not in _KERNEL]
+    if missing or extra:
+        raise ImportError(f"fastloss backend {backend.NAME!r}: no kernel for {missing}; "
+                          f"kernels the registry does not have: {extra}")
     functions = {}
     for spec in LOSSES:
         fast = getattr(backend.KERNELS[spec.kernel_name], "fast", None)

@@ -1,10 +1,21 @@
 """The one table of losses.
 
-Every loss of fastloss is one ``Loss`` row below. The public functions (and their
-signatures and docstrings), the input checks of the front layer, the tests and the
-benchmarks are all generated from this table, so adding a loss is: one row here, one
-kernel per backend (``numpy_backend.KERNELS`` and ``kernels.pyx``), and, for the tests,
-one reference in ``tests/reference.py``.
+Every loss of fastloss is one ``Loss`` row below. Everything that restates it is generated
+from this table: the public functions (signatures, docstrings), the checks of every layer
+(parameter domains are data: ``Interval``, ``OneOf``), the compiled kernel table and
+dispatch, the C-level functions with their ``.pxd`` and C header, the type stubs and the
+docs tables (``_codegen.py`` at build time; the public functions at import). Adding a loss
+of an existing kind is:
+
+1. its row here (name, kind, parameters with their domains, divisor, formulas, notes, and
+   ``functor``, the name of its C++ math);
+2. that math: one functor in ``csrc/losses.hpp`` (elementwise) or ``csrc/class_losses.hpp``;
+3. its NumPy kernel in ``_numpy_kernels.py`` (``@elementwise("name")`` or ``@kernel``);
+4. its reference in the tests (``tests/support/reference.py``).
+
+Forgetting 2 does not compile; forgetting 3 is an ImportError naming the loss; forgetting 4
+fails the test that every loss has a reference. This module is pure Python and imports
+nothing of fastloss: the build reads it (``setup.py`` runs ``_codegen.py``).
 
 Vocabulary
 ----------
@@ -32,6 +43,72 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 
+# --------------------------------------------------------------------------- domains
+# A parameter's valid values as data: the front layer tests them (``contains``), the
+# generator writes the same test as a C expression for the C level (``c_test``), the error
+# messages and the docs say them in words (``str``). One description, three readings.
+
+
+@dataclass(frozen=True)
+class Interval:
+    """Real numbers between ``low`` and ``high`` (None: unbounded, infinity included unless
+    ``finite``), each end open or closed. NaN is never inside."""
+
+    low: float | None = None
+    high: float | None = None
+    closed: str = "both"  # "both", "left", "right" or "neither"
+    finite: bool = False
+
+    def contains(self, v) -> bool:
+        if math.isnan(v) or (self.finite and not math.isfinite(v)):
+            return False
+        if self.low is not None and not (v >= self.low if self.closed in ("both", "left") else v > self.low):
+            return False
+        if self.high is not None and not (v <= self.high if self.closed in ("both", "right") else v < self.high):
+            return False
+        return True
+
+    def c_test(self, v: str) -> str:
+        tests = [f"std::isfinite({v})" if self.finite else f"!std::isnan({v})"]
+        if self.low is not None:
+            tests.append(f"{v} {'>=' if self.closed in ('both', 'left') else '>'} {float(self.low)!r}")
+        if self.high is not None:
+            tests.append(f"{v} {'<=' if self.closed in ('both', 'right') else '<'} {float(self.high)!r}")
+        return "(" + " && ".join(tests) + ")"
+
+    def __str__(self) -> str:
+        lo = None if self.low is None else ("[" if self.closed in ("both", "left") else "(")
+        hi = None if self.high is None else ("]" if self.closed in ("both", "right") else ")")
+        if lo and hi:
+            return f"a number in {lo}{_num(self.low)}, {_num(self.high)}{hi}"
+        if lo:
+            return f"a number {'>=' if lo == '[' else '>'} {_num(self.low)}"
+        if hi:
+            return f"a number {'<=' if hi == ']' else '<'} {_num(self.high)}"
+        return "a finite real number" if self.finite else "a real number (not NaN)"
+
+
+@dataclass(frozen=True)
+class OneOf:
+    """One of a few listed values."""
+
+    values: tuple
+
+    def contains(self, v) -> bool:
+        return v in self.values
+
+    def c_test(self, v: str) -> str:
+        return "(" + " || ".join(f"{v} == {x!r}" for x in self.values) + ")"
+
+    def __str__(self) -> str:
+        *head, last = [_num(x) for x in self.values]
+        return f"{', '.join(head)} or {last}" if head else last
+
+
+def _num(x) -> str:
+    return repr(int(x)) if float(x).is_integer() else repr(x)
+
+
 @dataclass(frozen=True)
 class Param:
     """A scalar parameter beyond ``reduction``, with its valid domain."""
@@ -39,9 +116,11 @@ class Param:
     name: str
     default: object
     type: type  # float or int: what the value is converted to
-    valid: Callable[[float], bool] = lambda v: True
-    domain: str = "any real number"  # said in the ValueError when ``valid`` fails
+    domain: Interval | OneOf = Interval()
     doc: str = ""
+
+    def valid(self, value) -> bool:
+        return self.domain.contains(value)
 
 
 @dataclass(frozen=True)
@@ -51,6 +130,7 @@ class Loss:
     summary: str
     formula: str  # per-element (per-sample) loss, for the docs
     gradient: str  # its derivative with respect to the input, for the docs
+    functor: str  # the C++ math (fastloss/csrc/losses.hpp): a functor template of that name
     params: tuple[Param, ...] = ()
     weight: str | None = None  # "elementwise" | "class" | None
     pos_weight: bool = False  # binary_cross_entropy_with_logits only
@@ -60,37 +140,72 @@ class Loss:
     ignore_index: bool = False  # takes ``ignore_index`` (class losses)
     probability_target: bool = False  # target may be class probabilities (cross_entropy)
     max_input_dims: int | None = None  # multi_margin_loss: (N, C) or (C,)
-    kernel: str = ""  # the backend kernel name; defaults to ``name``
     notes: tuple[str, ...] = field(default=())
 
     @property
     def kernel_name(self) -> str:
-        return self.kernel or self.name
+        return self.name
+
+    def keywords(self) -> list[tuple[str, str, object]]:
+        """The keyword-only parameters of the public functions before ``reduction``, in
+        PyTorch's order, as (name, type annotation, default): the public functions (_api)
+        and their type stubs (_codegen) are both written from this."""
+        kw = []
+        if self.weight:
+            kw.append(("weight", "ArrayLike | None", None))
+        if self.pos_weight:
+            kw.append(("pos_weight", "ArrayLike | None", None))
+        if self.ignore_index:
+            kw.append(("ignore_index", "int", -100))
+        kw += [(p.name, p.type.__name__, p.default) for p in self.params]
+        return kw
 
 
-def _finite(v):
-    return math.isfinite(v)
+@dataclass(frozen=True)
+class Kernel:
+    """A kernel of the backends: one per loss, plus cross-entropy from class probabilities
+    (its own kernel, behind the same public function)."""
+
+    name: str
+    loss: Loss
+    functor: str
+    probabilities: bool = False  # targets are class probabilities shaped like the input
+
+    @property
+    def params(self) -> tuple[Param, ...]:
+        return self.loss.params
+
+    @property
+    def ignore_index(self) -> bool:  # class indices with ignore_index (not probabilities)
+        return self.loss.ignore_index and not self.probabilities
+
+    @property
+    def mean_divisor(self) -> str:  # with probability targets: the number of samples
+        return "count" if self.probabilities else self.loss.mean_divisor
 
 
-MARGIN = Param("margin", 1.0, float, _finite, "a finite real number",
-               "the margin of the hinge")
+FINITE = Interval(finite=True)
+MARGIN = Param("margin", 1.0, float, FINITE, "the margin of the hinge")
 
 LOSSES: tuple[Loss, ...] = (
     Loss(
         "mse_loss", "elementwise", "Mean squared error.",
+        functor="Mse",
         formula="w * (x - y)**2", gradient="2 * w * (x - y)",
         weight="elementwise", mean_divisor="weight_sum",
     ),
     Loss(
         "l1_loss", "elementwise", "Mean absolute error (L1).",
+        functor="L1",
         formula="w * |x - y|", gradient="w * sign(x - y)  (0 at x == y, and at NaN, as PyTorch)",
         weight="elementwise", mean_divisor="weight_sum",
     ),
     Loss(
         "huber_loss", "elementwise", "Huber loss.",
+        functor="Huber",
         formula="w * (0.5 * r**2 if |r| < delta else delta * (|r| - 0.5 * delta)),  r = x - y",
         gradient="w * clip(r, -delta, delta)",
-        params=(Param("delta", 1.0, float, lambda v: v > 0, "a number > 0",
+        params=(Param("delta", 1.0, float, Interval(0, None, "neither"),
                       "where the loss turns from quadratic to linear"),),
         weight="elementwise", mean_divisor="count",
         notes=("With weight, 'mean' divides by the number of elements (PyTorch), "
@@ -98,13 +213,15 @@ LOSSES: tuple[Loss, ...] = (
     ),
     Loss(
         "smooth_l1_loss", "elementwise", "Smooth L1 loss.",
+        functor="SmoothL1",
         formula="0.5 * r**2 / beta if |r| < beta else |r| - 0.5 * beta,  r = x - y",
         gradient="r / beta if |r| < beta else sign(r)",
-        params=(Param("beta", 1.0, float, lambda v: v >= 0, "a number >= 0",
+        params=(Param("beta", 1.0, float, Interval(0, None, "left"),
                       "where the loss turns from quadratic to linear; 0 gives l1_loss"),),
     ),
     Loss(
         "binary_cross_entropy", "elementwise", "Binary cross-entropy from probabilities.",
+        functor="Bce",
         formula="-w * (y * max(log(x), -100) + (1 - y) * max(log1p(-x), -100))",
         gradient="w * (x - y) / max(x * (1 - x), 1e-12)",
         weight="elementwise", input_domain="unit", target_domain="unit",
@@ -112,18 +229,20 @@ LOSSES: tuple[Loss, ...] = (
     Loss(
         "binary_cross_entropy_with_logits", "elementwise",
         "Binary cross-entropy from logits (sigmoid and BCE fused, stable for any logit).",
+        functor="BceLogits",
         formula="w * ((1 - y) * softplus(x) + p * y * softplus(-x)),  p = pos_weight",
         gradient="w * ((1 - y) * sigmoid(x) - p * y * sigmoid(-x))",
         weight="elementwise", pos_weight=True,
     ),
     Loss(
         "cross_entropy", "classes", "Softmax cross-entropy from logits.",
+        functor="CrossEntropy",
         formula=("class indices: (1 - eps) * w[y] * (-logp[y]) + eps / C * sum_c w[c] * (-logp[c]); "
                  "probabilities: -sum_c w[c] * q[c] * logp[c],  q = (1 - eps) * y + eps / C"),
         gradient=("indices: (1 - eps) * w[y] * (p - onehot(y)) + eps / C * (p * sum(w) - w); "
                   "probabilities: p * sum_c(w[c] * q[c]) - w * q,  p = softmax(x)"),
-        params=(Param("label_smoothing", 0.0, float, lambda v: 0.0 <= v <= 1.0,
-                      "a number in [0, 1]", "eps, the share of the target spread evenly over the classes"),),
+        params=(Param("label_smoothing", 0.0, float, Interval(0, 1),
+                      "eps, the share of the target spread evenly over the classes"),),
         weight="class", mean_divisor="target_weight", ignore_index=True,
         probability_target=True,
         notes=("With probability targets, 'mean' divides by the number of samples and "
@@ -131,19 +250,22 @@ LOSSES: tuple[Loss, ...] = (
     ),
     Loss(
         "nll_loss", "classes", "Negative log-likelihood from log-probabilities.",
+        functor="Nll",
         formula="-w[y] * x[y]", gradient="-w[y] * onehot(y)",
         weight="class", mean_divisor="target_weight", ignore_index=True,
     ),
     Loss(
         "multi_margin_loss", "classes", "Multiclass hinge loss (Crammer-Singer style, as PyTorch).",
+        functor="MultiMargin",
         formula="w[y] / C * sum_{c != y} max(0, margin - x[y] + x[c])**p",
         gradient="for c != y with z_c = margin - x[y] + x[c] > 0: +w[y] * p * z_c**(p-1) / C at c, minus the same at y",
-        params=(Param("p", 1, int, lambda v: v in (1, 2), "1 or 2", "the power of the hinge"),
+        params=(Param("p", 1, int, OneOf((1, 2)), "the power of the hinge"),
                 MARGIN),
         weight="class", max_input_dims=2,
     ),
     Loss(
         "hinge_loss", "elementwise", "Binary hinge loss with labels in {-1, +1}.",
+        functor="Hinge",
         formula="w * max(0, margin - y * x)",
         gradient="-w * y where margin - y * x > 0, 0 where it is <= 0 (the kink included), NaN where NaN",
         params=(MARGIN,), weight="elementwise", mean_divisor="weight_sum",
@@ -151,6 +273,7 @@ LOSSES: tuple[Loss, ...] = (
     ),
     Loss(
         "squared_hinge_loss", "elementwise", "Squared binary hinge loss with labels in {-1, +1}.",
+        functor="SquaredHinge",
         formula="w * max(0, margin - y * x)**2", gradient="-2 * w * y * max(0, margin - y * x)",
         params=(MARGIN,), weight="elementwise", mean_divisor="weight_sum",
         target_domain="sign",
@@ -161,6 +284,18 @@ BY_NAME: dict[str, Loss] = {loss.name: loss for loss in LOSSES}
 
 REDUCTIONS = ("mean", "sum", "none")
 
-# Kernels of the backends: one per elementwise loss, and for the class losses one per
-# target form (cross-entropy from class probabilities is its own kernel).
-KERNEL_NAMES: tuple[str, ...] = tuple(loss.kernel_name for loss in LOSSES) + ("cross_entropy_probs",)
+# Kernels of the backends: one per loss, and cross-entropy from class probabilities (its own
+# kernel behind the same public function). A kernel's id (C++ fl::kernel::Id, the C level)
+# is its position here.
+KERNELS: tuple[Kernel, ...] = tuple(Kernel(loss.name, loss, loss.functor) for loss in LOSSES) + (
+    Kernel("cross_entropy_probs", BY_NAME["cross_entropy"], "CrossEntropyProbs", probabilities=True),
+)
+KERNEL_NAMES: tuple[str, ...] = tuple(k.name for k in KERNELS)
+
+# The most scalar parameters a loss has (the kernels' parameter arrays are this long).
+MAX_PARAMS = max(len(loss.params) for loss in LOSSES)
+
+# n_threads above this are clamped (and then to the CPUs the process may run on); it also
+# keeps the count a C int. More threads never help: work is split into blocks of 4096
+# elements, at most one thread per block.
+MAX_THREADS = 1024

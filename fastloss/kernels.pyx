@@ -1,6 +1,6 @@
 # distutils: language = c++
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
-"""fastloss's compiled kernels: typed glue around the fused C++ kernels of _kernels.hpp.
+"""fastloss's compiled kernels: typed glue around the fused C++ kernels of csrc/.
 
 Two faces, one set of kernels:
 
@@ -8,9 +8,13 @@ Two faces, one set of kernels:
   three scanners of the backend contract documented in ``fastloss.numpy_backend``. The
   front layer (``fastloss._api``) has already checked and coerced every operand, so this
   glue only takes raw pointers, releases the GIL and calls the kernel;
-* the C level (end of this file): ``fl_<loss>_grad_f32/f64``, declared in ``kernels.pxd``
-  for Cython extensions (``cimport``) and exported through Cython's C-API for C programs
-  (``fastloss.h``). They check their own arguments and give the Python API's results.
+* the C level (end of this file): ``fl_<loss>_grad_f32/f64``, generated from the registry
+  (``_generated/c_level.pxi``), declared in the generated ``kernels.pxd`` for Cython
+  extensions (``cimport``) and exported through Cython's C-API for C programs
+  (``include/fastloss.h``). They check their own arguments and give the Python API's results.
+
+Nothing here is per loss: the kernels, their facts (csrc: the generated kernel table) and
+their parameters all come from the registry (fastloss/_registry.py).
 """
 
 cimport numpy as cnp
@@ -28,37 +32,35 @@ cdef extern from *:
     #ifndef FASTLOSS_OPENMP
     #define FASTLOSS_OPENMP 0
     #endif
-    #if FASTLOSS_OPENMP
-    #include <omp.h>
-    static int fl_omp_max_threads(void) { return omp_get_max_threads(); }
-    #else
-    static int fl_omp_max_threads(void) { return 1; }
-    #endif
     """
     int FASTLOSS_OPENMP
-    int fl_omp_max_threads() nogil
 
 cdef extern from "Python.h":
     const Py_ssize_t PY_SSIZE_T_MAX
 
-cdef extern from "_kernels.hpp" namespace "fl" nogil:
+cdef extern from "dispatch.hpp" namespace "fl" nogil:
     ctypedef Py_ssize_t idx
-    cdef enum Kernel "fl::kernel::Id":
-        K_MSE "fl::kernel::MSE"
-        K_L1 "fl::kernel::L1"
-        K_HUBER "fl::kernel::HUBER"
-        K_SMOOTH_L1 "fl::kernel::SMOOTH_L1"
-        K_BCE "fl::kernel::BCE"
-        K_BCE_LOGITS "fl::kernel::BCE_LOGITS"
-        K_HINGE "fl::kernel::HINGE"
-        K_SQUARED_HINGE "fl::kernel::SQUARED_HINGE"
-        K_CROSS_ENTROPY "fl::kernel::CROSS_ENTROPY"
-        K_CROSS_ENTROPY_PROBS "fl::kernel::CROSS_ENTROPY_PROBS"
-        K_NLL "fl::kernel::NLL"
-        K_MULTI_MARGIN "fl::kernel::MULTI_MARGIN"
+    const int MAX_THREADS "fl::MAX_THREADS"
+    cdef enum Divisor "fl::Divisor":
+        DIVIDE_BY_COUNT "fl::DIVIDE_BY_COUNT"
+        DIVIDE_BY_WEIGHT_SUM "fl::DIVIDE_BY_WEIGHT_SUM"
+        DIVIDE_BY_TARGET_WEIGHT "fl::DIVIDE_BY_TARGET_WEIGHT"
+    cdef enum Kind "fl::Kind":
+        ELEMENTWISE "fl::ELEMENTWISE"
+        CLASSES "fl::CLASSES"
+    cdef struct Facts "fl::Facts":
+        const char* name
+        Kind kind
+        Divisor divisor
+        bint input_unit, target_unit, target_sign, ignore_index, probabilities
+        int n_params
+    const Facts* FACTS "fl::FACTS"
+    const int KERNEL_COUNT "fl::kernel::COUNT"
+    enum: MAX_PARAMS_CAP "fl::MAX_PARAMS"
     const char* simd_name_c "fl::simd_name"()
-    int forked_child "fl::forked_child"
+    bint in_forked_child_c "fl::in_forked_child"()
     int register_atfork "fl::register_atfork"()
+    int omp_default_threads "fl::omp_default_threads"()
 
     cdef cppclass ElementwiseArgs[T]:
         const T* x
@@ -71,6 +73,7 @@ cdef extern from "_kernels.hpp" namespace "fl" nogil:
         T* grad
         T scale
         idx n
+        const double* params
 
     cdef cppclass ClassArgs[T]:
         const T* x
@@ -82,11 +85,11 @@ cdef extern from "_kernels.hpp" namespace "fl" nogil:
         T* grad
         T scale
         int64_t ignore_index
-        double p0, p1
+        const double* params
 
     # except +: a failed scratch allocation (std::bad_alloc, thrown before anything is
     # written) becomes MemoryError.
-    double elementwise[T](int kernel, const ElementwiseArgs[T]& a, const double* params, int n_threads) except +
+    double elementwise[T](int kernel, const ElementwiseArgs[T]& a, int n_threads) except +
     double classes[T](int kernel, const ClassArgs[T]& a, int n_threads) except +
     int cpu_limit_c "fl::cpu_limit"()
     void fail_allocations_c "fl::fail_allocations"(long k)
@@ -96,18 +99,17 @@ cdef extern from "_kernels.hpp" namespace "fl" nogil:
     idx class_target_stats_c "fl::class_target_stats"[T](const int64_t* t, idx n, idx C, bint has_ignore,
                                                         int64_t ignore_index, const T* w, double* weight_sum)
 
-cdef extern from "_capi.hpp" namespace "fl::capi" nogil:
-    cdef struct ElementwiseFacts:
-        bint weight_sum_divisor, input_unit, target_unit, target_sign
-    double mean_scale(int reduction, double divisor)
-    double reduced(double total, double divisor, int reduction)
-    double elementwise_call[T](int kernel, const ElementwiseFacts& facts, const T* x, const T* t,
-                               const T* w, idx w_len, const T* pw, idx pw_len, T* grad, T* losses,
-                               idx n, double p0, double p1, int reduction, int n_threads)
+cdef extern from "reduction.hpp" namespace "fl" nogil:
+    double mean_scale_c "fl::mean_scale"(int reduction, double divisor)
+    double reduced_c "fl::reduced"(double total, double divisor, int reduction)
+
+cdef extern from "capi.hpp" namespace "fl::capi" nogil:
+    double elementwise_call[T](int kernel, const T* x, const T* t, const T* w, idx w_len,
+                               const T* pw, idx pw_len, T* grad, T* losses, idx n,
+                               const double* params, int reduction, int n_threads)
     double classes_call[T](int kernel, const T* x, const int64_t* t, const T* probs, const T* w,
-                           T* grad, T* losses, idx N, idx C, idx K, bint has_ignore,
-                           int64_t ignore_index, double p0, double p1, int reduction,
-                           int n_threads)
+                           T* grad, T* losses, idx N, idx C, idx K, int64_t ignore_index,
+                           const double* params, int reduction, int n_threads)
 
 
 if register_atfork() != 0:
@@ -132,12 +134,12 @@ def simd_level():
 
 def in_forked_child():
     """Whether this process is a fork of one that imported fastloss (kernels run serially)."""
-    return bool(forked_child)
+    return in_forked_child_c()
 
 
 def omp_max_threads():
     """omp_get_max_threads(): OMP_NUM_THREADS and threadpoolctl limits apply (1 without OpenMP)."""
-    return fl_omp_max_threads()
+    return omp_default_threads()
 
 
 def cpu_limit():
@@ -162,7 +164,7 @@ def set_default_threads(int n):
 
 
 cdef inline int default_threads() noexcept:
-    return _threads_set if _threads_set > 0 else fl_omp_max_threads()
+    return _threads_set if _threads_set > 0 else omp_default_threads()
 
 
 # Calls on fewer elements than this keep the GIL: releasing and taking it back costs about
@@ -311,9 +313,28 @@ cdef inline int reduction_code(object reduction) noexcept:
     return -1
 
 
-from ._api import MAX_THREADS as _MAX_THREADS
+cdef int max_threads = MAX_THREADS  # larger n_threads take the general path (clamped there)
 
-cdef int max_threads = _MAX_THREADS  # larger n_threads take the general path (clamped there)
+
+def mean_scale(int reduction, double divisor):
+    """The gradient's scale of a reduction (0 "mean", 1 "sum", 2 "none"): csrc/reduction.hpp,
+    exported for the test that holds the Python general path to the same semantics."""
+    return mean_scale_c(reduction, divisor)
+
+
+def reduced(double total, double divisor, int reduction):
+    """The reduced loss (csrc/reduction.hpp), exported for the same test."""
+    return reduced_c(total, divisor, reduction)
+
+
+def kernel_table():
+    """The compiled kernel table (generated C++ from the registry), as a list of dicts, for
+    the test that the build used the registry the Python code reads."""
+    return [dict(name=FACTS[i].name.decode(), kind=int(FACTS[i].kind), divisor=int(FACTS[i].divisor),
+                 input_unit=FACTS[i].input_unit, target_unit=FACTS[i].target_unit,
+                 target_sign=FACTS[i].target_sign, ignore_index=FACTS[i].ignore_index,
+                 probabilities=FACTS[i].probabilities, n_params=FACTS[i].n_params)
+            for i in range(KERNEL_COUNT)]
 
 
 cdef inline int thread_count(object n_threads) noexcept:
@@ -338,7 +359,7 @@ cdef object fast_result(double total, double divisor, int reduction, int typenum
 
 
 cdef object scalar_result(double total, double divisor, int reduction, int typenum):
-    cdef double value = reduced(total, divisor, reduction)
+    cdef double value = reduced_c(total, divisor, reduction)
     cdef float value32
     if typenum == cnp.NPY_FLOAT32:
         value32 = <float>value  # rounded to nearest, as np.float32(value)
@@ -353,23 +374,18 @@ cdef inline cnp.ndarray empty_like_shape(cnp.ndarray a, int typenum):
 
 
 cdef class _Elementwise:
-    """An elementwise kernel: see the backend contract in fastloss.numpy_backend."""
+    """An elementwise kernel: see the backend contract in fastloss._numpy_kernels."""
 
     cdef readonly int kernel
-    cdef double default_params[2]
-    cdef bint input_unit, target_unit, target_sign, weight_sum_divisor
+    cdef double default_params[MAX_PARAMS_CAP]
+    cdef bint input_unit, target_unit, target_sign
 
-    def __init__(self, str name, int kernel):
-        from ._registry import BY_NAME
-
-        spec = BY_NAME[name]
+    def __init__(self, spec, int kernel):
+        init_defaults(self.default_params, spec)
         self.kernel = kernel
-        self.default_params[0] = spec.params[0].default if len(spec.params) > 0 else 0.0
-        self.default_params[1] = spec.params[1].default if len(spec.params) > 1 else 0.0
-        self.input_unit = spec.input_domain == "unit"
-        self.target_unit = spec.target_domain == "unit"
-        self.target_sign = spec.target_domain == "sign"
-        self.weight_sum_divisor = spec.mean_divisor == "weight_sum"
+        self.input_unit = FACTS[kernel].input_unit
+        self.target_unit = FACTS[kernel].target_unit
+        self.target_sign = FACTS[kernel].target_sign
 
     cdef double run(self, cnp.ndarray x, cnp.ndarray t, object w, object pw,
                     const double* prm, object loss, object grad, double scale, int n_threads):
@@ -383,30 +399,31 @@ cdef class _Elementwise:
             af.w_period = w.size if w is not None else 0
             af.pw_period = pw.size if pw is not None else 0
             af.loss, af.grad, af.scale, af.n = <float*>data(loss), <float*>data(grad), <float>scale, n
+            af.params = prm
             if n >= NOGIL_FROM:
                 with nogil:
-                    total = elementwise[float](self.kernel, af, prm, n_threads)
+                    total = elementwise[float](self.kernel, af, n_threads)
             else:
-                total = elementwise[float](self.kernel, af, prm, n_threads)
+                total = elementwise[float](self.kernel, af, n_threads)
         else:
             ad.x, ad.y = <const double*>data(x), <const double*>data(t)
             ad.w, ad.pw = <const double*>data(w), <const double*>data(pw)
             ad.w_period = w.size if w is not None else 0
             ad.pw_period = pw.size if pw is not None else 0
             ad.loss, ad.grad, ad.scale, ad.n = <double*>data(loss), <double*>data(grad), scale, n
+            ad.params = prm
             if n >= NOGIL_FROM:
                 with nogil:
-                    total = elementwise[double](self.kernel, ad, prm, n_threads)
+                    total = elementwise[double](self.kernel, ad, n_threads)
             else:
-                total = elementwise[double](self.kernel, ad, prm, n_threads)
+                total = elementwise[double](self.kernel, ad, n_threads)
         return total
 
     def __call__(self, cnp.ndarray x, cnp.ndarray t, w, pw, tuple params, bint want_none,
                  grad_scale, out, int n_threads):
         cdef idx n = cnp.PyArray_SIZE(x)
-        cdef double prm[2]
-        prm[0] = params[0] if len(params) > 0 else 0.0
-        prm[1] = params[1] if len(params) > 1 else 0.0
+        cdef double prm[MAX_PARAMS_CAP]
+        load_params(prm, params, 0)
         loss = np.empty(n, x.dtype) if want_none else None
         grad = None
         if grad_scale is not None:
@@ -439,31 +456,28 @@ cdef class _Elementwise:
             return None
         loss = empty_like_shape(x, typenum) if red == 2 else None
         grad = grad_buffer(out, x, typenum, want_grad)
-        total = self.run(x, t, None, None, self.default_params, loss, grad, mean_scale(red, n), nt)
+        total = self.run(x, t, None, None, self.default_params, loss, grad, mean_scale_c(red, n), nt)
         return fast_result(total, n, red, typenum, loss, grad, want_grad)
 
 
 cdef class _Classes:
-    """A class kernel: see the backend contract in fastloss.numpy_backend."""
+    """A class kernel: see the backend contract in fastloss._numpy_kernels."""
 
     cdef readonly int kernel
-    cdef double default_params[2]
-    cdef bint has_ignore
+    cdef double default_params[MAX_PARAMS_CAP]
+    cdef bint has_ignore, by_target_weight
 
-    def __init__(self, str name, int kernel):
-        from ._registry import BY_NAME
-
-        spec = BY_NAME[name]
+    def __init__(self, spec, int kernel):
+        init_defaults(self.default_params, spec)
         self.kernel = kernel
-        self.default_params[0] = spec.params[0].default if len(spec.params) > 0 else 0.0
-        self.default_params[1] = spec.params[1].default if len(spec.params) > 1 else 0.0
-        self.has_ignore = spec.ignore_index
+        self.has_ignore = FACTS[kernel].ignore_index
+        self.by_target_weight = FACTS[kernel].divisor == DIVIDE_BY_TARGET_WEIGHT
 
-    cdef double run(self, cnp.ndarray x, object t, object w, int64_t ignore, double p0, double p1,
+    cdef double run(self, cnp.ndarray x, object t, object w, int64_t ignore, const double* prm,
                     object loss, object grad, double scale, int n_threads):
         cdef idx N = x.shape[0], C = x.shape[1], K = x.shape[2] if x.ndim == 3 else 1
         cdef int kernel = self.kernel
-        cdef bint probs = kernel == K_CROSS_ENTROPY_PROBS
+        cdef bint probs = FACTS[kernel].probabilities
         cdef double total
         cdef ClassArgs[float] af
         cdef ClassArgs[double] ad
@@ -475,7 +489,7 @@ cdef class _Classes:
             af.probs = <const float*>data(t) if probs else NULL
             af.N, af.C, af.K = N, C, K
             af.loss, af.grad, af.scale = <float*>data(loss), <float*>data(grad), <float>scale
-            af.ignore_index, af.p0, af.p1 = ignore, p0, p1
+            af.ignore_index, af.params = ignore, prm
             if N * C * K >= NOGIL_FROM:
                 with nogil:
                     total = classes[float](kernel, af, n_threads)
@@ -486,7 +500,7 @@ cdef class _Classes:
             ad.probs = <const double*>data(t) if probs else NULL
             ad.N, ad.C, ad.K = N, C, K
             ad.loss, ad.grad, ad.scale = <double*>data(loss), <double*>data(grad), scale
-            ad.ignore_index, ad.p0, ad.p1 = ignore, p0, p1
+            ad.ignore_index, ad.params = ignore, prm
             if N * C * K >= NOGIL_FROM:
                 with nogil:
                     total = classes[double](kernel, ad, n_threads)
@@ -497,24 +511,17 @@ cdef class _Classes:
     def __call__(self, cnp.ndarray x, cnp.ndarray t, w, pw, tuple params, bint want_none,
                  grad_scale, out, int n_threads):
         cdef idx N = x.shape[0], C = x.shape[1], K = x.shape[2]
-        cdef int kernel = self.kernel
-        cdef int64_t ignore = 0
-        cdef double p0 = 0, p1 = 0
-        # params per kernel, as the front layer passes them (registry order)
-        if kernel == K_CROSS_ENTROPY:
-            ignore, p0 = params
-        elif kernel == K_CROSS_ENTROPY_PROBS:
-            p0, = params
-        elif kernel == K_NLL:
-            ignore, = params
-        else:
-            p0, p1 = params
+        cdef int64_t ignore = params[0] if self.has_ignore else 0
+        cdef double prm[MAX_PARAMS_CAP]
+        # params as the front layer passes them: (ignore_index, *registry params) or the
+        # registry params
+        load_params(prm, params, 1 if self.has_ignore else 0)
         loss = np.empty((N, K), x.dtype) if want_none else None
         grad = None
         if grad_scale is not None:
             grad = out if out is not None else np.empty((N, C, K), x.dtype)
         cdef double scale = grad_scale if grad_scale is not None else 1.0
-        total = self.run(x, t, w, ignore, p0, p1, loss, grad, scale, n_threads)
+        total = self.run(x, t, w, ignore, prm, loss, grad, scale, n_threads)
         return (None if want_none else total), loss, grad
 
     def fast(self, input, target, ignore_index, reduction, n_threads, out, bint want_grad):
@@ -551,178 +558,48 @@ cdef class _Classes:
             bad = class_target_stats_c[double](tp, N, C, has_ignore, ignore, NULL, &count)
         if bad >= 0:
             return None
-        cdef double divisor = count if self.has_ignore else N
+        cdef double divisor = count if self.by_target_weight else N
         loss = cnp.PyArray_EMPTY(1, cnp.PyArray_DIMS(t), typenum, 0) if red == 2 else None
         grad = grad_buffer(out, x, typenum, want_grad)
-        total = self.run(x, t, None, ignore, self.default_params[0], self.default_params[1],
-                         loss, grad, mean_scale(red, divisor), nt)
+        total = self.run(x, t, None, ignore, self.default_params, loss, grad,
+                         mean_scale_c(red, divisor), nt)
         return fast_result(total, divisor, red, typenum, loss, grad, want_grad)
 
 
-KERNELS = {
-    "mse_loss": _Elementwise("mse_loss", K_MSE),
-    "l1_loss": _Elementwise("l1_loss", K_L1),
-    "huber_loss": _Elementwise("huber_loss", K_HUBER),
-    "smooth_l1_loss": _Elementwise("smooth_l1_loss", K_SMOOTH_L1),
-    "binary_cross_entropy": _Elementwise("binary_cross_entropy", K_BCE),
-    "binary_cross_entropy_with_logits": _Elementwise("binary_cross_entropy_with_logits", K_BCE_LOGITS),
-    "hinge_loss": _Elementwise("hinge_loss", K_HINGE),
-    "squared_hinge_loss": _Elementwise("squared_hinge_loss", K_SQUARED_HINGE),
-    "cross_entropy": _Classes("cross_entropy", K_CROSS_ENTROPY),
-    "cross_entropy_probs": _Classes("cross_entropy", K_CROSS_ENTROPY_PROBS),
-    "nll_loss": _Classes("nll_loss", K_NLL),
-    "multi_margin_loss": _Classes("multi_margin_loss", K_MULTI_MARGIN),
-}
+cdef void init_defaults(double* prm, spec):
+    """A kernel's default parameters, registry order (the fast path runs with these)."""
+    load_params(prm, tuple(p.default for p in spec.params), 0)
+
+
+cdef void load_params(double* prm, tuple params, int first):
+    cdef int i
+    for i in range(MAX_PARAMS_CAP):
+        prm[i] = params[first + i] if first + i < len(params) else 0.0
+
+
+def _kernels():
+    from . import _registry
+
+    if len(_registry.KERNELS) != KERNEL_COUNT or any(
+            FACTS[i].name.decode() != k.name for i, k in enumerate(_registry.KERNELS)):
+        raise ImportError("fastloss.kernels was built from another registry than fastloss/_registry.py: "
+                          "rebuild it (pip install -e .)")
+    if _registry.MAX_PARAMS > MAX_PARAMS_CAP:
+        raise ImportError("fastloss.kernels: the registry has more parameters than MAX_PARAMS_CAP")
+    return {k.name: (_Elementwise if k.loss.kind == "elementwise" else _Classes)(k.loss, i)
+            for i, k in enumerate(_registry.KERNELS)}
+
+
+KERNELS = _kernels()
 
 
 # ----------------------------------------------------------------------------- the C level
-# fl_<loss>_grad_f32 / _f64: declared in kernels.pxd (for `cimport`) and exported with
-# `cdef api` (fastloss.h, for C programs). Each checks every argument it can check before
-# reading or writing any element and, on a bad one, returns NaN having written nothing. Then
-# it runs the very kernel call of the Python API (same divisor, gradient scale and weight
-# period), so results are bitwise those of the Python functions; a float32 loss returned
-# here as a double rounds to the Python API's float32 value.
+# fl_<loss>_grad_f32 / _f64, generated from the registry (_generated/c_level.pxi): declared
+# in kernels.pxd (for `cimport`) and exported with `cdef api` (include/fastloss.h, for C
+# programs). Each is one call of fl::capi (csrc/capi.hpp), which checks every argument it
+# can check before reading or writing any element and, on a bad one, returns NaN having
+# written nothing; then it runs the very kernel call of the Python API (same divisor, gradient
+# scale and weight period), so results are bitwise those of the Python functions; a float32
+# loss returned here as a double rounds to the Python API's float32 value.
 
-cdef inline int c_level_threads(int n_threads) noexcept nogil:
-    """0: OpenMP's default; above max_threads: clamped, as the Python API does (a negative
-    count is left for the kernel to refuse)."""
-    if n_threads == 0:
-        return fl_omp_max_threads()
-    return n_threads if n_threads < max_threads else max_threads
-
-
-cdef ElementwiseFacts elementwise_facts[K_SQUARED_HINGE + 1]  # by kernel id, from the registry
-
-
-cdef void load_elementwise_facts():
-    cdef _Elementwise k
-    for kernel in KERNELS.values():
-        if isinstance(kernel, _Elementwise):
-            k = kernel
-            elementwise_facts[k.kernel].weight_sum_divisor = k.weight_sum_divisor
-            elementwise_facts[k.kernel].input_unit = k.input_unit
-            elementwise_facts[k.kernel].target_unit = k.target_unit
-            elementwise_facts[k.kernel].target_sign = k.target_sign
-
-
-load_elementwise_facts()
-
-
-# Parameter domains at the C level, by kernel: the registry's `valid` rules (Python callables)
-# restated for nogil code, in this one place (test_c_level checks them against the registry).
-cdef inline bint params_ok(int kernel, double p0, double p1) noexcept nogil:
-    if kernel == K_HUBER:
-        return p0 > 0
-    if kernel == K_SMOOTH_L1:
-        return p0 >= 0
-    if kernel == K_HINGE or kernel == K_SQUARED_HINGE:
-        return isfinite(p0)
-    if kernel == K_CROSS_ENTROPY or kernel == K_CROSS_ENTROPY_PROBS:
-        return 0.0 <= p0 <= 1.0
-    if kernel == K_MULTI_MARGIN:
-        return (p0 == 1 or p0 == 2) and isfinite(p1)
-    return True
-
-
-# The api functions below cannot be fused (each needs its own C name); the helpers they call
-# can: one body for float and double (the C++ templates deduce T from the pointers).
-ctypedef fused real:
-    float
-    double
-
-
-cdef inline double elementwise_c(int kernel, const real* x, const real* t, const real* w, idx w_len,
-                                 const real* pw, idx pw_len, real* grad, real* losses, idx n,
-                                 double p0, int reduction, int n_threads) noexcept nogil:
-    if not params_ok(kernel, p0, 0):
-        return NAN
-    return elementwise_call(kernel, elementwise_facts[kernel], x, t, w, w_len, pw, pw_len,
-                            grad, losses, n, p0, 0, reduction, c_level_threads(n_threads))
-
-
-cdef inline double classes_c(int kernel, const real* x, const int64_t* t, const real* probs, const real* w,
-                             real* grad, real* losses, idx N, idx C, idx K, bint has_ignore,
-                             int64_t ignore_index, double p0, double p1, int reduction,
-                             int n_threads) noexcept nogil:
-    if not params_ok(kernel, p0, p1):
-        return NAN
-    return classes_call(kernel, x, t, probs, w, grad, losses, N, C, K, has_ignore, ignore_index,
-                        p0, p1, reduction, c_level_threads(n_threads))
-
-
-# --- elementwise losses ---------------------------------------------------------------
-
-cdef api double fl_mse_loss_grad_f32(const float* input, const float* target, const float* weight, Py_ssize_t weight_len, float* grad, float* losses, Py_ssize_t n, int reduction, int n_threads) noexcept nogil:
-    return elementwise_c(K_MSE, input, target, weight, weight_len, <const float*>NULL, 0, grad, losses, n, 0, reduction, n_threads)
-
-cdef api double fl_mse_loss_grad_f64(const double* input, const double* target, const double* weight, Py_ssize_t weight_len, double* grad, double* losses, Py_ssize_t n, int reduction, int n_threads) noexcept nogil:
-    return elementwise_c(K_MSE, input, target, weight, weight_len, <const double*>NULL, 0, grad, losses, n, 0, reduction, n_threads)
-
-cdef api double fl_l1_loss_grad_f32(const float* input, const float* target, const float* weight, Py_ssize_t weight_len, float* grad, float* losses, Py_ssize_t n, int reduction, int n_threads) noexcept nogil:
-    return elementwise_c(K_L1, input, target, weight, weight_len, <const float*>NULL, 0, grad, losses, n, 0, reduction, n_threads)
-
-cdef api double fl_l1_loss_grad_f64(const double* input, const double* target, const double* weight, Py_ssize_t weight_len, double* grad, double* losses, Py_ssize_t n, int reduction, int n_threads) noexcept nogil:
-    return elementwise_c(K_L1, input, target, weight, weight_len, <const double*>NULL, 0, grad, losses, n, 0, reduction, n_threads)
-
-cdef api double fl_huber_loss_grad_f32(const float* input, const float* target, const float* weight, Py_ssize_t weight_len, float* grad, float* losses, Py_ssize_t n, double delta, int reduction, int n_threads) noexcept nogil:
-    return elementwise_c(K_HUBER, input, target, weight, weight_len, <const float*>NULL, 0, grad, losses, n, delta, reduction, n_threads)
-
-cdef api double fl_huber_loss_grad_f64(const double* input, const double* target, const double* weight, Py_ssize_t weight_len, double* grad, double* losses, Py_ssize_t n, double delta, int reduction, int n_threads) noexcept nogil:
-    return elementwise_c(K_HUBER, input, target, weight, weight_len, <const double*>NULL, 0, grad, losses, n, delta, reduction, n_threads)
-
-cdef api double fl_smooth_l1_loss_grad_f32(const float* input, const float* target, float* grad, float* losses, Py_ssize_t n, double beta, int reduction, int n_threads) noexcept nogil:
-    return elementwise_c(K_SMOOTH_L1, input, target, <const float*>NULL, 0, <const float*>NULL, 0, grad, losses, n, beta, reduction, n_threads)
-
-cdef api double fl_smooth_l1_loss_grad_f64(const double* input, const double* target, double* grad, double* losses, Py_ssize_t n, double beta, int reduction, int n_threads) noexcept nogil:
-    return elementwise_c(K_SMOOTH_L1, input, target, <const double*>NULL, 0, <const double*>NULL, 0, grad, losses, n, beta, reduction, n_threads)
-
-cdef api double fl_binary_cross_entropy_grad_f32(const float* input, const float* target, const float* weight, Py_ssize_t weight_len, float* grad, float* losses, Py_ssize_t n, int reduction, int n_threads) noexcept nogil:
-    return elementwise_c(K_BCE, input, target, weight, weight_len, <const float*>NULL, 0, grad, losses, n, 0, reduction, n_threads)
-
-cdef api double fl_binary_cross_entropy_grad_f64(const double* input, const double* target, const double* weight, Py_ssize_t weight_len, double* grad, double* losses, Py_ssize_t n, int reduction, int n_threads) noexcept nogil:
-    return elementwise_c(K_BCE, input, target, weight, weight_len, <const double*>NULL, 0, grad, losses, n, 0, reduction, n_threads)
-
-cdef api double fl_binary_cross_entropy_with_logits_grad_f32(const float* input, const float* target, const float* weight, Py_ssize_t weight_len, const float* pos_weight, Py_ssize_t pos_weight_len, float* grad, float* losses, Py_ssize_t n, int reduction, int n_threads) noexcept nogil:
-    return elementwise_c(K_BCE_LOGITS, input, target, weight, weight_len, pos_weight, pos_weight_len, grad, losses, n, 0, reduction, n_threads)
-
-cdef api double fl_binary_cross_entropy_with_logits_grad_f64(const double* input, const double* target, const double* weight, Py_ssize_t weight_len, const double* pos_weight, Py_ssize_t pos_weight_len, double* grad, double* losses, Py_ssize_t n, int reduction, int n_threads) noexcept nogil:
-    return elementwise_c(K_BCE_LOGITS, input, target, weight, weight_len, pos_weight, pos_weight_len, grad, losses, n, 0, reduction, n_threads)
-
-cdef api double fl_hinge_loss_grad_f32(const float* input, const float* target, const float* weight, Py_ssize_t weight_len, float* grad, float* losses, Py_ssize_t n, double margin, int reduction, int n_threads) noexcept nogil:
-    return elementwise_c(K_HINGE, input, target, weight, weight_len, <const float*>NULL, 0, grad, losses, n, margin, reduction, n_threads)
-
-cdef api double fl_hinge_loss_grad_f64(const double* input, const double* target, const double* weight, Py_ssize_t weight_len, double* grad, double* losses, Py_ssize_t n, double margin, int reduction, int n_threads) noexcept nogil:
-    return elementwise_c(K_HINGE, input, target, weight, weight_len, <const double*>NULL, 0, grad, losses, n, margin, reduction, n_threads)
-
-cdef api double fl_squared_hinge_loss_grad_f32(const float* input, const float* target, const float* weight, Py_ssize_t weight_len, float* grad, float* losses, Py_ssize_t n, double margin, int reduction, int n_threads) noexcept nogil:
-    return elementwise_c(K_SQUARED_HINGE, input, target, weight, weight_len, <const float*>NULL, 0, grad, losses, n, margin, reduction, n_threads)
-
-cdef api double fl_squared_hinge_loss_grad_f64(const double* input, const double* target, const double* weight, Py_ssize_t weight_len, double* grad, double* losses, Py_ssize_t n, double margin, int reduction, int n_threads) noexcept nogil:
-    return elementwise_c(K_SQUARED_HINGE, input, target, weight, weight_len, <const double*>NULL, 0, grad, losses, n, margin, reduction, n_threads)
-
-
-# --- class losses -----------------------------------------------------------------------
-
-cdef api double fl_cross_entropy_grad_f32(const float* input, const int64_t* target, const float* weight, float* grad, float* losses, Py_ssize_t N, Py_ssize_t C, Py_ssize_t K, int64_t ignore_index, double label_smoothing, int reduction, int n_threads) noexcept nogil:
-    return classes_c(K_CROSS_ENTROPY, input, target, <const float*>NULL, weight, grad, losses, N, C, K, True, ignore_index, label_smoothing, 0, reduction, n_threads)
-
-cdef api double fl_cross_entropy_grad_f64(const double* input, const int64_t* target, const double* weight, double* grad, double* losses, Py_ssize_t N, Py_ssize_t C, Py_ssize_t K, int64_t ignore_index, double label_smoothing, int reduction, int n_threads) noexcept nogil:
-    return classes_c(K_CROSS_ENTROPY, input, target, <const double*>NULL, weight, grad, losses, N, C, K, True, ignore_index, label_smoothing, 0, reduction, n_threads)
-
-cdef api double fl_cross_entropy_probs_grad_f32(const float* input, const float* target, const float* weight, float* grad, float* losses, Py_ssize_t N, Py_ssize_t C, Py_ssize_t K, double label_smoothing, int reduction, int n_threads) noexcept nogil:
-    return classes_c(K_CROSS_ENTROPY_PROBS, input, <const int64_t*>NULL, target, weight, grad, losses, N, C, K, False, 0, label_smoothing, 0, reduction, n_threads)
-
-cdef api double fl_cross_entropy_probs_grad_f64(const double* input, const double* target, const double* weight, double* grad, double* losses, Py_ssize_t N, Py_ssize_t C, Py_ssize_t K, double label_smoothing, int reduction, int n_threads) noexcept nogil:
-    return classes_c(K_CROSS_ENTROPY_PROBS, input, <const int64_t*>NULL, target, weight, grad, losses, N, C, K, False, 0, label_smoothing, 0, reduction, n_threads)
-
-cdef api double fl_nll_loss_grad_f32(const float* input, const int64_t* target, const float* weight, float* grad, float* losses, Py_ssize_t N, Py_ssize_t C, Py_ssize_t K, int64_t ignore_index, int reduction, int n_threads) noexcept nogil:
-    return classes_c(K_NLL, input, target, <const float*>NULL, weight, grad, losses, N, C, K, True, ignore_index, 0, 0, reduction, n_threads)
-
-cdef api double fl_nll_loss_grad_f64(const double* input, const int64_t* target, const double* weight, double* grad, double* losses, Py_ssize_t N, Py_ssize_t C, Py_ssize_t K, int64_t ignore_index, int reduction, int n_threads) noexcept nogil:
-    return classes_c(K_NLL, input, target, <const double*>NULL, weight, grad, losses, N, C, K, True, ignore_index, 0, 0, reduction, n_threads)
-
-cdef api double fl_multi_margin_loss_grad_f32(const float* input, const int64_t* target, const float* weight, float* grad, float* losses, Py_ssize_t N, Py_ssize_t C, int p, double margin, int reduction, int n_threads) noexcept nogil:
-    return classes_c(K_MULTI_MARGIN, input, target, <const float*>NULL, weight, grad, losses, N, C, 1, False, 0, p, margin, reduction, n_threads)
-
-cdef api double fl_multi_margin_loss_grad_f64(const double* input, const int64_t* target, const double* weight, double* grad, double* losses, Py_ssize_t N, Py_ssize_t C, int p, double margin, int reduction, int n_threads) noexcept nogil:
-    return classes_c(K_MULTI_MARGIN, input, target, <const double*>NULL, weight, grad, losses, N, C, 1, False, 0, p, margin, reduction, n_threads)
+include "_generated/c_level.pxi"

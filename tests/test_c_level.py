@@ -298,3 +298,27 @@ def test_c_kernel_in_a_forked_child(tmp_path):
     )
     result = subprocess.run([sys.executable, str(script)], timeout=120, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize("weight_value", [1e-45, 1e-40, 3e38], ids=["subnormal", "tiny", "huge"])
+@pytest.mark.parametrize("loss", ["mse_loss", "hinge_loss", "cross_entropy", "nll_loss"])
+def test_extreme_weight_sums_give_the_python_bits(loss, weight_value):
+    """Weights whose sum makes 1 / sum not a normal float32 (subnormal sums; sums beyond the
+    float32 range) are rescaled by a power of two at the C level as in the Python API, so the
+    C level still gives the Python API's bits (it gave inf gradients before)."""
+    spec = BY_NAME[loss]
+    rng = np.random.default_rng(5)
+    if spec.kind == "elementwise":
+        x = rng.standard_normal(16).astype(np.float32)
+        t = (np.sign(rng.standard_normal(16)) if spec.target_domain == "sign" else rng.standard_normal(16)).astype(np.float32)
+        w = np.full(16, weight_value, np.float32)
+    else:
+        x = rng.standard_normal((8, 5)).astype(np.float32)
+        t = rng.integers(0, 5, 8)
+        w = np.full(5, weight_value, np.float32)
+    py_loss, py_grad = getattr(API, loss + "_grad")(x, t, weight=w)
+    grad = np.empty_like(x)
+    c_loss = call_c(loss, x, t, {"weight": w}, MEAN, grad=grad)
+    assert np.float32(c_loss).tobytes() == py_loss.tobytes(), (c_loss, py_loss)
+    assert_bitwise(grad, py_grad)
+    assert np.isfinite(grad).all()

@@ -25,7 +25,7 @@
 // last bits, within the same accuracy bounds (tests/test_accuracy.py checks every level).
 // An explicit call, not compiler contraction (-ffp-contract=off stays): which operations fuse
 // is then fixed by this file, the same in vector loops, scalar tails, NAME and NAME_grad.
-// (No include guard: included once per instruction-set namespace by _kernels_impl.hpp.)
+// (No include guard: included once per instruction-set namespace by isa.inc.)
 
 namespace vm {
 

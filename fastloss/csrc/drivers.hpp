@@ -1,10 +1,22 @@
-// The kernels proper; included once per instruction-set level by _kernels.hpp, each time
-// inside its own namespace fl::FL_IMPL (no include guard on purpose).
+// The drivers of the kernels: fixed-order summation, the elementwise driver (blocks, lanes,
+// weights, streaming stores, threads), the class driver (rows, tiles) and the scanners.
+// No loss math here (losses.hpp, class_losses.hpp); included once per instruction-set
+// namespace (isa.inc).
+//
+// Determinism: every sum is split into blocks of a fixed number of elements (samples for
+// the class kernels) by index; each block is summed into LANES float64 partial sums, lane j
+// taking elements j, j + LANES, ... of the block, and the lanes and then the block partials
+// are combined by a fixed pairwise tree. Threads only decide who computes which block, so
+// results are bitwise identical for any thread count. Per-element math runs in the input's
+// dtype with -ffp-contract=off, so a loss computed with or without its gradient has the same
+// bits (NAME and NAME_grad agree exactly).
 
-namespace fl {
-namespace FL_IMPL {
-
-#include "_vecmath.hpp"
+// The per-element functions are always inlined: a run holds several vector loops over the
+// same math (chunks with and without streaming stores), and past GCC's inlining budget a
+// loop would call the function element by element (7x slower, unvectorised).
+#ifndef FL_OP
+#define FL_OP inline __attribute__((always_inline))
+#endif
 
 constexpr idx BLOCK = 4096;  // elements per block of the fixed summation order
 constexpr int LANES = 16;    // float64 partial sums per block
@@ -78,22 +90,7 @@ inline double sum_blocks(idx nblocks, bool parallel, int n_threads, BlockSum blo
     return total;
 }
 
-// ---------------------------------------------------------------------------------------
-// 1. Per-element math of the elementwise losses.
-// Each functor computes, for input x, target y and pos_weight p (1 when absent), the loss l
-// and its derivative g with respect to x. Domains are checked by the front layer.
 
-// The per-element functions are always inlined: a run holds several vector loops over the
-// same math (chunks with and without streaming stores), and past GCC's inlining budget a
-// loop would call the function element by element (7x slower, unvectorised).
-#ifndef FL_OP
-#define FL_OP inline __attribute__((always_inline))
-#endif
-
-template <typename T>
-inline T sign_or_zero(T r) {  // sign(r), 0 at 0 and at NaN (PyTorch's L1 gradient)
-    return T(r > T(0)) - T(r < T(0));
-}
 
 // Losses whose per-element math is expensive (exp, log) set `static constexpr bool heavy`:
 // their run tails go through the vector loop too (see run).
@@ -131,139 +128,9 @@ FL_OP T weighted(T g, T ws) {
     return v;
 }
 
-template <typename T>
-struct Mse {
-    static constexpr int grad_factor = 2;  // gradient 2 r
-    explicit Mse(const double*) {}
-    FL_OP void operator()(T x, T y, T, T& l, T& g) const {
-        T r = x - y;
-        l = r * r;
-        g = r;
-    }
-};
-
-template <typename T>
-struct L1 {
-    explicit L1(const double*) {}
-    FL_OP void operator()(T x, T y, T, T& l, T& g) const {
-        T r = x - y;
-        l = std::abs(r);
-        g = sign_or_zero(r);
-    }
-};
-
-template <typename T>
-struct Huber {
-    // Quadratic for |r| < delta, linear with slope delta outside; delta > 0.
-    T delta, half_delta;
-    explicit Huber(const double* p) : delta(T(p[0])), half_delta(T(0.5 * p[0])) {}
-    FL_OP void operator()(T x, T y, T, T& l, T& g) const {
-        T r = x - y, a = std::abs(r);
-        T quadratic = T(0.5) * a * a, linear = delta * (a - half_delta);
-        l = a < delta ? quadratic : linear;
-        g = std::min(std::max(r, -delta), delta);  // clip(r); NaN passes through both
-    }
-};
-
-template <typename T>
-struct SmoothL1 {
-    // Huber / beta; beta == 0 is L1 exactly (the quadratic piece is empty). Dividing by
-    // beta is a multiplication by 1 / beta (a vector division costs 3x the whole loop);
-    // both pieces are computed, then selected, so the loop vectorises (for beta == 0 the
-    // products with inf are computed but never selected). NaN r gives a NaN gradient
-    // through the slope, as PyTorch; with beta == 0 (L1) it gives 0.
-    // (Selects test T values only: a bool mixed into a select made GCC build the lane mask
-    // with scalar code, 3x slower.)
-    // A subnormal beta: 1 / beta overflows (and 0 * inf would make the loss NaN at r == 0).
-    // Then a and r are pre-scaled by up = 2**digits, exactly (a < beta in the quadratic
-    // piece), and multiplied by 1 / (up * beta), finite: the same two roundings as for
-    // every other beta (up == 1 there changes no bit).
-    T beta, half_beta, up, inv_beta, is_l1;
-    explicit SmoothL1(const double* p)
-        : beta(T(p[0])), half_beta(T(0.5 * p[0])),
-          up(std::isfinite(T(1) / T(p[0])) ? T(1) : T(std::ldexp(1.0, std::numeric_limits<T>::digits))),
-          inv_beta(T(1) / (T(p[0]) * up)), is_l1(p[0] == 0 ? 1 : 0) {}
-    FL_OP void operator()(T x, T y, T, T& l, T& g) const {
-        T r = x - y, a = std::abs(r);
-        T quadratic = T(0.5) * a * (a * up) * inv_beta, linear = a - half_beta;
-        T slope = r * up * inv_beta, unit = sign_or_zero(r);
-        T inner = is_l1 != T(0) ? unit : slope;  // NaN r: slope (NaN), or L1's 0
-        l = a < beta ? quadratic : linear;
-        g = a >= beta ? unit : inner;
-    }
-};
-
-template <typename T>
-struct Bce {
-    // Domain x, y in [0, 1]. Each log is clamped at -100 (PyTorch), so x = 0 or 1 stays
-    // finite; log1p(-x) keeps 1 - x accurate for small x. Gradient (x - y) / max(x(1-x), 1e-12).
-    static constexpr bool heavy = true;
-    explicit Bce(const double*) {}
-    FL_OP void operator()(T x, T y, T, T& l, T& g) const {
-        T log_x = vm::log_clamped_unit(x);
-        T log_1mx = vm::log1m_clamped_unit(x);
-        l = vm::mad(y - T(1), log_1mx, -(y * log_x));
-        g = (x - y) / std::max((T(1) - x) * x, T(1e-12f));  // PyTorch's EPSILON is a float
-    }
-};
-
-template <typename T>
-struct BceLogits {
-    // Any real x. loss = (1 - y) softplus(x) + p y softplus(-x) with
-    // softplus(+-x) = max(+-x, 0) + log1p(exp(-|x|)): no overflow, and for y in [0, 1] both
-    // terms are >= 0, so tiny losses keep full relative accuracy (x=-40, y=0: 4.2e-18).
-    // grad = (1 - y) sigmoid(x) - p y sigmoid(-x), both sigmoids from e = exp(-|x|) <= 1.
-    static constexpr bool heavy = true;
-    explicit BceLogits(const double*) {}
-    FL_OP void operator()(T x, T y, T p, T& l, T& g) const {
-        T e = vm::exp_nonpos(-std::abs(x));
-        T inv = T(1) / (T(1) + e);
-        T log_term = vm::log1p_unit(e, inv);
-        T py = p * y;
-        T sp_pos = std::max(x, T(0)) + log_term;
-        T sp_neg = std::max(-x, T(0)) + log_term;
-        // A term whose coefficient is 0 is 0 even at x = +-inf (the exact limit; 0 * inf
-        // would be NaN).
-        T neg = T(1) - y, neg_term = neg * sp_pos, pos_term = py * sp_neg;
-        l = (neg == T(0) ? T(0) : neg_term) + (py == T(0) ? T(0) : pos_term);
-        T sig_small = e * inv;  // sigmoid(-|x|)
-        bool pos = x >= T(0);
-        T sig = pos ? inv : sig_small, sig_neg = pos ? sig_small : inv;
-        g = neg * sig - py * sig_neg;
-    }
-};
-
-template <typename T>
-struct Hinge {
-    // z = margin - y x; loss max(0, z) with NaN propagated; grad -y for z > 0, 0 at the
-    // kink z == 0 and below, NaN for NaN z.
-    static constexpr bool flat_zero = true;
-    T margin;
-    explicit Hinge(const double* p) : margin(T(p[0])) {}
-    FL_OP void operator()(T x, T y, T, T& l, T& g) const {
-        T z = margin - y * x;
-        T neg_y = -y, flat = z <= T(0) ? T(0) : z;  // flat: 0 on the flat side, NaN if NaN
-        l = z < T(0) ? T(0) : z;
-        g = z > T(0) ? neg_y : flat;
-    }
-};
-
-template <typename T>
-struct SquaredHinge {
-    static constexpr int grad_factor = 2;  // gradient -2 y h
-    static constexpr bool flat_zero = true;
-    T margin;
-    explicit SquaredHinge(const double* p) : margin(T(p[0])) {}
-    FL_OP void operator()(T x, T y, T, T& l, T& g) const {
-        T z = margin - y * x;
-        T h = z < T(0) ? T(0) : z;  // NaN propagates
-        l = h * h;
-        g = -y * h;
-    }
-};
 
 // ---------------------------------------------------------------------------------------
-// 2. The elementwise driver.
+// The elementwise driver.
 
 
 // Streaming (non-temporal) stores of a gradient much larger than the last-level cache: a
@@ -489,26 +356,8 @@ double dispatch_flags(const Op& op, const ElementwiseArgs<T>& a, int n_threads) 
     return std::numeric_limits<double>::quiet_NaN();
 }
 
-// Entry point of every elementwise loss: returns the float64 sum of the weighted losses.
-template <typename T>
-double elementwise(int which, const ElementwiseArgs<T>& a, const double* params, int n_threads) {
-    switch (which) {
-        case kernel::MSE: return dispatch_flags(Mse<T>(params), a, n_threads);
-        case kernel::L1: return dispatch_flags(L1<T>(params), a, n_threads);
-        case kernel::HUBER: return dispatch_flags(Huber<T>(params), a, n_threads);
-        case kernel::SMOOTH_L1: return dispatch_flags(SmoothL1<T>(params), a, n_threads);
-        case kernel::BCE: return dispatch_flags(Bce<T>(params), a, n_threads);
-        case kernel::BCE_LOGITS: return dispatch_flags(BceLogits<T>(params), a, n_threads);
-        case kernel::HINGE: return dispatch_flags(Hinge<T>(params), a, n_threads);
-        case kernel::SQUARED_HINGE: return dispatch_flags(SquaredHinge<T>(params), a, n_threads);
-        default: return std::numeric_limits<double>::quiet_NaN();
-    }
-}
-
 // ---------------------------------------------------------------------------------------
-// 3. Class kernels. The input is (N, C, K) C-contiguous: sample (n, k) has its C class
-// values at x[n*C*K + c*K + k], stride K. Targets are (N, K) int64 indices (validated) or
-// (N, C, K) probabilities.
+// Helpers of the class losses (class_losses.hpp) and the class driver (below).
 
 
 // Sum of f(i) for i in [0, n) into LANES float64 partial sums, element i in lane i % LANES,
@@ -561,318 +410,32 @@ inline T lane_max(idx n, F f) {
 // Gradient with p = softmax(x):
 //   indices:       (1 - eps) w_y (p - onehot_y) + eps/C (p W - w),  W = sum_c w_c
 //                  (p_y - 1 = -(s - 1) / s when the target holds the max: no cancellation)
-//   probabilities: p sum_c(w_c q_c) - w q,  q = (1 - eps) y + eps/C.
-template <typename T, bool CONTIG>
-inline T softmax_sample(const ClassArgs<T>& a, const T* x, const T* prob, int64_t y, T* g,
-                        idx stride_if_strided, double wsum, bool stream) {
-    const idx st = CONTIG ? 1 : stride_if_strided;
-    const idx C = a.C;
-    const T eps_c = T(a.p0 / double(C)), keep = T(1.0 - a.p0);
-    const bool smooth = a.p0 > 0;
-    const T m = lane_max<T>(C, [&](idx c) { return x[c * st]; });
-    // exp(x_c - m) once per element: kept in a stack buffer for the gradient pass when the
-    // row fits (rows longer than EXP_BUFFER recompute it there instead).
-    T ebuf[EXP_BUFFER];
-    const bool buffered = C <= EXP_BUFFER;
-    if (buffered) {
-#pragma omp simd
-        for (idx c = 0; c < C; ++c) ebuf[c] = vm::exp_nonpos(x[c * st] - m);
-    }
-    // s = k + o: k classes hold the max (their exp is exactly 1), o sums the exp of the others
-    // (the max classes add exp - 1 = 0, or NaN for an infinite max). s - 1 = o + (k - 1).
-    // The row-tile path computes the same terms in the same order (same bits).
-    auto excess = [&](idx c, T e) { return double(e) - (x[c * st] == m ? 1.0 : 0.0); };
-    const double o = buffered ? lane_sum(C, [&](idx c) { return excess(c, ebuf[c]); })
-                              : lane_sum(C, [&](idx c) { return excess(c, vm::exp_nonpos(x[c * st] - m)); });
-    const double k = lane_sum(C, [&](idx c) { return x[c * st] == m ? 1.0 : 0.0; });
-    const double s = o + k, s_minus_1 = o + (k - 1.0);
-    const T log_s = vm::log1p(T(s_minus_1));
-    const bool top = !prob && x[y * st] == m;  // read before the gradient is written (in place)
-    auto nlogp = [&](idx c) { return (m - x[c * st]) + log_s; };  // -log softmax(x)_c
-    auto q_of = [&](idx c) { return smooth ? keep * prob[c * st] + eps_c : prob[c * st]; };
 
-    // The rest is written once for a weight accessor: class weights, or all ones (a
-    // separate instantiation, so no loop tests for a null pointer and all vectorise).
-    auto finish = [&](auto weight) -> T {
-        T loss, coef_p;  // gradient_c = (p_c * coef_p - target_term(c)) * scale
-        const T w_y = prob ? T(1) : weight(y);
-        if (prob) {
-            loss = T(lane_sum(C, [&](idx c) { return double(weight(c) * q_of(c) * nlogp(c)); }));
-            coef_p = T(lane_sum(C, [&](idx c) { return double(weight(c) * q_of(c)); }));
-        } else {
-            loss = w_y * nlogp(y);
-            coef_p = w_y;
-            if (smooth) {
-                T smooth_loss = T(lane_sum(C, [&](idx c) { return double(weight(c) * nlogp(c)); }));
-                loss = keep * loss + eps_c * smooth_loss;
-                coef_p = T(double(keep * w_y) + double(eps_c) * wsum);  // wsum: float64 (see classes)
-            }
-        }
-        if (!g) return loss;
-        const T inv_s = T(1.0 / s), scale = a.scale;
-        // Element c reads x_c before writing g_c: safe in place (g == x).
-        auto write = [&](auto target_term) {
-            if (CONTIG && buffered && stream) {  // the row computed in place in ebuf, then streamed
-#pragma omp simd
-                for (idx c = 0; c < C; ++c) ebuf[c] = (ebuf[c] * inv_s * coef_p - target_term(c)) * scale;
-                stream_row(g, ebuf, C);
-            } else if (buffered) {
-#pragma omp simd
-                for (idx c = 0; c < C; ++c) g[c * st] = (ebuf[c] * inv_s * coef_p - target_term(c)) * scale;
-            } else {
-#pragma omp simd
-                for (idx c = 0; c < C; ++c) g[c * st] = (vm::exp_nonpos(x[c * st] - m) * inv_s * coef_p - target_term(c)) * scale;
-            }
-        };
-        if (prob)
-            write([&](idx c) { return weight(c) * q_of(c); });
-        else if (smooth)
-            write([&](idx c) { return keep * (c == y ? w_y : T(0)) + eps_c * weight(c); });
-        else {
-            write([&](idx c) { return c == y ? w_y : T(0); });
-            // p_y - 1 = -(s - 1) / s (a finite w_y: an infinite one gives w_y p_y - w_y =
-            // inf - inf = NaN above, as PyTorch)
-            if (top && std::isfinite(w_y)) g[y * st] = -(T(s_minus_1) * inv_s * w_y) * scale;
-        }
-        return loss;
-    };
-    const T* w = a.w;
-    return w ? finish([w](idx c) { return w[c]; }) : finish([](idx) { return T(1); });
-}
-
-// NLL of one sample: loss -w_y x_y; gradient -w_y at y, 0 elsewhere.
-template <typename T>
-inline T nll_sample(const ClassArgs<T>& a, const T* x, int64_t y, T* g, idx stride) {
-    const T w_y = a.w ? a.w[y] : T(1);
-    const T x_y = x[y * stride];  // read before g is written (in place)
-    if (g) {
-        for (idx c = 0; c < a.C; ++c) g[c * stride] = T(0);
-        g[y * stride] = -w_y * a.scale;
-    }
-    return -w_y * x_y;
-}
-
-// z = margin - x_y + x_c with one rounding where it matters: margin - x_y first loses the
-// margin against huge scores, x_c - x_y first loses a tiny x_c against x_y. So d = x_c - x_y
-// and its rounding error (TwoSum: exact without FMA contraction; 0 for a non-finite d, so
-// inf and NaN propagate as before), then (d + margin) + error. Shared by the per-row and
-// the tiled multi-margin paths (same bits).
-template <typename T>
-FL_OP T margin_argument(T margin, T x_y, T xc) {
-    const T d = xc - x_y, d_back = d - xc;
-    const T error = (xc - (d - d_back)) + (-x_y - d_back);
-    return (d + margin) + (d - d == T(0) ? error : T(0));
-}
-
-// The loss of a sample from its float64 sum of hinge terms: w_y * sum / C; 0 when no term
-// counts, whatever w_y (PyTorch adds w_y z_c term by term: an infinite or NaN weight of a
-// sample with no active hinge gives 0); in float64 when the sum does not fit T (float32
-// terms near the float maximum) but the loss does.
-template <typename T>
-inline T multi_margin_value(T w_y, double sum, idx C) {
-    if (sum == 0.0) return T(0);
-    const T s = T(sum);
-    if (std::isinf(s) && std::isfinite(sum)) return T(double(w_y) * sum / double(C));
-    return w_y * s / T(C);
-}
-
-// Multi-margin (PyTorch's multi_margin_loss) of one sample: z_c = margin - x_y + x_c (exact
-// to one rounding, see margin_argument) for
-// c != y; the terms with z_c > 0 count (NaN does not, as in PyTorch);
-// loss = w_y / C sum z_c^p (summed in float64); gradient +w_y p z_c^(p-1) / C at c != y,
-// their negated sum at y. Three branch-free passes over the row (in cache): the loss, the
-// sum for g_y, then the gradient, which reads x_c before writing g_c (safe in place).
-template <typename T>
-inline T multi_margin_sample(const ClassArgs<T>& a, const T* x, int64_t y, T* g, idx stride) {
-    const idx C = a.C;
-    const bool squared = a.p0 == 2;
-    const T margin = T(a.p1), x_y = x[y * stride];
-    const T w_y = a.w ? a.w[y] : T(1);
-    // The classes c != y: up to LANES + 1 classes one float64 sum in class order (what
-    // multi_margin_tile computes across rows); longer rows the two ranges [0, y) and (y, C)
-    // in lanes, with no per-element mask.
-    auto over_others = [&](auto f) {
-        if (C <= LANES + 1) {
-            double s = 0.0;
-            for (idx c = 0; c < C; ++c)
-                if (c != y) s += f(c);
-            return s;
-        }
-        return lane_sum(y, f) + lane_sum(C - 1 - y, [&](idx i) { return f(y + 1 + i); });
-    };
-    auto hinge = [&](idx c) {  // z_c where it counts (z_c > 0), else 0
-        const T z = margin_argument(margin, x_y, x[c * stride]);
-        return z > T(0) ? z : T(0);
-    };
-    double sum = over_others([&](idx c) { T h = hinge(c); return double(squared ? h * h : h); });
-    if (g) {
-        // p = 2: the slope 2 z_c as z_c times the doubled factor (exact), so that a z_c near
-        // the float maximum does not overflow where the scaled gradient is finite.
-        const T factor = T(squared ? 2 : 1) * (w_y / T(C) * a.scale);
-        auto grad_c = [&](idx c) {
-            T h = hinge(c);
-            T slope = squared ? h : T(1);
-            return h > T(0) ? slope * factor : T(0);
-        };
-        const T g_y = T(over_others([&](idx c) { return double(grad_c(c)); }));
-#pragma omp simd
-        for (idx c = 0; c < y; ++c) g[c * stride] = grad_c(c);
-#pragma omp simd
-        for (idx c = y + 1; c < C; ++c) g[c * stride] = grad_c(c);
-        g[y * stride] = -g_y;
-    }
-    return multi_margin_value(w_y, sum, C);
-}
-
-// Softmax cross-entropy (class indices, no smoothing) of TILE consecutive (N, C) rows with
-// C <= TILE, computed across rows: row r of the tile is SIMD lane r, so exp, log and the
-// sums vectorise even for 10 classes. Every operation is the one softmax_sample does for a
-// row, in the same order (max, exp, the float64 sum over c in order, vm::log, the gradient
-// expression), so a row gives the same bits whichever path computes it. Rows are copied
-// into a transposed buffer first (which also makes in-place, g == x, safe).
-template <typename T>
-inline void softmax_tile(const ClassArgs<T>& a, idx first_row, const int64_t* ys, T* losses) {
-    constexpr int R = TILE;
-    const idx C = a.C;
-    const T* x = a.x + first_row * C;
-    T xt[TILE][R];  // xt[c][r] = x[r][c], then exp(x - m)
-    for (int r = 0; r < R; ++r)
-        for (idx c = 0; c < C; ++c) xt[c][r] = x[r * C + c];
-    // Per-row values as T (the lanes of the vector loops must all be of T's width).
-    T m[R], x_y[R], w_y[R], kept[R], y_t[R], top[R];
-    double o[R], k[R];  // softmax_sample's o and k: s = o + k, s - 1 = o + (k - 1)
-    for (int r = 0; r < R; ++r) {
-        int64_t y = ys[r];  // read once and checked by the caller
-        bool keep = y != a.ignore_index;
-        int64_t yc = keep ? y : 0;
-        kept[r] = keep ? T(1) : T(0);
-        y_t[r] = T(yc);  // exact: yc < C <= TILE
-        x_y[r] = xt[yc][r];
-        w_y[r] = a.w ? a.w[yc] : T(1);
-        m[r] = -std::numeric_limits<T>::infinity();
-        o[r] = k[r] = 0.0;
-    }
-    for (idx c = 0; c < C; ++c) {
-#pragma omp simd
-        for (int r = 0; r < R; ++r) m[r] = std::max(m[r], xt[c][r]);
-    }
-    for (idx c = 0; c < C; ++c) {
-#pragma omp simd
-        for (int r = 0; r < R; ++r) {
-            T e = vm::exp_nonpos(xt[c][r] - m[r]);
-            double at_max = xt[c][r] == m[r] ? 1.0 : 0.0;
-            xt[c][r] = e;
-            o[r] += double(e) - at_max;
-            k[r] += at_max;
-        }
-    }
-    T sm1_t[R], inv_s[R];
-    for (int r = 0; r < R; ++r) {
-        sm1_t[r] = T(o[r] + (k[r] - 1.0));
-        inv_s[r] = T(1.0 / (o[r] + k[r]));
-        top[r] = x_y[r] == m[r] ? T(1) : T(0);
-    }
-#pragma omp simd
-    for (int r = 0; r < R; ++r) {
-        T log_s = vm::log1p(sm1_t[r]);
-        T loss = w_y[r] * ((m[r] - x_y[r]) + log_s);
-        losses[r] = kept[r] != T(0) ? loss : T(0);
-    }
-    if (!a.grad) return;
-    T* g = a.grad + first_row * C;
-    const T scale = a.scale;
-    for (idx c = 0; c < C; ++c) {
-#pragma omp simd
-        for (int r = 0; r < R; ++r) {
-            T hot = T(c) == y_t[r] ? w_y[r] : T(0);
-            T value = (xt[c][r] * inv_s[r] * w_y[r] - hot) * scale;
-            T tail = -(sm1_t[r] * inv_s[r] * w_y[r]) * scale;  // p_y - 1 at a max target
-            value = T(c) == y_t[r] && top[r] != T(0) && std::isfinite(w_y[r]) ? tail : value;
-            xt[c][r] = kept[r] != T(0) ? value : T(0);
-        }
-    }
-    for (int r = 0; r < R; ++r)
-        for (idx c = 0; c < C; ++c) g[r * C + c] = xt[c][r];
-}
-
-// Multi-margin (p = 1 or 2) of TILE consecutive (N, C) rows with C <= TILE, across rows as
-// softmax_tile does: row r of the tile is SIMD lane r. Bitwise what multi_margin_sample
-// computes for each row: its float64 sums run over the classes c != y in class order; here
-// class y adds +0.0, which leaves a sum of non-negative terms (starting at +0.0) unchanged.
-// (One sum, not one per side of y: the float64 sums are most of this loop's work.) The
-// per-class expressions are the same, in the same order. Rows are copied into a transposed
-// buffer first (so in place, g == x, is safe).
-template <typename T>
-inline void multi_margin_tile(const ClassArgs<T>& a, idx first_row, const int64_t* ys, T* losses) {
-    constexpr int R = TILE;
-    const idx C = a.C;
-    const bool squared = a.p0 == 2;
-    const T margin = T(a.p1), scale = a.scale;
-    const T* x = a.x + first_row * C;
-    T xt[TILE][R];
-    for (int r = 0; r < R; ++r)
-        for (idx c = 0; c < C; ++c) xt[c][r] = x[r * C + c];
-    T x_y[R], w_y[R], factor[R], y_t[R];
-    double s_sum[R], g_sum[R];
-    for (int r = 0; r < R; ++r) {
-        const int64_t y = ys[r];  // read once and checked by the caller
-        y_t[r] = T(y);  // exact: y < C <= TILE
-        x_y[r] = xt[y][r];
-        w_y[r] = a.w ? a.w[y] : T(1);
-        factor[r] = T(squared ? 2 : 1) * (w_y[r] / T(C) * scale);  // as multi_margin_sample
-        s_sum[r] = g_sum[r] = 0.0;
-    }
-    for (idx c = 0; c < C; ++c) {
-        const T ct = T(c);
-#pragma omp simd
-        for (int r = 0; r < R; ++r) {
-            T z = margin_argument(margin, x_y[r], xt[c][r]);
-            T h = z > T(0) ? z : T(0);
-            double v = double(squared ? h * h : h);
-            T slope = squared ? h : T(1);
-            T gc = h > T(0) ? slope * factor[r] : T(0);
-            const bool other = ct != y_t[r];
-            s_sum[r] += other ? v : 0.0;
-            g_sum[r] += other ? double(gc) : 0.0;
-            xt[c][r] = gc;  // the gradient; row y's entry is set below
-        }
-    }
-    for (int r = 0; r < R; ++r) {
-        const int64_t y = ys[r];
-        losses[r] = multi_margin_value(w_y[r], s_sum[r], C);
-        xt[y][r] = -T(g_sum[r]);
-    }
-    if (!a.grad) return;
-    T* g = a.grad + first_row * C;
-    for (int r = 0; r < R; ++r)
-        for (idx c = 0; c < C; ++c) g[r * C + c] = xt[c][r];
-}
-
-template <typename T>
-double classes(int which, const ClassArgs<T>& a, int n_threads) {
+// ---------------------------------------------------------------------------------------
+// The class driver. The input is (N, C, K) C-contiguous: sample (n, k) has its C class
+// values at x[n*C*K + c*K + k], stride K. Targets are (N, K) int64 indices (validated) or
+// (N, C, K) probabilities. Row: the class functor (class_losses.hpp); IGNORES: samples whose
+// index is ignore_index count for nothing; INDICES: targets are class indices (else
+// probabilities). Both come from the registry (FACTS, generated).
+template <class Row, bool IGNORES, bool INDICES, typename T>
+double classes_of(const ClassArgs<T>& a, int n_threads) {
     const idx samples = a.N * a.K;
     if (samples == 0) return 0.0;  // O(1) whatever C is: nothing is read or written
     const idx per_block = std::max<idx>(1, BLOCK / std::max<idx>(a.C, 1));
     const idx nblocks = (samples + per_block - 1) / per_block;
     const bool contig = a.K == 1;
-    // Sum of the class weights (label smoothing with class indices), float64 in a fixed
-    // order (the count C itself without weights: exact, where a float32 count stops at 2**24).
-    double wsum = 0.0;
-    if (which == kernel::CROSS_ENTROPY && a.p0 > 0)
-        wsum = a.w ? lane_sum(a.C, [&](idx c) { return double(a.w[c]); }) : double(a.C);
+    const Row row(a);
     // A class index is read once, into a local, and checked against [0, C) where it is used:
     // the front layer validated the indices, but another thread may change them since; such
     // a sample gets a NaN loss and a NaN gradient row, and nothing outside the arrays is read
     // or written whatever the caller does.
     auto in_range = [&](int64_t y) { return (uint64_t)y < (uint64_t)a.C; };
-    const bool may_ignore = which != kernel::MULTI_MARGIN;
-    // Few classes, class indices, no smoothing, (N, C) rows: TILE rows at a time across
-    // SIMD lanes (bitwise the per-row results, see softmax_tile).
-    const bool tiles = which == kernel::CROSS_ENTROPY && contig && a.C <= TILE && a.p0 == 0;
-    const bool mm_tiles = which == kernel::MULTI_MARGIN && contig && a.C <= TILE;
+    // Few classes, (N, C) rows: TILE rows at a time across SIMD lanes (bitwise the per-row
+    // results, see softmax_tile), for the functors that have tiles.
+    const bool tiles = INDICES && contig && Row::tiles(a);
     // Large softmax gradients (logits + gradient at least STREAM_FROM_BYTES, rows of at least
     // a few cache lines) are streamed row by row, as the elementwise gradients are.
-    const bool stream = a.grad && contig && !tiles && a.C >= 64 &&
+    const bool stream = Row::streams && a.grad && contig && !tiles && a.C >= 64 &&
                         samples * a.C * idx(sizeof(T)) * 2 >= STREAM_FROM_BYTES;
     auto block_sum = [&](idx b) {
         double acc[LANES] = {0.0};
@@ -884,19 +447,16 @@ double classes(int which, const ClassArgs<T>& a, int n_threads) {
             j = (j + 1) % LANES;
         };
         for (idx s = b * per_block; s < end;) {
-            if ((tiles || mm_tiles) && s + TILE <= end) {
+            if (tiles && s + TILE <= end) {
                 int64_t ys[TILE];
                 bool valid = true;
                 for (int r = 0; r < TILE; ++r) {
                     ys[r] = read_once(a.target + s + r);
-                    valid &= in_range(ys[r]) || (may_ignore && ys[r] == a.ignore_index);
+                    valid &= in_range(ys[r]) || (IGNORES && ys[r] == a.ignore_index);
                 }
                 if (valid) {  // else (a racing caller) the rows go one by one, below
                     T losses[TILE];
-                    if (tiles)
-                        softmax_tile(a, s, ys, losses);
-                    else
-                        multi_margin_tile(a, s, ys, losses);
+                    Row::tile(a, s, ys, losses);
                     for (int r = 0; r < TILE; ++r) add(s + r, losses[r]);
                     s += TILE;
                     continue;
@@ -904,26 +464,20 @@ double classes(int which, const ClassArgs<T>& a, int n_threads) {
             }
             idx n = contig ? s : s / a.K, k = contig ? 0 : s % a.K;
             idx offset = n * a.C * a.K + k;
-            const T* x = a.x + offset;
             T* g = a.grad ? a.grad + offset : nullptr;
-            const int64_t y = a.target ? read_once(a.target + s) : 0;
+            const int64_t y = INDICES ? read_once(a.target + s) : 0;
             T loss;
-            if (a.target && y == a.ignore_index && may_ignore) {
+            if (INDICES && IGNORES && y == a.ignore_index) {
                 loss = 0;  // ignored sample: no loss, zero gradient
                 if (g)
                     for (idx c = 0; c < a.C; ++c) g[c * a.K] = T(0);
-            } else if (a.target && !in_range(y)) {  // changed since validated (see in_range)
+            } else if (INDICES && !in_range(y)) {  // changed since validated (see in_range)
                 loss = std::numeric_limits<T>::quiet_NaN();
                 if (g)
                     for (idx c = 0; c < a.C; ++c) g[c * a.K] = loss;
-            } else if (which == kernel::CROSS_ENTROPY || which == kernel::CROSS_ENTROPY_PROBS) {
-                const T* prob = a.probs ? a.probs + offset : nullptr;
-                loss = contig ? softmax_sample<T, true>(a, x, prob, y, g, 1, wsum, stream)
-                              : softmax_sample<T, false>(a, x, prob, y, g, a.K, wsum, false);
-            } else if (which == kernel::NLL) {
-                loss = nll_sample(a, x, y, g, a.K);
             } else {
-                loss = multi_margin_sample(a, x, y, g, a.K);
+                loss = contig ? row.template sample<true>(a, offset, y, g, stream)
+                              : row.template sample<false>(a, offset, y, g, false);
             }
             add(s, loss);
             ++s;
@@ -934,8 +488,9 @@ double classes(int which, const ClassArgs<T>& a, int n_threads) {
     return sum_blocks(nblocks, samples * a.C >= SERIAL_BELOW, n_threads, block_sum);
 }
 
+
 // ---------------------------------------------------------------------------------------
-// 4. Scanners (read-only): the index of the first element where bad(a[i]) holds, or -1.
+// Scanners (read-only): the index of the first element where bad(a[i]) holds, or -1.
 // Blocks are tested branch-free (vectorised), in parallel for big arrays; only the first
 // flagged block is searched element by element.
 
@@ -1041,5 +596,3 @@ idx class_target_stats(const int64_t* t, idx n, idx C, bool has_ignore, int64_t 
     return -1;
 }
 
-}  // namespace FL_IMPL
-}  // namespace fl

@@ -1,12 +1,12 @@
 // The C level of fastloss: argument checks, the "mean" divisor and the kernel call behind
-// the fl_<loss>_grad_f32/_f64 functions of kernels.pyx (declared in kernels.pxd, exported
-// to C through fastloss.h).
+// the fl_<loss>_grad_f32/_f64 functions (generated from the registry into kernels.pyx,
+// declared in the generated kernels.pxd and fastloss_losses.h).
 //
 // Every check runs before any element is read past the sizes given or anything is written;
 // a bad argument returns NaN with nothing written. Then the kernel runs exactly as the Python
 // API runs it (same divisor and gradient scale), so results are bitwise those of the Python
-// functions. n_threads arrives resolved (kernels.pyx: 0 is OpenMP's default, clamped as the
-// Python API clamps); a negative one is refused here.
+// functions. n_threads: 0 is OpenMP's default, a count above MAX_THREADS is clamped to it
+// (as the Python API clamps, both generated from the registry), a negative one is refused.
 #pragma once
 
 #include <cmath>
@@ -16,35 +16,19 @@
 #include <limits>
 #include <new>
 
-#include "_kernels.hpp"
+#include "dispatch.hpp"
+#include "reduction.hpp"
 
 namespace fl {
 namespace capi {
 
-enum Reduction { MEAN = 0, SUM = 1 };  // FASTLOSS_MEAN, FASTLOSS_SUM
-
 constexpr idx IDX_MAX = std::numeric_limits<idx>::max();
 const double NaN = std::numeric_limits<double>::quiet_NaN();
 
-// What the registry says of an elementwise loss (filled from it by kernels.pyx).
-struct ElementwiseFacts {
-    bool weight_sum_divisor;  // "mean" divides by the weight's sum over the input (else the count)
-    bool input_unit;          // input values must lie in [0, 1]
-    bool target_unit;         // target values must lie in [0, 1]
-    bool target_sign;         // target values must be -1 or +1
-};
-
-// The gradient's scale: 1 / divisor for "mean" (inf for an empty divisor, as the Python API).
-inline double mean_scale(int reduction, double divisor) {
-    if (reduction != MEAN) return 1.0;
-    return divisor != 0 ? 1.0 / divisor : std::numeric_limits<double>::infinity();
-}
-
-// The reduced loss: the sum, or total / divisor with IEEE semantics (an empty mean, 0/0, is NaN).
-inline double reduced(double total, double divisor, int reduction) {
-    if (reduction != MEAN) return total;
-    if (divisor != 0) return total / divisor;
-    return (total == 0 || total != total) ? NaN : std::copysign(std::numeric_limits<double>::infinity(), total);
+// The thread count of a C-level call: 0 is OpenMP's default; above MAX_THREADS, clamped.
+inline int c_level_threads(int n_threads) {
+    if (n_threads == 0) return omp_default_threads();
+    return n_threads < MAX_THREADS ? n_threads : MAX_THREADS;
 }
 
 inline bool bad_mode(int reduction, int n_threads) {
@@ -58,10 +42,41 @@ inline bool overlap(const void* a, idx a_bytes, const void* b, idx b_bytes) {
     return pa < pb + (uintptr_t)b_bytes && pb < pa + (uintptr_t)a_bytes;
 }
 
+// The weights (elementwise, or class weights: every loss is linear in them) and the "mean"
+// divisor (their sum) times the same power of two when 1 / divisor would not be a normal
+// number of T (weights summing to a subnormal number, or in float32 beyond its range): the
+// gradient is g * (w * (1 / sum)), and the mean sum(w l) / sum(w) is unchanged (exact
+// scaling). As the Python API does (fastloss/_api.py, _normal_weight_scale), so the C level
+// gives its bits for these weights too. Other weights are used as they are.
 template <typename T>
-double elementwise_call(int kernel, const ElementwiseFacts& f, const T* x, const T* t, const T* w,
-                        idx w_len, const T* pw, idx pw_len, T* grad, T* losses, idx n, double p0,
-                        double p1, int reduction, int n_threads) {
+struct NormalWeights {
+    const T* w;
+    double divisor;
+    T* owned = nullptr;
+    NormalWeights(const T* w_, idx len, double d) : w(w_), divisor(d) {
+        if (!w || d == 0 || !std::isfinite(d)) return;
+        int e;
+        std::frexp(std::fabs(d), &e);  // 2**(e - 1) <= |d| < 2**e
+        const int minexp = std::numeric_limits<T>::min_exponent - 1, maxexp = std::numeric_limits<T>::max_exponent;
+        if (minexp + 2 <= -e && 1 - e <= maxexp - 2) return;  // 1 / d comfortably normal
+        owned = static_cast<T*>(scratch_alloc(sizeof(T) * (std::size_t)len));  // may throw bad_alloc
+        for (idx i = 0; i < len; ++i) owned[i] = std::ldexp(w[i], -e);
+        w = owned;
+        divisor = std::ldexp(d, -e);
+    }
+    ~NormalWeights() { std::free(owned); }
+    NormalWeights(const NormalWeights&) = delete;
+    NormalWeights& operator=(const NormalWeights&) = delete;
+};
+
+template <typename T>
+double elementwise_call(int kernel, const T* x, const T* t, const T* w, idx w_len, const T* pw,
+                        idx pw_len, T* grad, T* losses, idx n, const double* params, int reduction,
+                        int n_threads) {
+    if (kernel < 0 || kernel >= kernel::COUNT || FACTS[kernel].kind != ELEMENTWISE) return NaN;
+    const Facts& f = FACTS[kernel];
+    if (!params_ok(kernel, params)) return NaN;
+    n_threads = c_level_threads(n_threads);
     const idx size = sizeof(T);
     // ----- sizes and pointers: nothing is read past what they announce
     if (n < 0 || n > IDX_MAX / size || bad_mode(reduction, n_threads)) return NaN;
@@ -84,21 +99,26 @@ double elementwise_call(int kernel, const ElementwiseFacts& f, const T* x, const
     if (f.target_sign && first_non_sign(t, n, n_threads) >= 0) return NaN;
     // ----- the Python API's call
     double divisor = (double)n;
-    if (f.weight_sum_divisor && w) divisor = float64_sum(w, w_len) * (double)(n / w_len);
-    ElementwiseArgs<T> a;
-    a.x = x;
-    a.y = t;
-    a.w = w;
-    a.pw = pw;
-    a.w_period = w ? w_len : 0;
-    a.pw_period = pw ? pw_len : 0;
-    a.loss = losses;
-    a.grad = grad;
-    a.scale = (T)mean_scale(reduction, divisor);
-    a.n = n;
-    const double params[2] = {p0, p1};
+    if (f.divisor == DIVIDE_BY_WEIGHT_SUM && w) divisor = float64_sum(w, w_len) * (double)(n / w_len);
     try {
-        return reduced(elementwise(kernel, a, params, n_threads), divisor, reduction);
+        const NormalWeights<T> nw(reduction == MEAN && f.divisor != DIVIDE_BY_COUNT ? w : nullptr, w_len, divisor);
+        if (nw.owned) {
+            w = nw.w;
+            divisor = nw.divisor;
+        }
+        ElementwiseArgs<T> a;
+        a.x = x;
+        a.y = t;
+        a.w = w;
+        a.pw = pw;
+        a.w_period = w ? w_len : 0;
+        a.pw_period = pw ? pw_len : 0;
+        a.loss = losses;
+        a.grad = grad;
+        a.scale = (T)mean_scale(reduction, divisor);
+        a.n = n;
+        a.params = params;
+        return reduced(elementwise(kernel, a, n_threads), divisor, reduction);
     } catch (const std::bad_alloc&) {  // scratch memory short: thrown before anything is written
         return NaN;
     }
@@ -108,10 +128,14 @@ double elementwise_call(int kernel, const ElementwiseFacts& f, const T* x, const
 // CROSS_ENTROPY_PROBS, class probabilities `probs` shaped like the input instead of indices.
 template <typename T>
 double classes_call(int kernel, const T* x, const int64_t* t, const T* probs, const T* w, T* grad,
-                    T* losses, idx N, idx C, idx K, bool has_ignore, int64_t ignore_index, double p0,
-                    double p1, int reduction, int n_threads) {
+                    T* losses, idx N, idx C, idx K, int64_t ignore_index, const double* params,
+                    int reduction, int n_threads) {
+    if (kernel < 0 || kernel >= kernel::COUNT || FACTS[kernel].kind != CLASSES) return NaN;
+    const Facts& f = FACTS[kernel];
+    if (!params_ok(kernel, params)) return NaN;
+    n_threads = c_level_threads(n_threads);
     const idx size = sizeof(T);
-    const bool by_probs = kernel == kernel::CROSS_ENTROPY_PROBS;
+    const bool by_probs = f.probabilities, has_ignore = f.ignore_index;
     if (N < 0 || C < 0 || K < 0 || bad_mode(reduction, n_threads)) return NaN;
     if (K > 0 && N > IDX_MAX / 8 / K) return NaN;
     if (C > 0 && K > 0 && N > IDX_MAX / size / C / K) return NaN;
@@ -131,23 +155,27 @@ double classes_call(int kernel, const T* x, const int64_t* t, const T* probs, co
     if (!by_probs) {
         double target_weight = 0;
         if (class_target_stats(t, rows, C, has_ignore, ignore_index, w, &target_weight) >= 0) return NaN;
-        if (kernel != kernel::MULTI_MARGIN) divisor = target_weight;  // sum of w[target], kept samples
+        if (f.divisor == DIVIDE_BY_TARGET_WEIGHT) divisor = target_weight;  // sum of w[target], kept samples
     }
-    ClassArgs<T> a;
-    a.x = x;
-    a.target = by_probs ? nullptr : t;
-    a.probs = by_probs ? probs : nullptr;
-    a.w = w;
-    a.N = N;
-    a.C = C;
-    a.K = K;
-    a.loss = losses;
-    a.grad = grad;
-    a.scale = (T)mean_scale(reduction, divisor);
-    a.ignore_index = has_ignore ? ignore_index : 0;
-    a.p0 = p0;
-    a.p1 = p1;
     try {
+        const NormalWeights<T> nw(reduction == MEAN && f.divisor != DIVIDE_BY_COUNT ? w : nullptr, C, divisor);
+        if (nw.owned) {
+            w = nw.w;
+            divisor = nw.divisor;
+        }
+        ClassArgs<T> a;
+        a.x = x;
+        a.target = by_probs ? nullptr : t;
+        a.probs = by_probs ? probs : nullptr;
+        a.w = w;
+        a.N = N;
+        a.C = C;
+        a.K = K;
+        a.loss = losses;
+        a.grad = grad;
+        a.scale = (T)mean_scale(reduction, divisor);
+        a.ignore_index = has_ignore ? ignore_index : 0;
+        a.params = params;
         return reduced(classes(kernel, a, n_threads), divisor, reduction);
     } catch (const std::bad_alloc&) {  // scratch memory short: thrown before anything is written
         return NaN;

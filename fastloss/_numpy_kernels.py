@@ -1,0 +1,414 @@
+"""The pure NumPy backend: the fallback, the readable reference, the benchmarks' baseline.
+
+The public functions computed with it are ``fastloss.numpy_backend``'s (whatever backend
+``fastloss`` itself uses). This module imports nothing of fastloss: the front layer
+(``fastloss._api``) calls it, never the other way round.
+
+Adding a loss: one kernel here, registered under the registry's name with ``@elementwise``
+(per-element math; the weights, reductions and gradient scale are the driver's) or
+``@kernel`` (a class loss: the whole call). A registry kernel without one is an ImportError
+naming it (``fastloss._api.make_public_api`` checks every backend).
+
+The backend contract
+--------------------
+A backend module has ``NAME``, ``KERNELS`` (kernel name -> function), ``float64_sum`` and
+three scanners used by the front layer (``fastloss._api``) before anything is computed:
+
+``float64_sum(a)``                    the float64 sum of 1-D ``a`` (an elementwise weight's
+                                      "mean" divisor)
+
+``first_outside_unit(a, n_threads)``  the first value of ``a`` not in [0, 1] (NaN included), or None
+``first_non_sign(a, n_threads)``      the first value of ``a`` that is not -1 or +1, or None
+``class_target_stats(t, C, ignore_index, w)``
+                                ``(bad, target_weight)``: the first index of ``t`` outside
+                                [0, C) that is not ``ignore_index`` (or None), and the sum of
+                                ``w[t]`` (count when ``w`` is None) over non-ignored targets
+
+Every kernel is called as ``kernel(x, t, w, pw, params, want_none, grad_scale, out, n_threads)``
+and returns ``(total, loss, grad)``. The front layer guarantees:
+
+* elementwise kernels: ``x`` and ``t`` are 1-D C-contiguous arrays of the compute dtype
+  (float32 or float64) and equal length n; ``w`` and ``pw`` (pos_weight) are None or 1-D
+  C-contiguous arrays of that dtype whose length P divides n, element i being weighted by
+  ``w[i % P]``; ``params`` holds the loss's scalar parameters in registry order.
+* class kernels: ``x`` is ``(N, C, K)`` C-contiguous (K = product of the extra dims); ``t`` is
+  ``(N, K)`` int64 class indices, already validated (or, for ``cross_entropy_probs``, class
+  probabilities shaped like ``x``); ``w`` is None or ``(C,)``; ``params`` is
+  ``(ignore_index, *registry params)`` for losses with ``ignore_index``.
+* ``want_none``: return the weighted per-term losses as ``loss`` (total None); otherwise
+  ``total`` is the float64 sum of those losses and ``loss`` None.
+* ``grad_scale``: None for no gradient; else the gradient of the summed weighted loss,
+  times ``grad_scale``, is written into ``out`` (C-contiguous, of ``x``'s shape, possibly
+  ``x`` itself) or into a new array when ``out`` is None, and returned as ``grad``.
+* ``n_threads`` >= 1 (this backend runs on one thread and ignores it).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+NAME = "numpy"
+
+KERNELS: dict = {}  # kernel name (fastloss._registry.KERNEL_NAMES) -> kernel
+
+
+def _quiet(kernel):
+    """No NumPy floating-point warnings: inf and NaN are results here, as in PyTorch."""
+
+    def quiet_kernel(*args):
+        with np.errstate(all="ignore"):
+            return kernel(*args)
+
+    return quiet_kernel
+
+
+def kernel(name):
+    """Register a whole kernel (the backend contract's call) under the registry name ``name``."""
+
+    def register(fn):
+        if name in KERNELS:
+            raise ValueError(f"two NumPy kernels for {name!r}")
+        KERNELS[name] = _quiet(fn)
+        return fn
+
+    return register
+
+
+def elementwise(name, grad_factor=1, flat_zero=False):
+    """Register the per-element math ``fn(x, t, pw, *params, want_grad) -> (loss, grad)`` of
+    the elementwise loss ``name``; the traits are those of its C++ functor (losses.hpp):
+    ``grad_factor`` a constant factor left out of grad (multiplied in last), ``flat_zero`` a
+    zero gradient that stays 0 whatever the weight."""
+
+    def register(fn):
+        kernel(name)(_elementwise_kernel(fn, grad_factor, flat_zero))
+        return fn
+
+    return register
+
+
+# --------------------------------------------------------------------------- scanners
+
+
+def _first(a, bad):
+    idx = np.flatnonzero(bad)
+    return a.reshape(-1)[idx[0]].item() if idx.size else None
+
+
+def first_outside_unit(a, n_threads):
+    return _first(a, ~((a >= 0) & (a <= 1)))
+
+
+def first_non_sign(a, n_threads):
+    return _first(a, (a != 1) & (a != -1))
+
+
+def float64_sum(a):
+    with np.errstate(all="ignore"):  # an infinite weight or an overflowing sum: inf
+        return float(np.sum(a, dtype=np.float64))
+
+
+def class_target_stats(t, n_classes, ignore_index, w):
+    t = t.reshape(-1)
+    kept = t if ignore_index is None else t[t != ignore_index]
+    bad = _first(kept, (kept < 0) | (kept >= n_classes))
+    if bad is not None:
+        return bad, 0.0
+    if w is None:
+        return None, float(kept.size)
+    return None, float(np.sum(w[kept], dtype=np.float64))
+
+
+def _elementwise_kernel(math_fn, factor, flat_zero):
+    def kernel(x, t, w, pw, params, want_none, grad_scale, out, n_threads):
+        want_grad = grad_scale is not None
+        # View the flat data as rows of the weights' period so the weights broadcast.
+        period = math.lcm(*(a.size for a in (w, pw) if a is not None)) if (w is not None or pw is not None) else 1
+        rows = (-1, period) if x.size else (0, 1)
+        x2, t2 = x.reshape(rows), t.reshape(rows)
+        w2 = None if w is None else np.tile(w, period // w.size)
+        pw2 = None if pw is None else np.tile(pw, period // pw.size)
+        loss, grad = math_fn(x2, t2, pw2, *params, want_grad)
+        if w2 is not None:
+            loss = loss * w2
+        total = None if want_none else float(np.sum(loss, dtype=np.float64))
+        if want_grad:
+            # g * (w * scale): the weight meets the scale first (a huge weight with a small
+            # scale stays finite; an infinite weight makes only its own element NaN).
+            scale = x.dtype.type(grad_scale)
+            if w2 is not None:
+                weighted = grad * (w2 * scale)
+                grad = np.where(grad == 0, grad, weighted) if flat_zero else weighted
+            elif scale != 1:
+                grad = grad * scale
+            if factor != 1:
+                grad = grad * x.dtype.type(factor)
+            grad = grad.reshape(-1)
+            if out is not None:
+                out[...] = grad
+                grad = out
+        return total, (loss.reshape(-1) if want_none else None), grad
+
+    return kernel
+
+
+# --------------------------------------------------------------------------- elementwise math
+# Each function takes x, t (same shape, compute dtype), pos_weight (broadcastable, or None)
+# and the loss's parameters, and returns (loss, grad) per element, grad None unless asked.
+# A gradient with a constant factor (2 for the squares) leaves it out: grad_factor multiplies
+# it in last (exactly), so 2 r cannot overflow where the scaled gradient is finite.
+
+
+def _sign(r):
+    """sign(r) with sign(NaN) = 0, as PyTorch's L1 gradient."""
+    return (r > 0).astype(r.dtype) - (r < 0).astype(r.dtype)
+
+
+@elementwise("mse_loss", grad_factor=2)
+def mse(x, t, pw, want_grad):
+    r = x - t
+    return r * r, (r if want_grad else None)  # gradient 2 r: grad_factor
+
+
+@elementwise("l1_loss")
+def l1(x, t, pw, want_grad):
+    r = x - t
+    return np.abs(r), (_sign(r) if want_grad else None)
+
+
+@elementwise("huber_loss")
+def huber(x, t, pw, delta, want_grad):
+    # Quadratic inside |r| < delta, linear (slope delta) outside; continuous at delta.
+    r = x - t
+    a = np.abs(r)
+    loss = np.where(a < delta, 0.5 * a * a, delta * (a - 0.5 * delta))
+    return loss, (np.clip(r, -delta, delta) if want_grad else None)
+
+
+@elementwise("smooth_l1_loss")
+def smooth_l1(x, t, pw, beta, want_grad):
+    # Huber divided by beta; beta == 0 is exactly l1 (the quadratic piece is empty).
+    r = x - t
+    a = np.abs(r)
+    if beta == 0:
+        return a, (_sign(r) if want_grad else None)
+    loss = np.where(a < beta, 0.5 * a * a / beta, a - 0.5 * beta)
+    # NaN r: NaN gradient through r / beta, as PyTorch.
+    return loss, (np.where(a >= beta, _sign(r), r / beta) if want_grad else None)
+
+
+@elementwise("binary_cross_entropy")
+def bce(x, t, pw, want_grad):
+    # Domain x in [0, 1] (checked in front). PyTorch's clamp of each log at -100 keeps
+    # x = 0 or 1 finite; log1p(-x) keeps 1 - x accurate for small x.
+    with np.errstate(divide="ignore"):
+        log_x = np.maximum(np.log(x), -100)
+        log_1mx = np.maximum(np.log1p(-x), -100)
+    loss = (t - 1) * log_1mx - t * log_x
+    if not want_grad:
+        return loss, None
+    return loss, (x - t) / np.maximum((1 - x) * x, x.dtype.type(np.float32(1e-12)))  # PyTorch's float EPSILON
+
+
+@elementwise("binary_cross_entropy_with_logits")
+def bce_logits(x, t, pw, want_grad):
+    # float32 is computed in float64 and rounded once: NumPy's float32 exp and log1p, with
+    # the roundings between them, were 3.2 ULP off on its AVX-512 loops (2.0 on AVX2).
+    if x.dtype == np.float32:
+        f64 = [None if a is None else a.astype(np.float64) for a in (x, t, pw)]
+        loss, grad = _bce_logits(*f64, want_grad)
+        return loss.astype(np.float32), None if grad is None else grad.astype(np.float32)
+    return _bce_logits(x, t, pw, want_grad)
+
+
+def _bce_logits(x, t, pw, want_grad):
+    # loss = (1 - y) * softplus(x) + p * y * softplus(-x) for any real x, no overflow:
+    # softplus(+-x) = max(+-x, 0) + log1p(exp(-|x|)), and both terms are >= 0 for y in
+    # [0, 1], so tiny losses (x = -40, y = 0: 4.2e-18) keep their relative accuracy.
+    # grad = (1 - y) * sigmoid(x) - p * y * sigmoid(-x), the sigmoids from exp(-|x|).
+    e = np.exp(-np.abs(x))
+    log_term = np.log1p(e)
+    py = t if pw is None else pw * t
+    # A term whose coefficient is 0 is 0 even at x = +-inf (the exact limit, where
+    # 0 * inf would give NaN).
+    neg, pos = 1 - t, py
+    loss = (np.where(neg == 0, 0, neg * (np.maximum(x, 0) + log_term))
+            + np.where(pos == 0, 0, pos * (np.maximum(-x, 0) + log_term)))
+    if not want_grad:
+        return loss, None
+    inv = 1 / (1 + e)
+    positive = x >= 0
+    sig = np.where(positive, inv, e * inv)
+    sig_neg = np.where(positive, e * inv, inv)
+    return loss, (1 - t) * sig - py * sig_neg
+
+
+@elementwise("hinge_loss", flat_zero=True)
+def hinge(x, t, pw, margin, want_grad):
+    # z = margin - y * x; loss max(0, z) (NaN propagates); grad -y where z > 0, 0 at the
+    # kink z == 0, NaN where z is NaN.
+    z = margin - t * x
+    return np.maximum(z, 0), (-t * np.heaviside(z, 0) if want_grad else None)
+
+
+@elementwise("squared_hinge_loss", grad_factor=2, flat_zero=True)
+def squared_hinge(x, t, pw, margin, want_grad):
+    h = np.maximum(margin - t * x, 0)
+    return h * h, (-t * h if want_grad else None)  # gradient -2 y h: grad_factor
+
+
+# --------------------------------------------------------------------------- class math
+# x is (N, C, K); t is (N, K) int64 (or (N, C, K) probabilities); w is (C,) or None.
+
+
+def _log_softmax(x):
+    """(log p, p, s - 1 over s, at_max) of softmax along axis 1.
+
+    log-sum-exp with the row max m subtracted: exp never overflows; logp = (x - m) - log(s)
+    keeps full precision even for huge logits (no m + log(s) - x cancellation). s - 1 is
+    summed in float64 without the exact 1 of the max (the k max classes add exp - 1 = 0):
+    log(s) = log1p(s - 1) keeps the relative accuracy of tiny losses (a dominant target), and
+    p_y - 1 = -(s - 1) / s at a max target has no cancellation."""
+    m = np.max(x, axis=1, keepdims=True)
+    shifted = x - m
+    e = np.exp(shifted)
+    at_max = x == m
+    o = np.sum(e.astype(np.float64) - at_max, axis=1, keepdims=True)
+    k = np.sum(at_max, axis=1, keepdims=True)
+    s, s_minus_1 = o + k, o + (k - 1)
+    logp = shifted - np.log1p(s_minus_1.astype(x.dtype))
+    return logp, (e / s).astype(x.dtype), (s_minus_1 / s).astype(x.dtype), at_max
+
+
+def _gather(a, t):
+    """a[n, t[n, k], k] for every n, k (t clipped to valid classes; ignored rows masked later)."""
+    return np.take_along_axis(a, np.clip(t, 0, a.shape[1] - 1)[:, None, :], axis=1)[:, 0, :]
+
+
+def _onehot(t, n_classes, dtype):
+    return (np.arange(n_classes)[None, :, None] == t[:, None, :]).astype(dtype)
+
+
+def _class_weight(w, n_classes, dtype):
+    return np.ones(n_classes, dtype) if w is None else w
+
+
+def _finish(loss, grad, want_none, grad_scale, out, dtype, keep=None):
+    """Sum the loss and scale the gradient; ``keep`` masks ignored samples (N, K), or single
+    gradient entries (N, C, K), whose gradient is 0 even when the scale is not finite (an
+    all-ignored batch, or zero class weights: PyTorch's zero gradient)."""
+    total = None if want_none else float(np.sum(loss, dtype=np.float64))
+    if grad is not None:
+        if grad_scale != 1.0:
+            grad = grad * dtype.type(grad_scale)
+        if keep is not None:
+            grad = np.where(keep[:, None, :] if keep.ndim == 2 else keep, grad, dtype.type(0))
+        if out is not None:
+            out[...] = grad
+            grad = out
+    return total, (loss if want_none else None), grad
+
+
+@kernel("cross_entropy")
+def cross_entropy(x, t, w, pw, params, want_none, grad_scale, out, n_threads):
+    ignore_index, eps = params
+    dtype = x.dtype
+    n_classes = x.shape[1]
+    wc = _class_weight(w, n_classes, dtype)
+    keep = t != ignore_index
+    logp, p, tail, at_max = _log_softmax(x)
+    w_y = np.where(keep, wc[np.clip(t, 0, n_classes - 1)], 0).astype(dtype)
+    loss = w_y * -_gather(logp, t)
+    if eps > 0:
+        # Label smoothing (PyTorch): (1 - eps) * nll + eps / C * sum_c w_c * (-logp_c).
+        smooth = np.sum(-logp * wc[None, :, None], axis=1, dtype=np.float64).astype(dtype)
+        loss = (1 - eps) * loss + (eps / n_classes) * np.where(keep, smooth, 0)
+    loss = np.where(keep, loss, 0).astype(dtype)
+    grad = None
+    if grad_scale is not None:
+        hot = _onehot(t, n_classes, dtype)
+        # w_y p - w_y onehot, as the compiled kernel (an infinite w_y gives inf - inf = NaN
+        # at the target, as PyTorch); p_y - 1 = -(s - 1) / s where the target holds the max
+        wy = w_y[:, None, :]
+        grad = np.where(hot > 0, wy * p - wy, wy * p)
+        if eps == 0:
+            grad = np.where((hot > 0) & at_max & np.isfinite(wy), -tail * wy, grad)
+        if eps > 0:  # the class weights summed in float64 (float32 counts stop at 2**24)
+            wsum = dtype.type(np.sum(wc, dtype=np.float64))
+            grad = (1 - eps) * grad + (eps / n_classes) * (p * wsum - wc[None, :, None])
+    return _finish(loss, grad, want_none, grad_scale, out, dtype, keep)
+
+
+@kernel("cross_entropy_probs")
+def cross_entropy_probs(x, t, w, pw, params, want_none, grad_scale, out, n_threads):
+    (eps,) = params
+    dtype = x.dtype
+    n_classes = x.shape[1]
+    q = (1 - eps) * t + eps / n_classes if eps > 0 else t
+    wq = q if w is None else q * w[None, :, None]
+    logp, p, _, _ = _log_softmax(x)
+    loss = -np.sum(logp * wq, axis=1, dtype=np.float64).astype(dtype)
+    grad = None
+    if grad_scale is not None:
+        grad = p * np.sum(wq, axis=1, keepdims=True, dtype=np.float64).astype(dtype) - wq
+    return _finish(loss, grad, want_none, grad_scale, out, dtype)
+
+
+@kernel("nll_loss")
+def nll(x, t, w, pw, params, want_none, grad_scale, out, n_threads):
+    (ignore_index,) = params
+    dtype = x.dtype
+    n_classes = x.shape[1]
+    wc = _class_weight(w, n_classes, dtype)
+    keep = t != ignore_index
+    w_y = np.where(keep, wc[np.clip(t, 0, n_classes - 1)], 0).astype(dtype)
+    loss = np.where(keep, -w_y * _gather(x, t), 0).astype(dtype)
+    grad = None
+    if grad_scale is not None:
+        hot = _onehot(t, n_classes, dtype)
+        grad = -w_y[:, None, :] * hot
+        # only the target entries carry the scale: with a zero weight sum ("mean" divides by
+        # 0) they are NaN and the others stay 0, as in PyTorch and the compiled kernel
+        keep = keep[:, None, :] & (hot > 0)
+    return _finish(loss, grad, want_none, grad_scale, out, dtype, keep)
+
+
+@kernel("multi_margin_loss")
+def multi_margin(x, t, w, pw, params, want_none, grad_scale, out, n_threads):
+    # z_c = margin - x_y + x_c for c != y; terms with z_c > 0 count (NaN counts as not > 0,
+    # as in PyTorch); loss = w_y / C * sum_c z_c**p. z_c with one rounding where it matters:
+    # d = x_c - x_y and its rounding error (TwoSum, 0 when d is not finite), then
+    # (d + margin) + error (see the compiled kernel).
+    p, margin = params
+    dtype = x.dtype
+    n_classes = x.shape[1]
+    wc = _class_weight(w, n_classes, dtype)
+    w_y = wc[t]
+    not_target = 1 - _onehot(t, n_classes, dtype)
+    x_y = _gather(x, t)[:, None, :]
+    d = x - x_y
+    d_back = d - x
+    error = np.where(np.isfinite(d), (x - (d - d_back)) + (-x_y - d_back), 0).astype(dtype)
+    z = (d + dtype.type(margin)) + error
+    active = (z > 0) & (not_target > 0)
+    h = np.where(active, z, 0).astype(dtype)
+    # w_y * sum / C, 0 where no term counts (whatever w_y, as PyTorch adds term by term);
+    # in float64 where the float32 sum overflows but the loss fits
+    term_sum = np.sum(h if p == 1 else h * h, axis=1, dtype=np.float64)
+    s = term_sum.astype(dtype)
+    loss = np.where(np.isinf(s) & np.isfinite(term_sum), w_y * term_sum / n_classes, w_y * s / n_classes)
+    loss = np.where(term_sum == 0, 0, loss).astype(dtype)
+    grad = None
+    if grad_scale is not None:
+        # The factor p w_y / C (the doubling exact) times 1 or z (2 z would overflow near the
+        # float max); the target's entry is minus the float64 sum of the 1s or zs times the
+        # factor and the scale, in float64, rounded once.
+        slopes = active.astype(dtype) if p == 1 else h
+        factor = dtype.type(p) * (w_y[:, None, :] / n_classes).astype(dtype)
+        g = np.where(active, slopes * factor, 0)  # an inactive term is 0 whatever the weight
+        g_y = -(np.sum(g, axis=1, keepdims=True, dtype=np.float64) * grad_scale)
+        grad = np.where(not_target > 0, g * dtype.type(grad_scale), g_y.astype(dtype)).astype(dtype)
+        grad_scale = 1.0  # applied above
+    return _finish(loss, grad, want_none, grad_scale, out, dtype)

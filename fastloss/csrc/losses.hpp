@@ -1,0 +1,153 @@
+// The per-element math of the elementwise losses: one functor per loss (the registry row's
+// `functor`, fastloss/_registry.py). Nothing else: the drivers (drivers.hpp) run a functor
+// over blocks, lanes, weights and threads; the dispatch is generated from the registry.
+//
+// A functor is a template on the float type T, constructed from the loss's parameters
+// (`const double* p`, registry order, checked before), and called per element as
+// op(x, y, p, l, g): for input x, target y and pos_weight p (1 when absent) it sets the loss
+// l and its derivative g with respect to x, in T, branch-free (selects) so loops vectorise.
+// Optional traits (read by drivers.hpp):
+//   static constexpr bool heavy = true;      exp/log math: tails go through the vector loop
+//   static constexpr int grad_factor = k;    g leaves out a constant factor k, multiplied in
+//                                            last (2 r cannot overflow where 2 r w s is finite)
+//   static constexpr bool flat_zero = true;  a zero g is a selected constant (a hinge's flat
+//                                            side): it stays 0 whatever the weight
+// Numerics: each functor states its domain, formula and stability trick. Included once per
+// instruction-set namespace (isa.inc), like vecmath.hpp whose vm:: functions it uses.
+
+
+template <typename T>
+inline T sign_or_zero(T r) {  // sign(r), 0 at 0 and at NaN (PyTorch's L1 gradient)
+    return T(r > T(0)) - T(r < T(0));
+}
+
+template <typename T>
+struct Mse {
+    static constexpr int grad_factor = 2;  // gradient 2 r
+    explicit Mse(const double*) {}
+    FL_OP void operator()(T x, T y, T, T& l, T& g) const {
+        T r = x - y;
+        l = r * r;
+        g = r;
+    }
+};
+
+template <typename T>
+struct L1 {
+    explicit L1(const double*) {}
+    FL_OP void operator()(T x, T y, T, T& l, T& g) const {
+        T r = x - y;
+        l = std::abs(r);
+        g = sign_or_zero(r);
+    }
+};
+
+template <typename T>
+struct Huber {
+    // Quadratic for |r| < delta, linear with slope delta outside; delta > 0.
+    T delta, half_delta;
+    explicit Huber(const double* p) : delta(T(p[0])), half_delta(T(0.5 * p[0])) {}
+    FL_OP void operator()(T x, T y, T, T& l, T& g) const {
+        T r = x - y, a = std::abs(r);
+        T quadratic = T(0.5) * a * a, linear = delta * (a - half_delta);
+        l = a < delta ? quadratic : linear;
+        g = std::min(std::max(r, -delta), delta);  // clip(r); NaN passes through both
+    }
+};
+
+template <typename T>
+struct SmoothL1 {
+    // Huber / beta; beta == 0 is L1 exactly (the quadratic piece is empty). Dividing by
+    // beta is a multiplication by 1 / beta (a vector division costs 3x the whole loop);
+    // both pieces are computed, then selected, so the loop vectorises (for beta == 0 the
+    // products with inf are computed but never selected). NaN r gives a NaN gradient
+    // through the slope, as PyTorch; with beta == 0 (L1) it gives 0.
+    // (Selects test T values only: a bool mixed into a select made GCC build the lane mask
+    // with scalar code, 3x slower.)
+    // A subnormal beta: 1 / beta overflows (and 0 * inf would make the loss NaN at r == 0).
+    // Then a and r are pre-scaled by up = 2**digits, exactly (a < beta in the quadratic
+    // piece), and multiplied by 1 / (up * beta), finite: the same two roundings as for
+    // every other beta (up == 1 there changes no bit).
+    T beta, half_beta, up, inv_beta, is_l1;
+    explicit SmoothL1(const double* p)
+        : beta(T(p[0])), half_beta(T(0.5 * p[0])),
+          up(std::isfinite(T(1) / T(p[0])) ? T(1) : T(std::ldexp(1.0, std::numeric_limits<T>::digits))),
+          inv_beta(T(1) / (T(p[0]) * up)), is_l1(p[0] == 0 ? 1 : 0) {}
+    FL_OP void operator()(T x, T y, T, T& l, T& g) const {
+        T r = x - y, a = std::abs(r);
+        T quadratic = T(0.5) * a * (a * up) * inv_beta, linear = a - half_beta;
+        T slope = r * up * inv_beta, unit = sign_or_zero(r);
+        T inner = is_l1 != T(0) ? unit : slope;  // NaN r: slope (NaN), or L1's 0
+        l = a < beta ? quadratic : linear;
+        g = a >= beta ? unit : inner;
+    }
+};
+
+template <typename T>
+struct Bce {
+    // Domain x, y in [0, 1]. Each log is clamped at -100 (PyTorch), so x = 0 or 1 stays
+    // finite; log1p(-x) keeps 1 - x accurate for small x. Gradient (x - y) / max(x(1-x), 1e-12).
+    static constexpr bool heavy = true;
+    explicit Bce(const double*) {}
+    FL_OP void operator()(T x, T y, T, T& l, T& g) const {
+        T log_x = vm::log_clamped_unit(x);
+        T log_1mx = vm::log1m_clamped_unit(x);
+        l = vm::mad(y - T(1), log_1mx, -(y * log_x));
+        g = (x - y) / std::max((T(1) - x) * x, T(1e-12f));  // PyTorch's EPSILON is a float
+    }
+};
+
+template <typename T>
+struct BceLogits {
+    // Any real x. loss = (1 - y) softplus(x) + p y softplus(-x) with
+    // softplus(+-x) = max(+-x, 0) + log1p(exp(-|x|)): no overflow, and for y in [0, 1] both
+    // terms are >= 0, so tiny losses keep full relative accuracy (x=-40, y=0: 4.2e-18).
+    // grad = (1 - y) sigmoid(x) - p y sigmoid(-x), both sigmoids from e = exp(-|x|) <= 1.
+    static constexpr bool heavy = true;
+    explicit BceLogits(const double*) {}
+    FL_OP void operator()(T x, T y, T p, T& l, T& g) const {
+        T e = vm::exp_nonpos(-std::abs(x));
+        T inv = T(1) / (T(1) + e);
+        T log_term = vm::log1p_unit(e, inv);
+        T py = p * y;
+        T sp_pos = std::max(x, T(0)) + log_term;
+        T sp_neg = std::max(-x, T(0)) + log_term;
+        // A term whose coefficient is 0 is 0 even at x = +-inf (the exact limit; 0 * inf
+        // would be NaN).
+        T neg = T(1) - y, neg_term = neg * sp_pos, pos_term = py * sp_neg;
+        l = (neg == T(0) ? T(0) : neg_term) + (py == T(0) ? T(0) : pos_term);
+        T sig_small = e * inv;  // sigmoid(-|x|)
+        bool pos = x >= T(0);
+        T sig = pos ? inv : sig_small, sig_neg = pos ? sig_small : inv;
+        g = neg * sig - py * sig_neg;
+    }
+};
+
+template <typename T>
+struct Hinge {
+    // z = margin - y x; loss max(0, z) with NaN propagated; grad -y for z > 0, 0 at the
+    // kink z == 0 and below, NaN for NaN z.
+    static constexpr bool flat_zero = true;
+    T margin;
+    explicit Hinge(const double* p) : margin(T(p[0])) {}
+    FL_OP void operator()(T x, T y, T, T& l, T& g) const {
+        T z = margin - y * x;
+        T neg_y = -y, flat = z <= T(0) ? T(0) : z;  // flat: 0 on the flat side, NaN if NaN
+        l = z < T(0) ? T(0) : z;
+        g = z > T(0) ? neg_y : flat;
+    }
+};
+
+template <typename T>
+struct SquaredHinge {
+    static constexpr int grad_factor = 2;  // gradient -2 y h
+    static constexpr bool flat_zero = true;
+    T margin;
+    explicit SquaredHinge(const double* p) : margin(T(p[0])) {}
+    FL_OP void operator()(T x, T y, T, T& l, T& g) const {
+        T z = margin - y * x;
+        T h = z < T(0) ? T(0) : z;  // NaN propagates
+        l = h * h;
+        g = -y * h;
+    }
+};
