@@ -7,7 +7,7 @@ weight, both dtypes, every reduction, NAME and NAME_grad, both backends:
 * residuals and hinge / margin arguments above half the float max;
 * float32 cross-entropy with label smoothing over C > 2**24 classes (float64 sums).
 
-Oracles: the exact value (mpmath, tests/reference.py) rounded to the compute dtype - never
+Oracles: the exact value (mpmath, tests/support/reference.py) rounded to the compute dtype - never
 NaN or inf where it is finite - and PyTorch where it has the loss (a gradient PyTorch
 returns finite must be finite), the float64 formulas without PyTorch.
 """
@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 import reference
-from adversarial.adv_data_support import (BY_NAME, FLOATS, NUMPY_API, REDUCTIONS, WEIGHTED_NAMES, call,
+from adv_data_support import (BY_NAME, FLOATS, NUMPY_API, REDUCTIONS, WEIGHTED_NAMES, call,
                                           exact_results, reference_results)
 from helpers import BACKENDS, COMPILED_BACKENDS, rtol_for
 

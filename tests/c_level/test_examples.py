@@ -25,7 +25,7 @@ pytest.importorskip("fastloss.kernels", reason="the compiled kernels are not bui
 # backend's, also when FASTLOSS_BACKEND=numpy makes fastloss itself run on NumPy.
 API = compiled_api()
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
 def c_compiler():

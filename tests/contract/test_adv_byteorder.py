@@ -13,7 +13,7 @@ import sys
 import numpy as np
 import pytest
 
-from adversarial.adv_data_support import (BY_NAME, CLASS_NAMES, FLOATS, NAMES, PATHS, REDUCTIONS, all_results,
+from adv_data_support import (BY_NAME, CLASS_NAMES, FLOATS, NAMES, PATHS, REDUCTIONS, all_results,
                                           assert_all_bitwise, call, valid_call)
 from helpers import assert_bitwise
 

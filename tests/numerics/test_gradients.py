@@ -4,7 +4,7 @@
 * Away from the kinks: sixth-order central finite differences of fastloss's *own* float64
   loss (not of a reference formula: test_values checks fastloss's gradient against finite
   differences of the float64 formulas) for every loss, parameter combination, target form
-  and reduction, on both backends. The test inputs (tests/cases.py) keep every residual and
+  and reduction, on both backends. The test inputs (tests/support/cases.py) keep every residual and
   hinge argument at least 0.05 from a kink, wider than the stencil (3 steps of 1e-3).
 * At the kinks (where the derivative does not exist), the values API.md and the registry
   document: L1 and smooth L1 at a zero residual, Huber at |r| = delta (and 0), smooth L1 at

@@ -22,15 +22,12 @@ The C level is raced the same way (ctypes releases the GIL during the call).
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 import fastloss
-from adversarial.adv_runtime_support import assert_ok, run_python
+from adv_runtime_support import C_LEVEL_PATH, assert_ok, run_python
 from helpers import BACKENDS
 
-TESTS_DIR = str(Path(__file__).resolve().parent.parent)
 BACKEND_NAMES = [name for name, _ in BACKENDS]
 
 
@@ -240,7 +237,7 @@ def test_elementwise_operands_mutated_during_calls(backend):
 _C_LEVEL_RACE = f"""
 import sys, threading, time, warnings
 warnings.simplefilter("ignore")
-sys.path.insert(0, {TESTS_DIR!r})
+sys.path[:0] = {C_LEVEL_PATH!r}
 import numpy as np
 from test_c_level import call_c, MEAN, SUM
 rng = np.random.default_rng(2)

@@ -15,7 +15,7 @@ import re
 import numpy as np
 import pytest
 
-from adversarial.adv_data_support import (BY_NAME, CLASS_NAMES, ELEMENTWISE_NAMES, NAMES, PATHS, REDUCTIONS,
+from adv_data_support import (BY_NAME, CLASS_NAMES, ELEMENTWISE_NAMES, NAMES, PATHS, REDUCTIONS,
                                           all_results, call, operands, valid_call)
 from helpers import assert_bitwise
 

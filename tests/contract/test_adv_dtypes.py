@@ -18,7 +18,7 @@ import re
 import numpy as np
 import pytest
 
-from adversarial.adv_data_support import BY_NAME, NAMES, PATHS, REDUCTIONS, all_results, call, valid_call
+from adv_data_support import BY_NAME, NAMES, PATHS, REDUCTIONS, all_results, call, valid_call
 from helpers import assert_bitwise
 
 

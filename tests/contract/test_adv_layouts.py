@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from adversarial.adv_data_support import (BY_NAME, CLASS_NAMES, ELEMENTWISE_NAMES, FLOATS, NAMES, PATHS,
+from adv_data_support import (BY_NAME, CLASS_NAMES, ELEMENTWISE_NAMES, FLOATS, NAMES, PATHS,
                                           REDUCTIONS, all_results, call, operands, valid_call)
 from helpers import assert_bitwise
 

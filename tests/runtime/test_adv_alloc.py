@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 import fastloss
-from adversarial.adv_runtime_support import assert_ok, run_python
+from adv_runtime_support import assert_ok, run_python
 from cases import Case
 from fastloss._registry import BY_NAME, LOSSES
 from helpers import assert_bitwise, loss_fn

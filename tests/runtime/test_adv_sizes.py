@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 
 import fastloss
-from adversarial.adv_runtime_support import run_python
+from adv_runtime_support import run_python
 import reference
 from cases import CLASS_WEIGHT, Case, make_weight
 from fastloss._registry import BY_NAME, LOSSES, REDUCTIONS

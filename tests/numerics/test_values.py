@@ -1,5 +1,5 @@
 """Values and gradients of every loss x reduction x parameter combination x shape x dtype
-x backend against the independent references (tests/reference.py).
+x backend against the independent references (tests/support/reference.py).
 
 * ``test_matches_reference``: PyTorch when installed, else the float64 formulas;
 * ``test_matches_formulas``: the float64 formulas, always;

@@ -1,4 +1,4 @@
-"""Adversarial runtime suite: the C level's refusals, beyond tests/test_c_level.py.
+"""Adversarial runtime suite: the C level's refusals, beyond tests/c_level/test_c_level.py.
 
 Every exported kernel (through the function pointers Cython exports, as test_c_level.py
 calls them) must return NaN and write nothing (neither ``grad`` nor ``losses``, nor the
@@ -11,7 +11,7 @@ n_threads (INT_MIN included), parameters outside their domains at their extremes
 INT_MIN / INT_MAX, margins and smoothing at +-inf and NaN, subnormal negatives), and class
 indices at the int64 extremes that are not ignore_index. And the accepted extremes: an empty
 batch with C = 2**40 returns at once (subprocess, 20 s), K = 0, ignore_index at the int64
-extremes (n_threads = INT_MAX: test_adv_runtime_threads.py). Refusal batteries run in a
+extremes (n_threads = INT_MAX: runtime/test_adv_threads.py). Refusal batteries run in a
 forked child each: a kernel that writes instead of refusing cannot corrupt the test process.
 """
 
@@ -23,13 +23,12 @@ import os
 import signal
 import time
 import traceback
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 import fastloss
-from adversarial.adv_runtime_support import assert_ok, run_python
+from adv_runtime_support import C_LEVEL_PATH, assert_ok, run_python
 
 if fastloss.get_backend() != "cython" or not hasattr(os, "fork"):
     pytest.skip("the C level belongs to the compiled kernels (and the refusals run in forked children)",
@@ -44,7 +43,6 @@ DTYPES = (np.float32, np.float64)
 IDX_MAX = 2**63 - 1
 INT_MAX, INT_MIN = 2**31 - 1, -(2**31)
 I64_MIN, I64_MAX = -(2**63), 2**63 - 1
-TESTS_DIR = str(Path(__file__).resolve().parent.parent)
 NAMES = [s.name for s in LOSSES]
 
 
@@ -344,7 +342,7 @@ def test_k_zero_is_an_empty_batch():
 
 _HUGE_C_C_LEVEL = f"""
 import sys, time
-sys.path.insert(0, {TESTS_DIR!r})
+sys.path[:0] = {C_LEVEL_PATH!r}
 import numpy as np
 from test_c_level import c_kernel, MEAN, SUM
 for dtype in (np.float32, np.float64):

@@ -22,7 +22,7 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from adversarial.adv_data_support import (BY_NAME, CLASS_NAMES, FLOATS, NAMES, PATHS, REDUCTIONS, all_results,
+from adv_data_support import (BY_NAME, CLASS_NAMES, FLOATS, NAMES, PATHS, REDUCTIONS, all_results,
                                           assert_matches, call, reference_results, valid_call)
 from helpers import assert_bitwise
 

@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 
 import reference
-from adversarial.adv_data_support import (BY_NAME, FLOATS, NAMES, NUMPY_API, REDUCTIONS, call, reference_results,
+from adv_data_support import (BY_NAME, FLOATS, NAMES, NUMPY_API, REDUCTIONS, call, reference_results,
                                           valid_call)
 from helpers import assert_grad_close, assert_value_close, rtol_for
 

@@ -18,14 +18,12 @@ runtime, a crash or a hang fails the test, never the suite):
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import pytest
 
 import fastloss
-from adversarial.adv_runtime_support import assert_ok, run_python
+from adv_runtime_support import C_LEVEL_PATH, assert_ok, run_python
 
-TESTS_DIR = str(Path(__file__).resolve().parent.parent)
 HAS_AFFINITY = hasattr(os, "sched_getaffinity")
 compiled_only = pytest.mark.skipif(fastloss.get_backend() != "cython",
                                    reason="OpenMP threads belong to the compiled kernels")
@@ -36,7 +34,7 @@ linux_only = pytest.mark.skipif(not (HAS_AFFINITY and os.path.isdir("/proc/self/
 PRELUDE = f"""
 import hashlib, os, sys, resource, threading, time, warnings
 warnings.simplefilter("ignore")
-sys.path.insert(0, {TESTS_DIR!r})
+sys.path[:0] = {C_LEVEL_PATH!r}
 import numpy as np
 import fastloss as fl
 

@@ -1,9 +1,10 @@
-"""Shared by the data half of the adversarial suite (tests/adversarial/test_adv_data_*.py).
+"""Shared by the data half of the adversarial suite (the test_adv_*.py of tests/contract/ and
+tests/numerics/).
 
 Valid calls for every loss of the registry on its two code paths, the comparisons the
 files make (bitwise against a native / contiguous / plain copy; NaN- and inf-exact against
 a reference) and the references themselves (PyTorch when installed, else the float64
-formulas of tests/reference.py; mpmath for exact values).
+formulas of tests/support/reference.py; mpmath for exact values).
 """
 
 from __future__ import annotations

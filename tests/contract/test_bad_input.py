@@ -1,5 +1,5 @@
 """Bad input never crashes or corrupts: every documented error of API.md (the table of
-tests/cases.py, also run by test_errors for the type and message and by test_fused for a
+tests/support/cases.py, also run by test_errors for the type and message and by test_fused for a
 separate float64 ``out``) is raised before anything is written, on every function and
 dtype, even when ``out`` is the input itself; its message names the argument and what it
 got. Also: mismatched dtypes between input, target and weight (documented: cast to the

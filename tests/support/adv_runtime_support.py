@@ -1,5 +1,6 @@
-"""Helpers of the runtime half of the adversarial suite: probes that may crash or hang run
-in a fresh interpreter, and the test asserts how it ended."""
+"""Helpers of the runtime half of the adversarial suite (the test_adv_*.py of tests/runtime/
+and tests/c_level/): probes that may crash or hang run in a fresh interpreter, and the test
+asserts how it ended."""
 
 from __future__ import annotations
 
@@ -8,8 +9,14 @@ import signal
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
+
+# What a probe puts on sys.path (``sys.path[:0] = C_LEVEL_PATH``) to import the C-call helpers
+# of c_level/test_c_level.py, which import the support modules in turn.
+_TESTS = Path(__file__).resolve().parent.parent
+C_LEVEL_PATH = [str(_TESTS / "c_level"), str(_TESTS / "support")]
 
 
 def run_python(code: str, timeout: float = 60, env: dict | None = None, cwd=None) -> subprocess.CompletedProcess:

@@ -109,7 +109,7 @@ def test_baseline_level_within_the_accuracy_bounds():
     differ from the AVX2/AVX-512 levels': it must meet the same ULP bounds. Runs the accuracy
     tests of the compiled backend in a process capped to the baseline level."""
     env = dict(os.environ, FASTLOSS_SIMD="baseline")
-    tests = os.path.join(os.path.dirname(__file__), "test_accuracy.py")
+    tests = os.path.join(os.path.dirname(os.path.dirname(__file__)), "numerics", "test_accuracy.py")
     done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", tests,
                            "-k", "cython and (ulp_bound or relative_bound or tight)"],
                           env=env, capture_output=True, text=True, timeout=600)

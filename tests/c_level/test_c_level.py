@@ -7,7 +7,7 @@ The C signature of each kernel is derived from the registry here exactly as kern
 writes it (elementwise: input, target, [weight, weight_len], [pos_weight, pos_weight_len],
 grad, losses, n, params..., reduction, n_threads; classes: input, target, weight, grad,
 losses, N, C, [K], [ignore_index], params..., reduction, n_threads), so a loss added to the
-registry without its C kernel fails here. The compiled examples (tests/test_examples.py)
+registry without its C kernel fails here. The compiled examples (tests/c_level/test_examples.py)
 check the same signatures through the C compiler and fastloss.h.
 """
 
@@ -284,7 +284,7 @@ def test_c_kernel_in_a_forked_child(tmp_path):
     script = tmp_path / "fork_c_level.py"
     script.write_text(
         "import os, sys\n"
-        f"sys.path.insert(0, {str(Path(__file__).parent)!r})\n"
+        f"sys.path[:0] = {[str(Path(__file__).parent), str(Path(__file__).parent.parent / 'support')]!r}\n"
         "import numpy as np\n"
         "from test_c_level import call_c, MEAN\n"
         "x = np.random.default_rng(0).normal(size=2_000_000).astype(np.float32)\n"
