@@ -19,6 +19,30 @@ from fastloss._registry import BY_NAME, LOSSES
 NAMES = [spec.name for spec in LOSSES]
 
 
+def test_every_table_covers_every_loss():
+    """The per-loss tables of tests/support list every registry loss and nothing else: no
+    loss falls back to a silent default. (The per-loss tables of single test modules are
+    checked there: test_accuracy's bounds, test_properties' NON_NEGATIVE_IF and GRADIENT_SIGN,
+    test_gradients' kinks, test_reductions' huge terms; test_layouts' target kinds are looked
+    up strictly when the module is collected.)"""
+    tables = {
+        "cases.CASES": cases.CASES,
+        "reference.FORMULAS": reference.FORMULAS,
+        "reference.GRADIENT_SUPPORT": reference.GRADIENT_SUPPORT,
+    }
+    if reference.HAVE_TORCH:
+        tables["reference.TORCH"] = reference.TORCH
+    problems = [f"{table} has no entry for {name}" for table, rows in tables.items()
+                for name in BY_NAME if name not in rows]
+    problems += [f"{table} has an entry for {name}, not a registry loss" for table, rows in tables.items()
+                 for name in rows if name not in BY_NAME]
+    # the per-kind default of cases.LossCases: one target form, "values", for elementwise losses
+    problems += [f"cases.CASES[{spec.name!r}].forms: {cases.CASES[spec.name].forms} for a {spec.kind} loss"
+                 for spec in LOSSES
+                 if (cases.CASES[spec.name].forms == ("values",)) != (spec.kind == "elementwise")]
+    assert not problems, "\n".join(problems)
+
+
 def test_every_registry_loss_has_a_cases_entry():
     assert set(CASES) == set(BY_NAME)
 

@@ -129,7 +129,13 @@ def test_other_input_types_compute_in_float64(api, case, kind):
             assert_bitwise(grad, e_grad)
 
 
+# The target kinds each elementwise loss is tested with: every elementwise loss of the registry,
+# by name (a loss missing here is a KeyError when the module is collected).
 ELEMENTWISE_TARGET_KINDS = {
+    "mse_loss": ["list", "float16", "int32", "bool"],
+    "l1_loss": ["list", "float16", "int32", "bool"],
+    "huber_loss": ["list", "float16", "int32", "bool"],
+    "smooth_l1_loss": ["list", "float16", "int32", "bool"],
     "binary_cross_entropy": ["list", "float16", "bool"],
     "binary_cross_entropy_with_logits": ["list", "float16", "bool"],
     "hinge_loss": ["list", "int8", "int64", "float16"],
@@ -142,7 +148,7 @@ def _target_variants():
     out = []
     for c in REPRESENTATIVE:
         if c.spec.kind == "elementwise":
-            kinds = ELEMENTWISE_TARGET_KINDS.get(c.loss, ["list", "float16", "int32", "bool"])
+            kinds = ELEMENTWISE_TARGET_KINDS[c.loss]
         elif c.form == "probabilities":
             kinds = ["list", "float16"]
         else:  # the integer dtypes that hold every target value (ignore_index included)

@@ -46,16 +46,50 @@ PARAMS = {
     "p": st.sampled_from([1, 2]),
     "margin": st.floats(-5.0, 5.0),
 }
-# The one loss that may be negative: its input is a log-probability, any real number.
-MAY_BE_NEGATIVE = {"nll_loss"}
-# BCE with logits accepts any real target (as PyTorch); its loss is a sum of non-negative
-# terms, and so non-negative, for targets in [0, 1].
-NON_NEGATIVE_IF = {"binary_cross_entropy_with_logits": lambda t: ((t >= 0) & (t <= 1)).all()}
+
+
+def _always(t):
+    return True
+
+
+# Where each loss is documented non-negative (given non-negative weights), as a condition on
+# the target: every registry loss, by name (test_strategies_cover_the_registry).
+NON_NEGATIVE_IF = {
+    "mse_loss": _always,
+    "l1_loss": _always,
+    "huber_loss": _always,
+    "smooth_l1_loss": _always,
+    "binary_cross_entropy": _always,
+    # BCE with logits accepts any real target (as PyTorch); its loss is a sum of non-negative
+    # terms, and so non-negative, for targets in [0, 1].
+    "binary_cross_entropy_with_logits": lambda t: ((t >= 0) & (t <= 1)).all(),
+    "cross_entropy": _always,
+    # the one loss that may be negative: its input is a log-probability, any real number
+    "nll_loss": None,
+    "multi_margin_loss": _always,
+    "hinge_loss": _always,
+    "squared_hinge_loss": _always,
+}
+# The documented sign of each loss's gradient (_sign_violations): every registry loss, by name.
+GRADIENT_SIGN = {
+    "mse_loss": "x - y",  # the sign of x - y (or 0)
+    "l1_loss": "x - y",
+    "huber_loss": "x - y",
+    "smooth_l1_loss": "x - y",
+    "binary_cross_entropy": "x - y",
+    "binary_cross_entropy_with_logits": "hard targets",  # >= 0 at y = 0, <= 0 at y = 1
+    "hinge_loss": "-y",  # -y where the hinge is active, 0 elsewhere
+    "squared_hinge_loss": "-y",
+    "cross_entropy": "target class",  # class indices: <= 0 at the target class, >= 0 elsewhere
+    "multi_margin_loss": "target class",
+    "nll_loss": "target class only",  # <= 0 at the target class, 0 elsewhere
+}
 
 
 def test_strategies_cover_the_registry():
     assert {p.name for spec in LOSSES for p in spec.params} == set(PARAMS)
-    assert MAY_BE_NEGATIVE <= set(BY_NAME) and set(NON_NEGATIVE_IF) <= set(BY_NAME)
+    assert set(NON_NEGATIVE_IF) == set(BY_NAME), set(BY_NAME) ^ set(NON_NEGATIVE_IF)
+    assert set(GRADIENT_SIGN) == set(BY_NAME), set(BY_NAME) ^ set(GRADIENT_SIGN)
     for spec in LOSSES:
         for p in spec.params:  # every drawn value is valid
             assert p.valid(p.default)
@@ -224,7 +258,8 @@ def test_thread_count_does_not_matter(call, reduction):
 @modules
 def test_losses_are_non_negative(module, call):
     name, x, t, kw = call
-    if name in MAY_BE_NEGATIVE or not NON_NEGATIVE_IF.get(name, lambda t: True)(np.asarray(t)):
+    condition = NON_NEGATIVE_IF[name]
+    if condition is None or not condition(np.asarray(t)):
         return
     with np.errstate(all="ignore"):
         terms = loss_fn(module, name)(x, t, reduction="none", **kw)
@@ -236,16 +271,18 @@ def test_losses_are_non_negative(module, call):
 def _sign_violations(name, x, t, kw, grad):
     """Gradient components of the wrong documented sign (a boolean mask, or None where
     the loss documents no sign for this call)."""
-    spec = BY_NAME[name]
+    rule = GRADIENT_SIGN[name]
     x64 = np.asarray(x, np.float64)
-    if spec.kind == "elementwise":
+    if BY_NAME[name].kind == "elementwise":
         t64 = np.asarray(t, np.float64)
-        if name in ("mse_loss", "l1_loss", "huber_loss", "smooth_l1_loss", "binary_cross_entropy"):
+        if rule == "x - y":
             return grad * np.sign(x64 - t64) < 0  # grad has the sign of x - y (or is 0)
-        if spec.target_domain == "sign":
+        if rule == "-y":
             return grad * t64 > 0  # -y where the hinge is active, 0 elsewhere
+        assert rule == "hard targets", (name, rule)
         # BCE with logits: for a hard target, >= 0 at y = 0 (pushes x down), <= 0 at y = 1
         return ((t64 == 0) & (grad < 0)) | ((t64 == 1) & (grad > 0))
+    assert rule in ("target class", "target class only"), (name, rule)
     if np.asarray(t).dtype.kind == "f" or kw.get("label_smoothing", 0) > 0:
         return None  # soft targets: the sign follows p - q, no fixed pattern
     ax = 0 if x.ndim == 1 else 1
@@ -254,7 +291,7 @@ def _sign_violations(name, x, t, kw, grad):
                       np.expand_dims(t, ax), 0, 0) if x.ndim > 1 else np.arange(n_classes) == t
     # indices: <= 0 at the target class, >= 0 elsewhere (NLL: 0 elsewhere)
     wrong = np.where(hot, grad > 0, grad < 0)
-    return wrong | (~hot & (grad != 0)) if name == "nll_loss" else wrong
+    return wrong | (~hot & (grad != 0)) if rule == "target class only" else wrong
 
 
 @over_calls

@@ -86,7 +86,6 @@ N_HUGE = 20_000  # several blocks of the fixed summation order, and enough for t
 def _huge_terms(name, n):
     """(input, target, kwargs): float32 input whose every loss term is about 2e38 to 3.4e38,
     so that the sum (about 6e42) overflows float32 while the mean fits."""
-    spec = BY_NAME[name]
     rng = np.random.default_rng(7)
     big = rng.uniform(2.0e38, 3.0e38, n).astype(F32)
     if name == "mse_loss" or name == "squared_hinge_loss":
@@ -94,15 +93,17 @@ def _huge_terms(name, n):
         if name == "mse_loss":
             return root, np.zeros(n, F32), {}
         return -root, np.ones(n, F32), {"margin": 0.0}
-    if spec.target_domain == "sign":  # hinge: margin - y * x = big
+    if name == "hinge_loss":  # margin - y * x = big
         return -big, np.ones(n, F32), {"margin": 0.0}
-    if spec.kind == "elementwise":  # residual losses and BCE with logits at y = 0
-        return big, np.zeros(n, F32), {}
+    if name in ("l1_loss", "huber_loss", "smooth_l1_loss", "binary_cross_entropy_with_logits"):
+        return big, np.zeros(n, F32), {}  # residual losses, and BCE with logits at y = 0
     if name == "nll_loss":
         return np.stack([-big, np.zeros(n, F32)], axis=1), np.zeros(n, np.int64), {}
     if name == "multi_margin_loss":  # (x_c - x_y + margin) / C with C = 2
         return np.stack([-big / 2, big / 2], axis=1), np.zeros(n, np.int64), {}
-    return np.stack([np.zeros(n, F32), big], axis=1), np.zeros(n, np.int64), {}  # cross_entropy
+    if name == "cross_entropy":
+        return np.stack([np.zeros(n, F32), big], axis=1), np.zeros(n, np.int64), {}
+    raise KeyError(name)  # every loss of HUGE_TERM_LOSSES has its terms here
 
 
 HUGE_TERM_LOSSES = [spec.name for spec in LOSSES if spec.input_domain != "unit"]

@@ -181,6 +181,10 @@ class LossCases:
     make: Callable  # (rng, shape, params, form) -> (input float64, target)
     shapes: tuple[tuple, ...]
     params: tuple[dict, ...]  # parameter combinations; weight forms by name
+    # The defaults below are per kind, not per loss: ``forms`` is the elementwise kind's (every
+    # class loss sets its own, test_every_table_covers_every_loss checks it); ``large_shape``
+    # suits either kind; ``to_int`` and ``to_bool`` suit inputs over the reals (residuals,
+    # logits, scores) and a loss with a restricted input (BCE's probabilities) sets its own.
     forms: tuple[str, ...] = ("values",)  # target forms
     # parameter combinations for target forms other than the first one
     form_params: dict = field(default_factory=dict)

@@ -303,6 +303,22 @@ def _float64_args(x, t, kwargs):
     return x64, t64, kw
 
 
+# Where each loss's gradient may be non-zero (depends_on): every registry loss, by name.
+GRADIENT_SUPPORT = {
+    "mse_loss": "everywhere",
+    "l1_loss": "everywhere",
+    "huber_loss": "everywhere",
+    "smooth_l1_loss": "everywhere",
+    "binary_cross_entropy": "everywhere",
+    "binary_cross_entropy_with_logits": "everywhere",
+    "cross_entropy": "kept samples",
+    "nll_loss": "kept targets",
+    "multi_margin_loss": "everywhere",
+    "hinge_loss": "active terms",
+    "squared_hinge_loss": "active terms",
+}
+
+
 def depends_on(loss, x, t, kwargs):
     """Where the gradient is a weight times a derivative (bool, shaped like ``x``): for the
     hinges only at the active terms (margin - y x > 0, or NaN), not on the flat side nor at
@@ -310,16 +326,17 @@ def depends_on(loss, x, t, kwargs):
     indices not at the ignored samples, and for ``nll_loss`` only at each kept sample's
     target class; everywhere else. Outside, the gradient is 0 by structure, even when "mean"
     divides by a zero weight sum."""
-    if loss in ("hinge_loss", "squared_hinge_loss"):
+    support = GRADIENT_SUPPORT[loss]
+    if support == "active terms":
         z = kwargs.get("margin", 1.0) - np.asarray(t) * np.asarray(x)
         return ~(z <= 0)
-    kept_only = loss in ("cross_entropy", "nll_loss")
-    if not kept_only or np.shape(t) == np.shape(x):  # elementwise, or class probabilities
+    if support == "everywhere" or np.shape(t) == np.shape(x):  # or class probabilities
         return np.ones(np.shape(x), bool)
     z, tt, back, _ = _rows(np.asarray(x), t)
     kept = tt != kwargs.get("ignore_index", -100)
-    if loss == "cross_entropy":
+    if support == "kept samples":
         return back(np.repeat(kept[:, None], z.shape[1], axis=1))
+    assert support == "kept targets", (loss, support)
     mask = np.zeros(z.shape, bool)
     mask[np.arange(len(tt))[kept], tt[kept]] = True
     return back(mask)
@@ -526,7 +543,8 @@ def _exact_class_row(loss, z, target, w, params):
         grad = [factor * (p * h ** (p - 1)) if h > 0 else zero for h in hinge]
         grad[target] = -mp.fsum(grad)
         return factor * mp.fsum(h ** p for h in hinge), grad, zeros
-    # cross_entropy
+    if loss != "cross_entropy":
+        raise KeyError(loss)
     eps = mp.mpf(params.get("label_smoothing", 0.0))
     nlogp, e = _neg_log_softmax(z)
     s = mp.fsum(e)
@@ -568,7 +586,7 @@ def exact_terms(loss, x, t, kwargs):
         mpf = np.vectorize(lambda v: mp.mpf(float(v)), otypes=[object])
         params = {**_registry_defaults(loss), **{k: v for k, v in kw.items() if not isinstance(v, np.ndarray)}}
         params = {k: (v if k in ("p", "ignore_index") else mp.mpf(float(v))) for k, v in params.items()}
-        if loss in FORMULAS and _is_elementwise(loss):
+        if _is_elementwise(loss):
             shape = x64.shape
             w = mpf(_broadcast(kw.get("weight"), shape))
             pw = mpf(_broadcast(kw.get("pos_weight"), shape))
