@@ -18,7 +18,7 @@ import pytest
 
 import fastloss
 from fastloss import __main__ as cli
-from fastloss import _bench, _bench_cases, _bench_runners
+from fastloss.bench import cases, core, runners
 from fastloss._registry import LOSSES
 
 TINY = ["bench", "--quick", "--sizes", "1e3", "--dtypes", "float32", "--threads", "1"]
@@ -43,23 +43,23 @@ def run_subprocess(*args, env=None):
 
 
 def test_every_table_has_every_registry_loss():
-    assert _bench_cases.missing_entries() == {name: [] for name in _bench_cases.TABLES}
-    assert _bench_cases.stale_entries() == {name: [] for name in _bench_cases.TABLES}
+    assert cases.missing_entries() == {name: [] for name in cases.TABLES}
+    assert cases.stale_entries() == {name: [] for name in cases.TABLES}
     for loss in LOSSES:
-        variants = _bench_cases.CASES[loss.name]
+        variants = cases.CASES[loss.name]
         assert variants and all(v.loss == loss.name for v in variants)
         assert (loss.kind == "classes") == all(v.classes for v in variants)
 
 
-@pytest.mark.parametrize("table", sorted(_bench_cases.TABLES))
+@pytest.mark.parametrize("table", sorted(cases.TABLES))
 def test_a_missing_entry_is_an_error(table, monkeypatch, capsys):
     """A loss added to the registry without benchmark support fails, it is not skipped."""
-    reduced = dict(_bench_cases.TABLES[table])
+    reduced = dict(cases.TABLES[table])
     del reduced["hinge_loss"]
-    monkeypatch.setitem(_bench_cases.TABLES, table, reduced)
-    assert _bench_cases.missing_entries()[table] == ["hinge_loss"]
+    monkeypatch.setitem(cases.TABLES, table, reduced)
+    assert cases.missing_entries()[table] == ["hinge_loss"]
     with pytest.raises(RuntimeError, match="hinge_loss"):
-        _bench_cases.variants()
+        cases.variants()
     with pytest.raises(RuntimeError, match=f"{table}: hinge_loss"):
         cli.main(TINY + ["--losses", "mse_loss", "--against", "numpy"])
 
@@ -68,9 +68,9 @@ def test_spec_inputs():
     """The inputs the brief asks for: int64 class indices with C=10 and 1000, log-probabilities
     for nll, probabilities in (0.01, 0.99) for BCE, +-1 labels for the hinges."""
     rng = np.random.default_rng(0)
-    assert [v.classes for v in _bench_cases.CASES["cross_entropy"]] == [10, 1000]
-    assert [v.classes for v in _bench_cases.CASES["multi_margin_loss"]] == [10]
-    for variant in _bench_cases.variants():
+    assert [v.classes for v in cases.CASES["cross_entropy"]] == [10, 1000]
+    assert [v.classes for v in cases.CASES["multi_margin_loss"]] == [10]
+    for variant in cases.variants():
         for dtype in (np.float32, np.float64):
             x, t = variant.make(rng, 10_000, dtype)
             assert x.dtype == dtype and x.size == 10_000
@@ -80,12 +80,12 @@ def test_spec_inputs():
                 assert t.min() >= 0 and t.max() < variant.classes
             else:
                 assert t.dtype == dtype and t.shape == x.shape
-    x, _ = _bench_cases.CASES["nll_loss"][0].make(rng, 1000, np.float64)
+    x, _ = cases.CASES["nll_loss"][0].make(rng, 1000, np.float64)
     assert np.allclose(np.exp(x).sum(axis=1), 1.0)
-    x, t = _bench_cases.CASES["binary_cross_entropy"][0].make(rng, 10_000, np.float32)
+    x, t = cases.CASES["binary_cross_entropy"][0].make(rng, 10_000, np.float32)
     assert x.min() > 0.01 - 1e-6 and x.max() < 0.99 + 1e-6 and set(np.unique(t)) <= {0, 1}
     for name in ("hinge_loss", "squared_hinge_loss"):
-        _, t = _bench_cases.CASES[name][0].make(rng, 1000, np.float64)
+        _, t = cases.CASES[name][0].make(rng, 1000, np.float64)
         assert set(np.unique(t)) == {-1.0, 1.0}
 
 
@@ -93,22 +93,22 @@ def test_spec_inputs():
 def test_every_baseline_computes_fastloss_result(dtype):
     """Speed-ups are only meaningful for the same loss and gradient: every baseline that is
     installed agrees with fastloss on every loss (the bench checks this too, row by row)."""
-    loaded, _ = _bench_runners.load_competitors(_bench_runners.BASELINES)
+    loaded, _ = runners.load_competitors(runners.BASELINES)
     rng = np.random.default_rng(1)
-    for variant in _bench_cases.variants():
+    for variant in cases.variants():
         x, t = variant.make(rng, 2000, dtype)
-        reference = _bench_runners.FASTLOSS.runner(variant, x, t, 1).result()
+        reference = runners.FASTLOSS.runner(variant, x, t, 1).result()
         for competitor in loaded:
             runner = competitor.runner(variant, x, t, 1)
             if runner is None:
-                assert competitor.key == "sklearn" and _bench_cases.SKLEARN[variant.loss] is None
+                assert competitor.key == "sklearn" and cases.SKLEARN[variant.loss] is None
                 continue
             got = runner.result()
-            assert _bench_runners.agrees(reference, got, dtype), (variant.label, competitor.key)
+            assert runners.agrees(reference, got, dtype), (variant.label, competitor.key)
         # and a wrong result is caught
         loss, grad = reference
-        assert not _bench_runners.agrees(reference, (2 * loss, grad), dtype)
-        assert not _bench_runners.agrees(reference, (loss, 2 * grad), dtype)
+        assert not runners.agrees(reference, (2 * loss, grad), dtype)
+        assert not runners.agrees(reference, (loss, 2 * grad), dtype)
 
 
 # --------------------------------------------------------------------------- info
@@ -211,17 +211,17 @@ def test_bench_json_and_table(tmp_path, capsys):
 
 
 def test_quick_defaults_and_overrides():
-    cores = _bench.usable_cores()
-    quick = _bench.Config(quick=True)
+    cores = core.usable_cores()
+    quick = core.Config(quick=True)
     assert quick.plan() == [(1000, "float32"), (100_000, "float32"), (10_000_000, "float32")]
     assert quick.thread_counts() == (cores,)
     assert quick.baselines() == ("numpy", "numpy_backend", "torch")
-    assert quick.profile is _bench.QUICK
-    full = _bench.Config()
+    assert quick.profile is core.QUICK
+    full = core.Config()
     assert full.plan() == [(n, d) for n in (10**3, 10**4, 10**5, 10**6, 10**7) for d in ("float32", "float64")]
     assert full.thread_counts() == ((1, cores) if cores > 1 else (1,))
-    assert full.baselines() == _bench_runners.BASELINES
-    overridden = _bench.Config(quick=True, sizes=(5000,), dtypes=("float64",), threads=(1,), against=("numpy",))
+    assert full.baselines() == runners.BASELINES
+    overridden = core.Config(quick=True, sizes=(5000,), dtypes=("float64",), threads=(1,), against=("numpy",))
     assert overridden.plan() == [(5000, "float64")]
     assert overridden.thread_counts() == (1,) and overridden.baselines() == ("numpy",)
 
@@ -267,7 +267,7 @@ def test_slower_rows_are_shown_as_such():
               "competitors": {"numpy": {"label": "numpy", "what": "w"}, "torch": {"label": "torch", "what": "w"}},
               "command": "python -m fastloss bench", "rows": [row], "memory": [],
               "mismatches": ["mse_loss n=1000 float32: torch"], "wall_time_s": 1.0}
-    text = _bench.format_report(result)
+    text = core.format_report(result)
     line = next(s for s in text.splitlines() if s.startswith("  1e3"))
     assert "0.50x" in line and "0.50x!" in line
     assert "WARNING: these baselines do not compute" in text
@@ -280,7 +280,7 @@ def test_progress_bar_only_on_a_terminal():
 
     tty, pipe = Tty(), io.StringIO()
     for stream in (tty, pipe):
-        progress = _bench.Progress(2, stream)
+        progress = core.Progress(2, stream)
         progress.status("measuring")
         progress.row("mse_loss n=1e3")
         progress.row("mse_loss n=1e5")

@@ -18,7 +18,7 @@ from typing import Callable
 
 import numpy as np
 
-from . import _bench_cases as cases
+from . import cases
 
 
 @dataclass
@@ -84,7 +84,7 @@ def _build_numpy(variant, x, t, threads):
 
 
 def _build_numpy_backend(variant, x, t, threads):
-    from . import numpy_backend
+    from .. import numpy_backend
 
     buf = np.empty_like(x)
     call = partial(getattr(numpy_backend, variant.loss + "_grad"), x, t, out=buf)
@@ -196,7 +196,7 @@ OPTIONAL = {
 }
 
 NUMPY = Competitor("numpy", "numpy", "plain NumPy loss + gradient, as a user writes it "
-                   "(fastloss/_bench_cases.py)", np.__version__, _build_numpy)
+                   "(fastloss/bench/cases.py)", np.__version__, _build_numpy)
 NUMPY_BACKEND = Competitor("numpy_backend", "np-backend", "fastloss.numpy_backend.NAME_grad(x, t, out=buf)",
                            np.__version__, _build_numpy_backend)
 

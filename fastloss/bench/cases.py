@@ -1,7 +1,7 @@
 """What the benchmark runs: one entry per registry loss in each table below.
 
 Every table is keyed by the registry name (``fastloss._registry.LOSSES``); ``missing_entries``
-lists the registry losses a table lacks, and ``tests/test_cli.py`` fails on any. A
+lists the registry losses a table lacks, and ``tests/cli/test_cli.py`` fails on any. A
 competitor that does not have a loss (scikit-learn has no hinge) says so with ``None``.
 
 * ``CASES``    how to make benchmark inputs: one or more variants per loss (cross-entropy
@@ -23,7 +23,7 @@ from typing import Callable
 
 import numpy as np
 
-from ._registry import LOSSES
+from .._registry import LOSSES
 
 
 # --------------------------------------------------------------------------- inputs
@@ -347,7 +347,7 @@ def check_tables() -> None:
     missing = {k: v for k, v in missing_entries().items() if v}
     if missing:
         detail = "; ".join(f"{k}: {', '.join(v)}" for k, v in missing.items())
-        raise RuntimeError(f"fastloss._bench_cases lacks entries for registry losses ({detail})")
+        raise RuntimeError(f"fastloss.bench.cases lacks entries for registry losses ({detail})")
 
 
 def variants(names=None) -> list[Variant]:

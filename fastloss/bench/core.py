@@ -1,12 +1,13 @@
-"""``python -m fastloss bench``: fastloss against the code it replaces, on this machine.
+"""``python -m fastloss bench``: fastloss against the code it replaces, on this machine (and
+the facts ``python -m fastloss info`` shows).
 
 What is measured
 ----------------
 For every loss of the registry (``fastloss._registry.LOSSES``; inputs and baselines from
-``fastloss._bench_cases``), every size, dtype and thread count of the run, one *row*:
+``fastloss.bench.cases``), every size, dtype and thread count of the run, one *row*:
 
 * fastloss's fused ``NAME_grad(x, t, n_threads=thr, out=buf)`` and the loss alone ``NAME``;
-* the baselines (``fastloss._bench_runners``): the plain NumPy code a user would write,
+* the baselines (``fastloss.bench.runners``): the plain NumPy code a user would write,
   fastloss's own NumPy backend, PyTorch forward + backward, scikit-learn's ``_loss``,
   JAX ``jit(value_and_grad)``, those that are installed;
 * before timing, on inputs up to ``Profile.verify_max`` elements, every baseline's loss and
@@ -50,8 +51,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import _bench_cases as cases
-from . import _bench_runners as runners
+from . import cases
+from . import runners
 
 SCHEMA = 1
 
@@ -159,7 +160,7 @@ def backend_facts() -> dict:
     facts = {"fastloss": fastloss.__version__, "backend": fastloss.get_backend(),
              "openmp": None, "simd": None, "default_threads": fastloss.get_num_threads()}
     try:
-        from . import kernels as _kernels
+        from .. import kernels as _kernels
     except ImportError:
         return facts
     facts["openmp"] = bool(_kernels.openmp_enabled())
