@@ -4,7 +4,7 @@ from __future__ import annotations
 
 
 def pytest_report_header(config):
-    from fastloss._bench import backend_facts, cpu_model, usable_cores
+    from fastloss.bench.core import backend_facts, cpu_model, usable_cores
 
     f = backend_facts()
     return [f"fastloss {f['fastloss']}: backend {f['backend']}, SIMD {f['simd']}, "
@@ -14,7 +14,7 @@ def pytest_report_header(config):
 
 def pytest_benchmark_update_machine_info(config, machine_info):
     """Put what fastloss runs with into the machine_info of --benchmark-json/--benchmark-save."""
-    from fastloss._bench import backend_facts, cpu_model, usable_cores
+    from fastloss.bench.core import backend_facts, cpu_model, usable_cores
 
     machine_info["fastloss"] = backend_facts()
     machine_info["cpu_model"] = cpu_model()

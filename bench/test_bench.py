@@ -1,6 +1,6 @@
 """fastloss against its baselines, one pytest-benchmark group per loss, size and dtype.
 
-Driven by the registry through ``fastloss._bench_cases`` (inputs and baselines), the same
+Driven by the registry through ``fastloss.bench.cases`` (inputs and baselines), the same
 tables ``python -m fastloss bench`` uses. In each group ("mse_loss n=1e5 float32"):
 
     fastloss        fused NAME_grad(x, t, out=buf), gradient buffer allocated once
@@ -24,9 +24,9 @@ import functools
 import numpy as np
 import pytest
 
-from fastloss import _bench_cases as cases
-from fastloss import _bench_runners as runners
-from fastloss._bench import _fmt_count, kernel_bytes, usable_cores
+from fastloss.bench import cases
+from fastloss.bench import runners
+from fastloss.bench.core import _fmt_count, kernel_bytes, usable_cores
 
 SIZES = (1_000, 100_000, 10_000_000)
 DTYPES = ("float32", "float64")

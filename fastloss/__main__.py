@@ -1,4 +1,5 @@
-"""``python -m fastloss bench [options]`` and ``python -m fastloss info``."""
+"""``python -m fastloss bench [options]`` and ``python -m fastloss info``: the command line (the
+benchmark itself is the subpackage ``fastloss.bench``)."""
 
 from __future__ import annotations
 
@@ -79,7 +80,7 @@ def _threads(text):
 
 
 def _against(text):
-    from ._bench_runners import BASELINES
+    from .bench.runners import BASELINES
 
     return _chosen(text, list(BASELINES), "baseline")
 
@@ -136,7 +137,7 @@ def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command == "info":
-        from ._bench import info_text
+        from .bench.core import info_text
 
         print(info_text())
         return 0
@@ -152,19 +153,19 @@ def main(argv=None) -> int:
             bench_parser.error("--plot needs matplotlib, which is not installed "
                                "(pip install matplotlib)")
 
-    from . import _bench
+    from .bench import core
 
-    config = _bench.Config(losses=args.losses, sizes=args.sizes, dtypes=args.dtypes,
-                           threads=args.threads, against=args.against, quick=args.quick,
-                           json_path=args.json_path, plot_path=args.plot_path, seed=args.seed,
-                           command=shlex.join(["python", "-m", "fastloss", *argv]))
-    result = _bench.run(config)
-    print(_bench.format_report(result), flush=True)
+    config = core.Config(losses=args.losses, sizes=args.sizes, dtypes=args.dtypes,
+                         threads=args.threads, against=args.against, quick=args.quick,
+                         json_path=args.json_path, plot_path=args.plot_path, seed=args.seed,
+                         command=shlex.join(["python", "-m", "fastloss", *argv]))
+    result = core.run(config)
+    print(core.format_report(result), flush=True)
     if args.json_path:
-        _bench.write_json(result, args.json_path)
+        core.write_json(result, args.json_path)
         print(f"wrote {args.json_path}")
     if args.plot_path:
-        _bench.plot(result, args.plot_path)
+        core.plot(result, args.plot_path)
         print(f"wrote {args.plot_path}")
     return 0
 

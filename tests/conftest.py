@@ -15,12 +15,16 @@ from pathlib import Path
 
 import pytest
 
-# The test helpers (cases, reference, helpers) are plain modules next to this file;
-# pyproject runs pytest with --import-mode=importlib, which does not put tests/ on sys.path.
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+# The tests are grouped by what they test: contract/ (the public API's promises), numerics/,
+# runtime/, c_level/ and cli/. The shared helpers (cases, reference, helpers, adv_data_support,
+# adv_runtime_support) are plain modules in support/; pyproject runs pytest with
+# --import-mode=importlib, which puts no test directory on sys.path, so it is added here. So is
+# c_level/: c_level/test_adv_c_level.py imports the C-call helpers of c_level/test_c_level.py.
+TESTS = Path(__file__).resolve().parent
+sys.path[:0] = [str(TESTS / "support"), str(TESTS / "c_level")]
 
 # FASTLOSS_TESTS_WITHOUT_TORCH=1 runs the suite as on a machine without PyTorch (the
-# references then fall back to the float64 formulas); test_cases.py uses it.
+# references then fall back to the float64 formulas); contract/test_cases.py uses it.
 if os.environ.get("FASTLOSS_TESTS_WITHOUT_TORCH") == "1":
     sys.modules["torch"] = None
 

@@ -1,0 +1,356 @@
+"""What the benchmark runs: one entry per registry loss in each table below.
+
+Every table is keyed by the registry name (``fastloss._registry.LOSSES``); ``missing_entries``
+lists the registry losses a table lacks, and ``tests/cli/test_cli.py`` fails on any. A
+competitor that does not have a loss (scikit-learn has no hinge) says so with ``None``.
+
+* ``CASES``    how to make benchmark inputs: one or more variants per loss (cross-entropy
+               with 10 and with 1000 classes).
+* ``NUMPY``    the plain NumPy code a user would write for loss + gradient: readable,
+               numerically stable, ``reduction="mean"`` and default parameters.
+* ``TORCH``    the loss in ``torch.nn.functional`` (hinge losses written in torch ops);
+               the bench times its forward + ``.backward()``.
+* ``SKLEARN``  the ``sklearn._loss`` class computing the same loss, or None.
+* ``JAX``      the loss in ``jax.numpy``; the bench times ``jax.jit(jax.value_and_grad(f))``.
+
+All losses run with their default parameters, no weight, ``reduction="mean"``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from .._registry import LOSSES
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One benchmark input family of a loss."""
+
+    loss: str  # registry name
+    make: Callable  # (rng, n_elements, dtype) -> (input, target)
+    describe: str  # what the inputs are, for the table header
+    classes: int | None = None  # C for class losses (input (N, C), int64 targets (N,))
+
+    @property
+    def label(self) -> str:
+        return self.loss if self.classes is None else f"{self.loss} C={self.classes}"
+
+    def rows(self, n: int) -> int:
+        """Samples N for a requested element count (class losses: N * C elements, N >= 1)."""
+        return n if self.classes is None else max(1, n // self.classes)
+
+    def elements(self, n: int) -> int:
+        return self.rows(n) * (self.classes or 1)
+
+
+def _normal(rng, n, dtype, scale=1.0):
+    x = rng.standard_normal(n, dtype=dtype)
+    if scale != 1.0:
+        x *= scale
+    return x
+
+
+def _make_regression(rng, n, dtype):
+    return _normal(rng, n, dtype), _normal(rng, n, dtype)
+
+
+def _labels01(rng, n, dtype):
+    return (rng.random(n, dtype=dtype) < 0.5).astype(dtype)
+
+
+def _make_bce(rng, n, dtype):
+    p = rng.random(n, dtype=dtype)  # probabilities in (0.01, 0.99): no clamp is hit
+    p *= 0.98
+    p += 0.01
+    return p, _labels01(rng, n, dtype)
+
+
+def _make_bce_logits(rng, n, dtype):
+    return _normal(rng, n, dtype, 3.0), _labels01(rng, n, dtype)
+
+
+def _make_sign(rng, n, dtype):
+    y = rng.integers(0, 2, n, dtype=np.int8).astype(dtype)
+    y *= 2
+    y -= 1  # labels -1 / +1
+    return _normal(rng, n, dtype), y
+
+
+def _make_classes(classes, log_softmax=False):
+    def make(rng, n, dtype):
+        rows = max(1, n // classes)
+        x = _normal(rng, rows * classes, dtype, 2.0).reshape(rows, classes)
+        if log_softmax:  # nll_loss takes log-probabilities
+            x -= x.max(axis=1, keepdims=True)
+            x -= np.log(np.exp(x).sum(axis=1, keepdims=True))
+        return x, rng.integers(0, classes, rows, dtype=np.int64)
+
+    return make
+
+
+_REGRESSION = "input, target ~ N(0, 1)"
+CASES: dict[str, tuple[Variant, ...]] = {
+    "mse_loss": (Variant("mse_loss", _make_regression, _REGRESSION),),
+    "l1_loss": (Variant("l1_loss", _make_regression, _REGRESSION),),
+    "huber_loss": (Variant("huber_loss", _make_regression, _REGRESSION + ", delta=1"),),
+    "smooth_l1_loss": (Variant("smooth_l1_loss", _make_regression, _REGRESSION + ", beta=1"),),
+    "binary_cross_entropy": (
+        Variant("binary_cross_entropy", _make_bce, "probabilities in (0.01, 0.99), labels 0/1"),
+    ),
+    "binary_cross_entropy_with_logits": (
+        Variant("binary_cross_entropy_with_logits", _make_bce_logits, "logits ~ N(0, 9), labels 0/1"),
+    ),
+    "cross_entropy": tuple(
+        Variant("cross_entropy", _make_classes(c), f"logits (N, {c}) ~ N(0, 4), int64 class indices", c)
+        for c in (10, 1000)
+    ),
+    "nll_loss": (
+        Variant("nll_loss", _make_classes(10, log_softmax=True),
+                "log_softmax of N(0, 4) logits (N, 10), int64 class indices", 10),
+    ),
+    "multi_margin_loss": (
+        Variant("multi_margin_loss", _make_classes(10), "scores (N, 10) ~ N(0, 4), int64 class indices, p=1, margin=1", 10),
+    ),
+    "hinge_loss": (Variant("hinge_loss", _make_sign, "scores ~ N(0, 1), labels -1/+1, margin=1"),),
+    "squared_hinge_loss": (
+        Variant("squared_hinge_loss", _make_sign, "scores ~ N(0, 1), labels -1/+1, margin=1"),
+    ),
+}
+
+
+# --------------------------------------------------------------------------- plain NumPy
+# What a user writes for the mean loss and its gradient, numerically stable. Each takes
+# (input, target) and returns (loss, grad); Python scalars keep float32 arrays float32.
+
+
+def np_mse(x, y):
+    r = x - y
+    loss = np.mean(r * r)
+    grad = r * (2.0 / r.size)
+    return loss, grad
+
+
+def np_l1(x, y):
+    r = x - y
+    loss = np.mean(np.abs(r))
+    grad = np.sign(r) * (1.0 / r.size)
+    return loss, grad
+
+
+def np_huber(x, y, delta=1.0):
+    r = x - y
+    a = np.abs(r)
+    quadratic = a < delta
+    loss = np.mean(np.where(quadratic, 0.5 * r * r, delta * (a - 0.5 * delta)))
+    grad = np.clip(r, -delta, delta) * (1.0 / r.size)
+    return loss, grad
+
+
+def np_smooth_l1(x, y, beta=1.0):
+    r = x - y
+    a = np.abs(r)
+    quadratic = a < beta
+    loss = np.mean(np.where(quadratic, 0.5 * r * r / beta, a - 0.5 * beta))
+    grad = np.where(quadratic, r / beta, np.sign(r)) * (1.0 / r.size)
+    return loss, grad
+
+
+def np_bce(x, y):
+    log_p = np.maximum(np.log(x), -100)  # PyTorch clamps each log at -100
+    log_q = np.maximum(np.log1p(-x), -100)
+    loss = -np.mean(y * log_p + (1 - y) * log_q)
+    grad = (x - y) / np.maximum(x * (1 - x), 1e-12) * (1.0 / x.size)
+    return loss, grad
+
+
+def np_bce_logits(x, y):
+    softplus = np.logaddexp(0, x)  # log(1 + exp(x)), no overflow for any x
+    loss = np.mean(softplus - x * y)
+    sigmoid = np.exp(x - softplus)  # exponent <= 0: no overflow either
+    grad = (sigmoid - y) * (1.0 / x.size)
+    return loss, grad
+
+
+def np_cross_entropy(x, t):
+    n = x.shape[0]
+    rows = np.arange(n)
+    z = x - x.max(axis=1, keepdims=True)  # subtract the row max: exp cannot overflow
+    log_p = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+    loss = -np.mean(log_p[rows, t])
+    grad = np.exp(log_p)  # softmax
+    grad[rows, t] -= 1
+    grad *= 1.0 / n
+    return loss, grad
+
+
+def np_nll(x, t):
+    n = x.shape[0]
+    rows = np.arange(n)
+    loss = -np.mean(x[rows, t])
+    grad = np.zeros_like(x)
+    grad[rows, t] = -1.0 / n
+    return loss, grad
+
+
+def np_multi_margin(x, t, margin=1.0):
+    n, c = x.shape
+    rows = np.arange(n)
+    z = margin - x[rows, t][:, None] + x  # hinge argument of every class
+    z[rows, t] = 0  # the target class is not a hinge term
+    loss = np.maximum(z, 0).sum() / (n * c)
+    grad = (z > 0).astype(x.dtype) * (1.0 / (n * c))
+    grad[rows, t] = -grad.sum(axis=1)
+    return loss, grad
+
+
+def np_hinge(x, y, margin=1.0):
+    z = margin - y * x
+    loss = np.mean(np.maximum(z, 0))
+    grad = np.where(z > 0, -y, 0) * (1.0 / x.size)
+    return loss, grad
+
+
+def np_squared_hinge(x, y, margin=1.0):
+    h = np.maximum(margin - y * x, 0)
+    loss = np.mean(h * h)
+    grad = (-2.0 / x.size) * y * h
+    return loss, grad
+
+
+NUMPY: dict[str, Callable] = {
+    "mse_loss": np_mse,
+    "l1_loss": np_l1,
+    "huber_loss": np_huber,
+    "smooth_l1_loss": np_smooth_l1,
+    "binary_cross_entropy": np_bce,
+    "binary_cross_entropy_with_logits": np_bce_logits,
+    "cross_entropy": np_cross_entropy,
+    "nll_loss": np_nll,
+    "multi_margin_loss": np_multi_margin,
+    "hinge_loss": np_hinge,
+    "squared_hinge_loss": np_squared_hinge,
+}
+
+
+# --------------------------------------------------------------------------- PyTorch
+# (F, input, target) -> the mean loss tensor; F is torch.nn.functional.
+
+TORCH: dict[str, Callable] = {
+    "mse_loss": lambda F, x, y: F.mse_loss(x, y),
+    "l1_loss": lambda F, x, y: F.l1_loss(x, y),
+    "huber_loss": lambda F, x, y: F.huber_loss(x, y),
+    "smooth_l1_loss": lambda F, x, y: F.smooth_l1_loss(x, y),
+    "binary_cross_entropy": lambda F, x, y: F.binary_cross_entropy(x, y),
+    "binary_cross_entropy_with_logits": lambda F, x, y: F.binary_cross_entropy_with_logits(x, y),
+    "cross_entropy": lambda F, x, t: F.cross_entropy(x, t),
+    "nll_loss": lambda F, x, t: F.nll_loss(x, t),
+    "multi_margin_loss": lambda F, x, t: F.multi_margin_loss(x, t),
+    # PyTorch has no binary hinge loss: written in torch ops, as a user would.
+    "hinge_loss": lambda F, x, y: F.relu(1 - y * x).mean(),
+    "squared_hinge_loss": lambda F, x, y: F.relu(1 - y * x).square().mean(),
+}
+
+
+# --------------------------------------------------------------------------- scikit-learn
+
+
+@dataclass(frozen=True)
+class SklearnLoss:
+    """A ``sklearn._loss.loss`` class computing the same loss.
+
+    sklearn returns per-sample losses and unscaled per-sample gradients: the fastloss mean
+    loss is ``factor * mean(loss_out)`` and its gradient ``factor * gradient_out / N``."""
+
+    cls: str
+    kwargs: dict
+    factor: float  # 2 for the *half* squared error
+
+
+SKLEARN: dict[str, SklearnLoss | None] = {
+    "mse_loss": SklearnLoss("HalfSquaredError", {}, 2.0),
+    "l1_loss": SklearnLoss("AbsoluteError", {}, 1.0),
+    "huber_loss": SklearnLoss("HuberLoss", {"delta": 1.0}, 1.0),
+    "smooth_l1_loss": None,
+    "binary_cross_entropy": None,
+    "binary_cross_entropy_with_logits": SklearnLoss("HalfBinomialLoss", {}, 1.0),
+    "cross_entropy": SklearnLoss("HalfMultinomialLoss", {}, 1.0),  # n_classes added per case
+    "nll_loss": None,
+    "multi_margin_loss": None,
+    "hinge_loss": None,
+    "squared_hinge_loss": None,
+}
+
+
+# --------------------------------------------------------------------------- JAX
+# (jnp, jax.nn, input, target) -> the mean loss; the bench jits its value_and_grad.
+
+
+def _jax_huber(jnp, r, delta=1.0):
+    a = jnp.abs(r)
+    return jnp.mean(jnp.where(a < delta, 0.5 * r * r, delta * (a - 0.5 * delta)))
+
+
+def _jax_bce(jnp, x, y):
+    log_p = jnp.maximum(jnp.log(x), -100)
+    log_q = jnp.maximum(jnp.log1p(-x), -100)
+    return -jnp.mean(y * log_p + (1 - y) * log_q)
+
+
+def _jax_multi_margin(jnp, nn, x, t):
+    n, c = x.shape
+    x_y = jnp.take_along_axis(x, t[:, None], axis=1)
+    z = 1.0 - x_y + x
+    not_target = jnp.arange(c)[None, :] != t[:, None]
+    return jnp.sum(jnp.where(not_target, nn.relu(z), 0)) / (n * c)
+
+
+JAX: dict[str, Callable] = {
+    "mse_loss": lambda jnp, nn, x, y: jnp.mean((x - y) ** 2),
+    "l1_loss": lambda jnp, nn, x, y: jnp.mean(jnp.abs(x - y)),
+    "huber_loss": lambda jnp, nn, x, y: _jax_huber(jnp, x - y),
+    "smooth_l1_loss": lambda jnp, nn, x, y: _jax_huber(jnp, x - y),  # beta = delta = 1
+    "binary_cross_entropy": lambda jnp, nn, x, y: _jax_bce(jnp, x, y),
+    "binary_cross_entropy_with_logits": lambda jnp, nn, x, y: jnp.mean(nn.softplus(x) - x * y),
+    "cross_entropy": lambda jnp, nn, x, t: -jnp.mean(
+        jnp.take_along_axis(nn.log_softmax(x, axis=1), t[:, None], axis=1)),
+    "nll_loss": lambda jnp, nn, x, t: -jnp.mean(jnp.take_along_axis(x, t[:, None], axis=1)),
+    "multi_margin_loss": _jax_multi_margin,
+    "hinge_loss": lambda jnp, nn, x, y: jnp.mean(nn.relu(1 - y * x)),
+    "squared_hinge_loss": lambda jnp, nn, x, y: jnp.mean(nn.relu(1 - y * x) ** 2),
+}
+
+
+TABLES = {"CASES": CASES, "NUMPY": NUMPY, "TORCH": TORCH, "SKLEARN": SKLEARN, "JAX": JAX}
+
+
+def missing_entries() -> dict[str, list[str]]:
+    """For each table, the registry losses it has no entry for (all lists empty when complete)."""
+    return {name: [loss.name for loss in LOSSES if loss.name not in table]
+            for name, table in TABLES.items()}
+
+
+def stale_entries() -> dict[str, list[str]]:
+    """For each table, the entries that name no registry loss."""
+    names = {loss.name for loss in LOSSES}
+    return {name: sorted(set(table) - names) for name, table in TABLES.items()}
+
+
+def check_tables() -> None:
+    """Raise if any table misses a registry loss: the bench refuses to run half the losses."""
+    missing = {k: v for k, v in missing_entries().items() if v}
+    if missing:
+        detail = "; ".join(f"{k}: {', '.join(v)}" for k, v in missing.items())
+        raise RuntimeError(f"fastloss.bench.cases lacks entries for registry losses ({detail})")
+
+
+def variants(names=None) -> list[Variant]:
+    """The benchmark variants of the registry losses (all, or those named), registry order."""
+    check_tables()
+    return [v for loss in LOSSES if names is None or loss.name in names for v in CASES[loss.name]]

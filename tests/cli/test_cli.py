@@ -1,0 +1,351 @@
+"""The command line: ``python -m fastloss bench`` and ``python -m fastloss info``.
+
+Everything runs on a tiny configuration (sizes of 1e3 elements, the quick timing profile):
+these tests check what the commands do and print, not how fast fastloss is (bench/ does).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import fastloss
+from fastloss import __main__ as cli
+from fastloss.bench import cases, core, runners
+from fastloss._registry import LOSSES
+
+TINY = ["bench", "--quick", "--sizes", "1e3", "--dtypes", "float32", "--threads", "1"]
+
+
+def run_cli(argv, capsys):
+    """main(argv) in this process: (exit code, stdout, stderr)."""
+    try:
+        code = cli.main(argv)
+    except SystemExit as exc:
+        code = exc.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def run_subprocess(*args, env=None):
+    return subprocess.run([sys.executable, "-m", "fastloss", *args], capture_output=True, text=True,
+                          timeout=120, env=env)
+
+
+# --------------------------------------------------------------------------- the tables
+
+
+def test_every_table_has_every_registry_loss():
+    assert cases.missing_entries() == {name: [] for name in cases.TABLES}
+    assert cases.stale_entries() == {name: [] for name in cases.TABLES}
+    for loss in LOSSES:
+        variants = cases.CASES[loss.name]
+        assert variants and all(v.loss == loss.name for v in variants)
+        assert (loss.kind == "classes") == all(v.classes for v in variants)
+
+
+@pytest.mark.parametrize("table", sorted(cases.TABLES))
+def test_a_missing_entry_is_an_error(table, monkeypatch, capsys):
+    """A loss added to the registry without benchmark support fails, it is not skipped."""
+    reduced = dict(cases.TABLES[table])
+    del reduced["hinge_loss"]
+    monkeypatch.setitem(cases.TABLES, table, reduced)
+    assert cases.missing_entries()[table] == ["hinge_loss"]
+    with pytest.raises(RuntimeError, match="hinge_loss"):
+        cases.variants()
+    with pytest.raises(RuntimeError, match=f"{table}: hinge_loss"):
+        cli.main(TINY + ["--losses", "mse_loss", "--against", "numpy"])
+
+
+def test_spec_inputs():
+    """The inputs the brief asks for: int64 class indices with C=10 and 1000, log-probabilities
+    for nll, probabilities in (0.01, 0.99) for BCE, +-1 labels for the hinges."""
+    rng = np.random.default_rng(0)
+    assert [v.classes for v in cases.CASES["cross_entropy"]] == [10, 1000]
+    assert [v.classes for v in cases.CASES["multi_margin_loss"]] == [10]
+    for variant in cases.variants():
+        for dtype in (np.float32, np.float64):
+            x, t = variant.make(rng, 10_000, dtype)
+            assert x.dtype == dtype and x.size == 10_000
+            if variant.classes:
+                assert x.shape == (10_000 // variant.classes, variant.classes)
+                assert t.dtype == np.int64 and t.shape == (x.shape[0],)
+                assert t.min() >= 0 and t.max() < variant.classes
+            else:
+                assert t.dtype == dtype and t.shape == x.shape
+    x, _ = cases.CASES["nll_loss"][0].make(rng, 1000, np.float64)
+    assert np.allclose(np.exp(x).sum(axis=1), 1.0)
+    x, t = cases.CASES["binary_cross_entropy"][0].make(rng, 10_000, np.float32)
+    assert x.min() > 0.01 - 1e-6 and x.max() < 0.99 + 1e-6 and set(np.unique(t)) <= {0, 1}
+    for name in ("hinge_loss", "squared_hinge_loss"):
+        _, t = cases.CASES[name][0].make(rng, 1000, np.float64)
+        assert set(np.unique(t)) == {-1.0, 1.0}
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_every_baseline_computes_fastloss_result(dtype):
+    """Speed-ups are only meaningful for the same loss and gradient: every baseline that is
+    installed agrees with fastloss on every loss (the bench checks this too, row by row)."""
+    loaded, _ = runners.load_competitors(runners.BASELINES)
+    rng = np.random.default_rng(1)
+    for variant in cases.variants():
+        x, t = variant.make(rng, 2000, dtype)
+        reference = runners.FASTLOSS.runner(variant, x, t, 1).result()
+        for competitor in loaded:
+            runner = competitor.runner(variant, x, t, 1)
+            if runner is None:
+                assert competitor.key == "sklearn" and cases.SKLEARN[variant.loss] is None
+                continue
+            got = runner.result()
+            assert runners.agrees(reference, got, dtype), (variant.label, competitor.key)
+        # and a wrong result is caught
+        loss, grad = reference
+        assert not runners.agrees(reference, (2 * loss, grad), dtype)
+        assert not runners.agrees(reference, (loss, 2 * grad), dtype)
+
+
+# --------------------------------------------------------------------------- info
+
+
+def test_info():
+    result = run_subprocess("info")
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert f"fastloss {fastloss.__version__}" in out
+    assert f"backend      {fastloss.get_backend()}" in out
+    assert f"threads per call: {fastloss.get_num_threads()}" in out
+    assert "OpenMP" in out and "SIMD level" in out
+    assert f"NumPy        {np.__version__}" in out
+    assert f"Python       {sys.version.split()[0]}" in out
+    for name in ("Cython", "torch"):
+        assert name in out
+    if fastloss.get_backend() == "cython":
+        from fastloss import kernels as _kernels
+
+        assert ("on" if _kernels.openmp_enabled() else "off") in out
+        assert _kernels.simd_level() in out
+
+
+# --------------------------------------------------------------------------- bench
+
+
+def test_bench_json_and_table(tmp_path, capsys):
+    path = tmp_path / "bench.json"
+    code, out, err = run_cli(
+        ["bench", "--quick", "--losses", "mse_loss,nll_loss", "--sizes", "1e3",
+         "--dtypes", "float32,float64", "--threads", "1,2", "--against", "numpy,numpy_backend",
+         "--json", str(path)], capsys)
+    assert code == 0, err
+    data = json.loads(path.read_text())
+
+    m = data["machine"]
+    for key in ("cpu_model", "cores", "usable_cores", "python", "numpy", "cython", "fastloss",
+                "backend", "openmp", "simd", "default_threads", "torch", "sklearn", "jax",
+                "other_load_cpus"):
+        assert key in m
+    assert m["fastloss"] == fastloss.__version__ and m["backend"] == fastloss.get_backend()
+    assert m["numpy"] == np.__version__ and m["cores"] == os.cpu_count()
+    bw = data["bandwidth"]
+    for kind in ("add_gb_per_s", "copy_gb_per_s"):
+        assert set(bw[kind]) == {"1", "2"} and all(v > 0 for v in bw[kind].values())
+    assert bw["elements"] >= 10_000_000
+
+    rows = data["rows"]
+    labels = ["mse_loss", "nll_loss C=10"]
+    assert data["config"]["losses"] == labels
+    assert [(r["loss"], r["dtype"], r["threads"]) for r in rows] == [
+        (name, d, thr) for name in labels for d in ("float32", "float64") for thr in (1, 2)]
+    for r in rows:
+        assert r["elements"] == 1000
+        itemsize = 4 if r["dtype"] == "float32" else 8
+        targets = 8 * (1000 // r["classes"]) if r["classes"] else itemsize * 1000
+        assert r["bytes"] == 2 * 1000 * itemsize + targets
+        assert set(r["timings"]) == {"fastloss", "fastloss_loss", "numpy", "numpy_backend"}
+        for t in r["timings"].values():
+            assert 0 < t["min_s"] <= t["q1_s"] <= t["median_s"] <= t["q3_s"] <= t["max_s"]
+            assert t["samples"] >= 3 and t["calls_per_sample"] >= 1
+        median = r["timings"]["fastloss"]["median_s"]
+        assert math.isclose(r["elements_per_s"], 1000 / median)
+        assert math.isclose(r["gb_per_s"], r["bytes"] / median / 1e9)
+        kind = "copy" if r["classes"] else "add"
+        assert r["bandwidth_kind"] == kind
+        assert math.isclose(r["bandwidth_share"], r["gb_per_s"] / bw[kind + "_gb_per_s"][str(r["threads"])])
+        for key, ratio in r["speedup"].items():
+            assert math.isclose(ratio, r["timings"][key]["median_s"] / median)
+        assert r["agrees"] == {"numpy": True, "numpy_backend": True}
+    assert data["mismatches"] == []
+
+    # memory: measured per loss, size and dtype
+    assert [(e["loss"], e["dtype"]) for e in data["memory"]] == [
+        (name, d) for name in labels for d in ("float32", "float64")]
+    for e in data["memory"]:
+        if m["backend"] == "cython":  # the compiled kernels: nothing input-sized with out=
+            assert e["fastloss_out_bytes"] < e["input_bytes"] // 2
+        else:  # FASTLOSS_BACKEND=numpy: the NumPy backend computes with input-sized temporaries
+            assert e["fastloss_out_bytes"] >= e["input_bytes"]
+        assert e["fastloss_bytes"] >= e["input_bytes"]  # the returned gradient
+        assert e["numpy_bytes"] > e["input_bytes"]  # plain NumPy makes temporaries
+
+    # the table: header facts, legend, one group per loss with aligned rows
+    assert f"machine    {m['cpu_model']}" in out
+    assert "threads per row: 1, 2" in out and "bandwidth  measured" in out
+    assert f"backend {m['backend']}" in out and "SIMD" in out
+    for column in ("fused", "IQR", "loss only", "Gel/s", "GB/s", "%BW", "vs numpy", "vs np-backend"):
+        assert column in out
+    for name in labels:
+        assert f"\n{name}  (" in out
+    table_lines = [line for line in out.splitlines() if line.startswith("  1e3")]
+    assert len(table_lines) == len(rows)
+    assert len({line.index("|") for line in table_lines}) == 1  # aligned
+    assert "Peak extra memory" in out
+    assert f"wrote {path}" in out
+    assert "measuring memory bandwidth" in err and "\r" not in err  # stderr is no TTY here
+    assert "|" not in err
+
+
+def test_quick_defaults_and_overrides():
+    cores = core.usable_cores()
+    quick = core.Config(quick=True)
+    assert quick.plan() == [(1000, "float32"), (100_000, "float32"), (10_000_000, "float32")]
+    assert quick.thread_counts() == (cores,)
+    assert quick.baselines() == ("numpy", "numpy_backend", "torch")
+    assert quick.profile is core.QUICK
+    full = core.Config()
+    assert full.plan() == [(n, d) for n in (10**3, 10**4, 10**5, 10**6, 10**7) for d in ("float32", "float64")]
+    assert full.thread_counts() == ((1, cores) if cores > 1 else (1,))
+    assert full.baselines() == runners.BASELINES
+    overridden = core.Config(quick=True, sizes=(5000,), dtypes=("float64",), threads=(1,), against=("numpy",))
+    assert overridden.plan() == [(5000, "float64")]
+    assert overridden.thread_counts() == (1,) and overridden.baselines() == ("numpy",)
+
+
+def test_options_parse():
+    args = cli.build_parser().parse_args(
+        ["bench", "--quick", "--losses", "mse_loss,nll_loss", "--sizes", "1e3,100000,1_000",
+         "--dtypes", "f32,float64", "--threads", "1,2", "--against", "numpy,torch",
+         "--json", "a.json", "--plot", "a.png"])
+    assert args.quick and args.losses == ("mse_loss", "nll_loss")
+    assert args.sizes == (1000, 100_000) and args.dtypes == ("float32", "float64")
+    assert args.threads == (1, 2) and args.against == ("numpy", "torch")
+    assert args.json_path == "a.json" and args.plot_path == "a.png"
+
+
+def test_a_competitor_not_installed_is_skipped(monkeypatch, capsys):
+    for name in ("torch", "jax", "sklearn"):
+        monkeypatch.setitem(sys.modules, name, None)  # import now fails, as if not installed
+    code, out, err = run_cli(TINY + ["--losses", "hinge_loss", "--against", "numpy,torch,jax,sklearn"], capsys)
+    assert code == 0, err
+    for name in ("torch", "jax", "sklearn"):
+        assert f"skipped    {name}: not installed" in out
+    assert "vs numpy" in out and "vs torch" not in out and "Traceback" not in err
+
+
+def test_slower_rows_are_shown_as_such():
+    """Honesty: a speed-up below 1 is printed as it is, as is a baseline that disagrees."""
+    timing = {"median_s": 2e-6, "q1_s": 1.9e-6, "q3_s": 2.1e-6, "min_s": 1.8e-6, "max_s": 3e-6,
+              "samples": 5, "calls_per_sample": 10}
+    faster = dict(timing, median_s=1e-6)
+    row = {"loss": "mse_loss", "elements": 1000, "dtype": "float32", "threads": 1, "bytes": 12000,
+           "classes": None, "timings": {"fastloss": timing, "fastloss_loss": timing, "numpy": faster,
+                                        "torch": faster},
+           "elements_per_s": 5e8, "gb_per_s": 6.0, "bandwidth_kind": "add", "bandwidth_share": 0.2,
+           "speedup": {"numpy": 0.5, "torch": 0.5}, "agrees": {"numpy": True, "torch": False},
+           "not_timed": {}}
+    result = {"machine": {"fastloss": "0", "cpu_model": "CPU", "cores": 2, "usable_cores": 2,
+                          "backend": "cython", "simd": "AVX2", "openmp": True, "python": "3", "default_threads": 1,
+                          "numpy": "2"},
+              "bandwidth": {"add_gb_per_s": {"1": 30.0}, "copy_gb_per_s": {"1": 30.0},
+                            "elements": 10**7, "repeats": 9},
+              "config": {"threads": [1], "compared": ["numpy", "torch"], "skipped": {}},
+              "competitors": {"numpy": {"label": "numpy", "what": "w"}, "torch": {"label": "torch", "what": "w"}},
+              "command": "python -m fastloss bench", "rows": [row], "memory": [],
+              "mismatches": ["mse_loss n=1000 float32: torch"], "wall_time_s": 1.0}
+    text = core.format_report(result)
+    line = next(s for s in text.splitlines() if s.startswith("  1e3"))
+    assert "0.50x" in line and "0.50x!" in line
+    assert "WARNING: these baselines do not compute" in text
+
+
+def test_progress_bar_only_on_a_terminal():
+    class Tty(io.StringIO):
+        def isatty(self):
+            return True
+
+    tty, pipe = Tty(), io.StringIO()
+    for stream in (tty, pipe):
+        progress = core.Progress(2, stream)
+        progress.status("measuring")
+        progress.row("mse_loss n=1e3")
+        progress.row("mse_loss n=1e5")
+        progress.loss_done("mse_loss", 2, 0.5)
+        progress.close()
+    assert "\r" in tty.getvalue() and "2/2" in tty.getvalue() and "#" in tty.getvalue()
+    assert tty.getvalue().endswith("\r")  # the bar is erased at the end
+    assert "\r" not in pipe.getvalue()
+    assert pipe.getvalue().splitlines() == ["fastloss bench: measuring", "fastloss bench: mse_loss: 2 rows in 0.5 s"]
+
+
+def test_plot(tmp_path, capsys):
+    pytest.importorskip("matplotlib", reason="--plot needs matplotlib, which is not installed")
+    path = tmp_path / "bench.png"
+    code, out, err = run_cli(TINY + ["--losses", "cross_entropy", "--sizes", "1e3,2e3",
+                                     "--against", "numpy", "--plot", str(path)], capsys)
+    assert code == 0, err
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
+    assert f"wrote {path}" in out
+
+
+def test_plot_without_matplotlib(monkeypatch, capsys, tmp_path):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    code, out, err = run_cli(TINY + ["--plot", str(tmp_path / "x.png")], capsys)
+    assert code == 2 and "usage:" in err and "--plot needs matplotlib" in err
+    assert out == "" and not (tmp_path / "x.png").exists()
+
+
+@pytest.mark.parametrize("argv, message", [
+    ([], "the following arguments are required"),
+    (["nope"], "invalid choice"),
+    (["bench", "--bogus"], "unrecognized arguments: --bogus"),
+    (["bench", "--losses", "mse_loss,not_a_loss"], "unknown loss 'not_a_loss'; choose from: mse_loss"),
+    (["bench", "--losses", ""], "empty"),
+    (["bench", "--sizes", "abc"], "sizes must be whole numbers"),
+    (["bench", "--sizes", "0"], "sizes must be whole numbers"),
+    (["bench", "--sizes", "1.5"], "sizes must be whole numbers"),
+    (["bench", "--dtypes", "float16"], "dtypes are float32 and float64"),
+    (["bench", "--threads", "0"], "threads must be positive integers"),
+    (["bench", "--threads", "two"], "threads must be positive integers"),
+    (["bench", "--against", "tensorflow"], "unknown baseline 'tensorflow'"),
+    (["bench", "--json"], "expected one argument"),
+    (["bench", "--plot", "out.txt"], "must end with .png"),
+    (["bench", "--json", "/nonexistent/dir/b.json"], "does not exist"),
+    (["info", "--quick"], "unrecognized arguments"),
+])
+def test_bad_options(argv, message, capsys):
+    code, out, err = run_cli(argv, capsys)
+    assert code == 2
+    assert "usage: python -m fastloss" in err and message in err
+    assert out == ""
+
+
+def test_bad_options_from_the_shell():
+    result = run_subprocess("bench", "--losses", "not_a_loss")
+    assert result.returncode == 2
+    assert result.stderr.startswith("usage: python -m fastloss bench")
+    assert "unknown loss 'not_a_loss'" in result.stderr and result.stdout == ""
+    result = run_subprocess("bench", "--quick", "--sizes", "x")
+    assert result.returncode == 2 and "--sizes" in result.stderr
+
+
+def test_help_lists_every_option(capsys):
+    code, out, _ = run_cli(["bench", "--help"], capsys)
+    assert code == 0
+    for option in ("--quick", "--losses", "--sizes", "--dtypes", "--threads", "--against", "--json", "--plot"):
+        assert option in out

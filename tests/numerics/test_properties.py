@@ -1,0 +1,303 @@
+"""Properties, for random calls (hypothesis): any loss of the registry, any shape (0-d and
+empty included), float32 or float64, any memory layout, parameters and weights anywhere in
+their documented domains, values from tiny to 1e4:
+
+* the compiled backend agrees with the NumPy backend (to the contract's tolerances);
+* ``NAME_grad``'s loss is bitwise ``NAME``'s;
+* results do not depend on memory layout or on the thread count (bitwise);
+* losses are >= 0 wherever the loss is documented non-negative (every loss but NLL, whose
+  input is any log-probability), given non-negative weights;
+* gradients have the documented sign.
+
+CI stays bounded and reproducible: a fixed number of examples, no deadline, derandomized
+(the examples depend only on the test), no example database.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+hypothesis = pytest.importorskip("hypothesis")
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+from hypothesis.extra import numpy as hnp  # noqa: E402
+
+import fastloss  # noqa: E402
+import fastloss.numpy_backend  # noqa: E402
+from cases import index_shape  # noqa: E402
+from fastloss._registry import BY_NAME, LOSSES, REDUCTIONS  # noqa: E402
+from helpers import (COMPILED_BACKENDS, assert_bitwise, assert_grad_close, assert_value_close,  # noqa: E402
+                     loss_fn, rtol_for)
+
+PROPERTIES = settings(max_examples=150, deadline=None, derandomize=True, database=None,
+                      suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+NAMES = [spec.name for spec in LOSSES]
+LIMIT = 1e4
+# every backend: the NumPy backend, and the compiled one when built
+modules = pytest.mark.parametrize("module", [fastloss.numpy_backend] + [m for _, m in COMPILED_BACKENDS],
+                                  ids=["numpy"] + [n for n, _ in COMPILED_BACKENDS])
+
+# Where each parameter of the registry is drawn from: its whole documented domain.
+PARAMS = {
+    "delta": st.floats(1e-3, 10.0),
+    "beta": st.one_of(st.just(0.0), st.floats(1e-3, 10.0)),
+    "label_smoothing": st.one_of(st.just(0.0), st.just(1.0), st.floats(0.0, 1.0)),
+    "p": st.sampled_from([1, 2]),
+    "margin": st.floats(-5.0, 5.0),
+}
+
+
+def _always(t):
+    return True
+
+
+# Where each loss is documented non-negative (given non-negative weights), as a condition on
+# the target: every registry loss, by name (test_strategies_cover_the_registry).
+NON_NEGATIVE_IF = {
+    "mse_loss": _always,
+    "l1_loss": _always,
+    "huber_loss": _always,
+    "smooth_l1_loss": _always,
+    "binary_cross_entropy": _always,
+    # BCE with logits accepts any real target (as PyTorch); its loss is a sum of non-negative
+    # terms, and so non-negative, for targets in [0, 1].
+    "binary_cross_entropy_with_logits": lambda t: ((t >= 0) & (t <= 1)).all(),
+    "cross_entropy": _always,
+    # the one loss that may be negative: its input is a log-probability, any real number
+    "nll_loss": None,
+    "multi_margin_loss": _always,
+    "hinge_loss": _always,
+    "squared_hinge_loss": _always,
+}
+# The documented sign of each loss's gradient (_sign_violations): every registry loss, by name.
+GRADIENT_SIGN = {
+    "mse_loss": "x - y",  # the sign of x - y (or 0)
+    "l1_loss": "x - y",
+    "huber_loss": "x - y",
+    "smooth_l1_loss": "x - y",
+    "binary_cross_entropy": "x - y",
+    "binary_cross_entropy_with_logits": "hard targets",  # >= 0 at y = 0, <= 0 at y = 1
+    "hinge_loss": "-y",  # -y where the hinge is active, 0 elsewhere
+    "squared_hinge_loss": "-y",
+    "cross_entropy": "target class",  # class indices: <= 0 at the target class, >= 0 elsewhere
+    "multi_margin_loss": "target class",
+    "nll_loss": "target class only",  # <= 0 at the target class, 0 elsewhere
+}
+
+
+def test_strategies_cover_the_registry():
+    assert {p.name for spec in LOSSES for p in spec.params} == set(PARAMS)
+    assert set(NON_NEGATIVE_IF) == set(BY_NAME), set(BY_NAME) ^ set(NON_NEGATIVE_IF)
+    assert set(GRADIENT_SIGN) == set(BY_NAME), set(BY_NAME) ^ set(GRADIENT_SIGN)
+    for spec in LOSSES:
+        for p in spec.params:  # every drawn value is valid
+            assert p.valid(p.default)
+
+
+def _floats(dtype, lo, hi):
+    return st.floats(lo, hi, width=32 if dtype == np.float32 else 64, allow_nan=False, allow_infinity=False)
+
+
+def _weight(draw, shape, dtype, form_choices):
+    form = draw(st.sampled_from(form_choices))
+    if form is None:
+        return None
+    wshape = {"full": shape, "last": shape[-1:], "scalar": ()}[form]
+    return draw(hnp.arrays(dtype, wshape, elements=_floats(dtype, 0.0, 4.0)))
+
+
+@st.composite
+def loss_calls(draw, names=tuple(NAMES)):
+    """(name, input, target, kwargs) of a valid call."""
+    spec = BY_NAME[draw(st.sampled_from(names))]
+    dtype = np.dtype(draw(st.sampled_from([np.float32, np.float64])))
+    if spec.kind == "elementwise":
+        shape = draw(hnp.array_shapes(min_dims=0, max_dims=3, min_side=0, max_side=5))
+    else:
+        c = draw(st.integers(1, 5))
+        ndim = draw(st.sampled_from([1, 2] if spec.max_input_dims else [1, 2, 3]))
+        n, d = draw(st.integers(0, 4)), draw(st.integers(0, 3))
+        shape = {1: (c,), 2: (n, c), 3: (n, c, d)}[ndim]
+    unit = spec.input_domain == "unit"
+    x = draw(hnp.arrays(dtype, shape, elements=_floats(dtype, 0.0, 1.0) if unit else _floats(dtype, -LIMIT, LIMIT)))
+    kwargs = {p.name: draw(PARAMS[p.name]) for p in spec.params}
+    if spec.kind == "elementwise":
+        if spec.target_domain == "sign":
+            elements = st.sampled_from([-1.0, 1.0])
+        elif spec.target_domain == "unit" or draw(st.booleans()):  # [0, 1]: probabilities, labels
+            elements = _floats(dtype, 0.0, 1.0)
+        else:
+            elements = _floats(dtype, -LIMIT, LIMIT)
+        t = draw(hnp.arrays(dtype, shape, elements=elements))
+        forms = [None, "full", "scalar"] + (["last"] if shape else [])
+        if spec.weight:
+            kwargs["weight"] = _weight(draw, shape, dtype, forms)
+        if spec.pos_weight:
+            kwargs["pos_weight"] = _weight(draw, shape, dtype, forms)
+    else:
+        n_classes = shape[0 if len(shape) == 1 else 1]
+        if spec.probability_target and draw(st.booleans()):
+            t = draw(hnp.arrays(dtype, shape, elements=_floats(dtype, 0.0, 1.0)))
+        else:
+            choices = list(range(n_classes))
+            if spec.ignore_index:
+                kwargs["ignore_index"] = ignore = draw(st.sampled_from([-100, 0, 3]))
+                choices.append(ignore)
+            t = draw(hnp.arrays(np.int64, index_shape(shape), elements=st.sampled_from(choices)))
+        if spec.weight:
+            kwargs["weight"] = draw(st.one_of(st.none(), hnp.arrays(dtype, (n_classes,),
+                                                                    elements=_floats(dtype, 0.0, 4.0))))
+    kwargs = {k: v for k, v in kwargs.items() if v is not None}
+    return spec.name, x, t, kwargs
+
+
+def _layouts(a, how):
+    """The same values as ``a`` in another memory layout."""
+    a = np.asarray(a)
+    if a.ndim == 0 or how == "C":
+        return a
+    if how == "F":
+        return np.asfortranarray(a)
+    if how == "strided":
+        big = np.zeros(a.shape[:-1] + (2 * a.shape[-1],), a.dtype)
+        big[..., ::2] = a
+        return big[..., ::2]
+    flipped = np.flip(a).copy()  # "negative": negative strides on every axis
+    return np.flip(flipped)
+
+
+# --------------------------------------------------------------------------- properties
+
+
+def over_calls(test):
+    """A property of drawn calls and reductions, on every backend."""
+    return modules(PROPERTIES(given(call=loss_calls(), reduction=st.sampled_from(REDUCTIONS))(test)))
+
+
+def _fused(module, call, reduction, **extra):
+    """``NAME_grad(...)`` of a drawn call: (loss, grad), inf and NaN allowed."""
+    name, x, t, kw = call
+    with np.errstate(all="ignore"):
+        return loss_fn(module, name, grad=True)(x, t, reduction=reduction, **kw, **extra)
+
+
+@pytest.mark.skipif(not COMPILED_BACKENDS, reason="one backend only")
+@PROPERTIES
+@given(call=loss_calls(), reduction=st.sampled_from(REDUCTIONS))
+def test_backends_agree(call, reduction):
+    name, x, t, kw = call
+    rtol = rtol_for(x.dtype)
+    with np.errstate(all="ignore"):
+        loss, grad = loss_fn(fastloss, name, grad=True)(x, t, reduction=reduction, **kw)
+        np_loss, np_grad = loss_fn(fastloss.numpy_backend, name, grad=True)(x, t, reduction=reduction, **kw)
+        terms = loss_fn(fastloss.numpy_backend, name)(x, t, reduction="none", **kw)
+    assert type(loss) is type(np_loss) and np.shape(loss) == np.shape(np_loss)
+    if reduction == "none":
+        assert_value_close(loss, np_loss, rtol)
+    else:  # float64 sums in different orders: an absolute slack of the summed magnitudes
+        scale = float(np.sum(np.abs(terms), dtype=np.float64)) / (max(np.size(terms), 1) if reduction == "mean" else 1)
+        np.testing.assert_allclose(float(loss), float(np_loss), rtol=rtol, atol=rtol * scale, equal_nan=True)
+    assert_grad_close(grad, np_grad, rtol)
+
+
+@over_calls
+def test_fused_loss_is_the_plain_loss_bit_for_bit(module, call, reduction):
+    name, x, t, kw = call
+    loss, _ = _fused(module, call, reduction)
+    with np.errstate(all="ignore"):
+        assert_bitwise(loss, loss_fn(module, name)(x, t, reduction=reduction, **kw))
+
+
+@PROPERTIES
+@given(call=loss_calls(), how=st.sampled_from(["F", "strided", "negative"]),
+       which=st.sampled_from(["input", "target", "all"]), reduction=st.sampled_from(REDUCTIONS))
+@modules
+def test_layout_does_not_matter(module, call, how, which, reduction):
+    name, x, t, kw = call
+    f = loss_fn(module, name, grad=True)
+    xv = _layouts(x, how) if which != "target" else x
+    tv = _layouts(t, how) if which != "input" else t
+    kwv = {k: (_layouts(v, how) if isinstance(v, np.ndarray) and which == "all" else v) for k, v in kw.items()}
+    with np.errstate(all="ignore"):
+        e_loss, e_grad = f(x, t, reduction=reduction, **kw)
+        loss, grad = f(xv, tv, reduction=reduction, **kwv)
+    assert_bitwise(loss, e_loss)
+    assert_bitwise(grad, e_grad)
+
+
+def _enlarged(x, t, kw, copies):
+    """The call repeated ``copies`` times along the first axis (weights of the input's
+    shape too), so that the kernels split it over blocks and threads."""
+    def rep(a):
+        return np.concatenate([a] * copies, axis=0)
+
+    kw = {k: (rep(v) if isinstance(v, np.ndarray) and v.shape == x.shape else v) for k, v in kw.items()}
+    return rep(x), rep(t) if np.ndim(t) else t, kw
+
+
+@pytest.mark.skipif(not COMPILED_BACKENDS, reason="the NumPy backend runs on one thread")
+@PROPERTIES
+@given(call=loss_calls(), reduction=st.sampled_from(REDUCTIONS))
+def test_thread_count_does_not_matter(call, reduction):
+    name, x, t, kw = call
+    if x.ndim == 0 or x.size == 0 or (x.ndim == 1 and BY_NAME[name].kind == "classes"):
+        return  # nothing to repeat along a batch axis
+    x, t, kw = _enlarged(x, t, kw, -(-40_000 // x.size))  # >= 40_000 elements: ~10 blocks
+    f = loss_fn(fastloss, name, grad=True)
+    with np.errstate(all="ignore"):
+        base_loss, base_grad = f(x, t, reduction=reduction, n_threads=1, **kw)
+        for n in (2, 3, 7):
+            loss, grad = f(x, t, reduction=reduction, n_threads=n, **kw)
+            assert_bitwise(loss, base_loss, f"loss, {n} threads")
+            assert_bitwise(grad, base_grad, f"grad, {n} threads")
+
+
+@PROPERTIES
+@given(call=loss_calls())
+@modules
+def test_losses_are_non_negative(module, call):
+    name, x, t, kw = call
+    condition = NON_NEGATIVE_IF[name]
+    if condition is None or not condition(np.asarray(t)):
+        return
+    with np.errstate(all="ignore"):
+        terms = loss_fn(module, name)(x, t, reduction="none", **kw)
+        total = loss_fn(module, name)(x, t, reduction="sum", **kw)
+    assert (terms >= 0).all(), terms[~(terms >= 0)][:5]
+    assert total >= 0
+
+
+def _sign_violations(name, x, t, kw, grad):
+    """Gradient components of the wrong documented sign (a boolean mask, or None where
+    the loss documents no sign for this call)."""
+    rule = GRADIENT_SIGN[name]
+    x64 = np.asarray(x, np.float64)
+    if BY_NAME[name].kind == "elementwise":
+        t64 = np.asarray(t, np.float64)
+        if rule == "x - y":
+            return grad * np.sign(x64 - t64) < 0  # grad has the sign of x - y (or is 0)
+        if rule == "-y":
+            return grad * t64 > 0  # -y where the hinge is active, 0 elsewhere
+        assert rule == "hard targets", (name, rule)
+        # BCE with logits: for a hard target, >= 0 at y = 0 (pushes x down), <= 0 at y = 1
+        return ((t64 == 0) & (grad < 0)) | ((t64 == 1) & (grad > 0))
+    assert rule in ("target class", "target class only"), (name, rule)
+    if np.asarray(t).dtype.kind == "f" or kw.get("label_smoothing", 0) > 0:
+        return None  # soft targets: the sign follows p - q, no fixed pattern
+    ax = 0 if x.ndim == 1 else 1
+    n_classes = x.shape[ax]
+    hot = np.moveaxis(np.arange(n_classes).reshape((-1,) + (1,) * (x.ndim - 1 - ax)) ==
+                      np.expand_dims(t, ax), 0, 0) if x.ndim > 1 else np.arange(n_classes) == t
+    # indices: <= 0 at the target class, >= 0 elsewhere (NLL: 0 elsewhere)
+    wrong = np.where(hot, grad > 0, grad < 0)
+    return wrong | (~hot & (grad != 0)) if rule == "target class only" else wrong
+
+
+@over_calls
+def test_gradients_have_the_documented_sign(module, call, reduction):
+    name, x, t, kw = call
+    _, grad = _fused(module, call, reduction)
+    wrong = _sign_violations(name, x, t, kw, grad)
+    if wrong is not None:
+        assert not wrong.any(), (grad[wrong][:5], np.asarray(x)[wrong][:5])
