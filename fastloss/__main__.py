@@ -1,5 +1,5 @@
-"""``python -m fastloss bench [options]`` and ``python -m fastloss info``: the command line (the
-benchmark itself is the subpackage ``fastloss.bench``)."""
+"""``python -m fastloss bench [options]``, ``python -m fastloss info`` and ``python -m fastloss
+api``: the command line (the benchmark itself is the subpackage ``fastloss.bench``)."""
 
 from __future__ import annotations
 
@@ -90,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m fastloss",
         description="fastloss command line: benchmark the fused loss + gradient kernels on "
                     "this machine, or show how fastloss is built and configured.")
-    sub = parser.add_subparsers(dest="command", metavar="{bench,info}", required=True)
+    sub = parser.add_subparsers(dest="command", metavar="{bench,info,api}", required=True)
     bench = sub.add_parser(
         "bench", help="time every loss against NumPy, PyTorch, scikit-learn, JAX",
         description="Time every loss's fused NAME_grad (and NAME) against the plain NumPy "
@@ -120,6 +120,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("info", help="version, backend, OpenMP, threads, SIMD level",
                    description="Show fastloss's version, backend, OpenMP, threads and SIMD "
                                "level, and the versions of NumPy, Cython and PyTorch.")
+    sub.add_parser("api", help="print the API reference (docs/API.md, installed with the package)",
+                   description="Print fastloss's API reference: docs/API.md of the source, "
+                               "installed with the package as fastloss/API.md.")
     parser.bench_parser = bench  # for errors found after parsing (usage of 'bench')
     return parser
 
@@ -140,6 +143,11 @@ def main(argv=None) -> int:
         from .bench.core import info_text
 
         print(info_text())
+        return 0
+    if args.command == "api":
+        reference = os.path.join(os.path.dirname(os.path.abspath(__file__)), "API.md")
+        with open(reference, encoding="utf-8") as f:
+            sys.stdout.write(f.read())
         return 0
 
     bench_parser = parser.bench_parser

@@ -349,3 +349,14 @@ def test_help_lists_every_option(capsys):
     assert code == 0
     for option in ("--quick", "--losses", "--sizes", "--dtypes", "--threads", "--against", "--json", "--plot"):
         assert option in out
+
+
+def test_api_prints_the_installed_reference(capsys):
+    """`python -m fastloss api` prints the API reference installed with the package (a copy
+    of docs/API.md with its generated tables), so every docstring's citation resolves in an
+    installed wheel too."""
+    assert cli.main(["api"]) == 0
+    text = capsys.readouterr().out
+    assert text.startswith("<!-- GENERATED") and "# fastloss API reference" in text
+    for spec in LOSSES:
+        assert f"#### `{spec.name}` / `{spec.name}_grad`" in text, spec.name

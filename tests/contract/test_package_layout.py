@@ -1,4 +1,4 @@
-"""The package's layers import one way (docs/API.md, "Layout"):
+"""The package's layers import one way (README, "Layout"):
 
     _registry  <-  _codegen (build time, by path)
     _registry  <-  backends (_numpy_kernels; kernels.pyx + _cython_backend)
