@@ -1,4 +1,4 @@
-"""Where the polynomial coefficients of fastloss/_vecmath.hpp come from.
+"""Where the polynomial coefficients of fastloss/csrc/vecmath.hpp come from.
 
     python docs/fit_polynomials.py        (needs mpmath: pip install mpmath)
 

@@ -22,7 +22,7 @@
 // levels it is one FMA instruction (one rounding): 20-30% faster float64 exp/log losses than
 // a multiply and an add, and a little more accurate. The baseline level (x86-64 without
 // FMA) multiplies and adds: its exp/log-based results can differ from the FMA levels' in the
-// last bits, within the same accuracy bounds (tests/test_accuracy.py checks every level).
+// last bits, within the same accuracy bounds (tests/numerics/test_accuracy.py checks every level).
 // An explicit call, not compiler contraction (-ffp-contract=off stays): which operations fuse
 // is then fixed by this file, the same in vector loops, scalar tails, NAME and NAME_grad.
 // (No include guard: included once per instruction-set namespace by isa.inc.)

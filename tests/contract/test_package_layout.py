@@ -75,3 +75,14 @@ def test_bench_imports_only_the_public_surface():
             imported.add(module.split(".")[0] if module else "fastloss")
         imported |= {m.lstrip(".").split(".")[0] or "fastloss" for m in _ABSOLUTE.findall(text)}
         assert imported <= BENCH_MAY_IMPORT, f"fastloss/bench/{path.name} imports {sorted(imported - BENCH_MAY_IMPORT)}"
+
+
+def test_importing_fastloss_loads_no_bench_and_no_generator():
+    """The benchmark and the build-time generator are not part of an import of fastloss."""
+    import subprocess
+    import sys
+
+    code = ("import sys, fastloss, fastloss.numpy_backend; "
+            "print(sorted(m for m in sys.modules if m.startswith('fastloss.bench') or 'codegen' in m))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]", out

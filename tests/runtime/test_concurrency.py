@@ -6,7 +6,7 @@
   computes.
 * A process forked after the parent ran multi-threaded OpenMP kernels can still call
   fastloss (GNU libgomp would hang in the child's first parallel region: forked children
-  run the kernels serially, see fastloss/_kernels.hpp). Each fork scenario runs in a fresh
+  run the kernels serially, see fastloss/csrc/runtime.cpp). Each fork scenario runs in a fresh
   interpreter under a timeout, so a hang fails the test instead of hanging the suite.
 """
 

@@ -74,7 +74,7 @@ for dtype in (np.float32, np.float64):
     out[np.dtype(dtype).name] = {k: [float(r[0]).hex(), r[1].tobytes().hex()] for k, r in results.items()}
 print(json.dumps(out))
 """
-# The results of _SIMD_SCRIPT that go through exp or log (fastloss/_vecmath.hpp).
+# The results of _SIMD_SCRIPT that go through exp or log (fastloss/csrc/vecmath.hpp).
 EXP_LOG_RESULTS = {"cross_entropy smoothed", "cross_entropy", "binary_cross_entropy_with_logits",
                    "binary_cross_entropy"}
 
