@@ -135,7 +135,7 @@ class LossReference:
     exact_limits: bool = False
 
     # ----- runtime
-    # the kernels go through exp or log (fastloss/_vecmath.hpp): the SIMD levels without
+    # the kernels go through exp or log (fastloss/csrc/vecmath.hpp): the SIMD levels without
     # FMA may differ in the last bits (test_kernel_paths)
     exp_log: bool = REQUIRED
 
