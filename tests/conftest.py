@@ -16,8 +16,9 @@ from pathlib import Path
 import pytest
 
 # The tests are grouped by what they test: contract/ (the public API's promises), numerics/,
-# runtime/, c_level/ and cli/. The shared helpers (cases, reference, helpers, adv_data_support,
-# adv_runtime_support) are plain modules in support/; pyproject runs pytest with
+# runtime/, c_level/ and cli/. The shared helpers (losses: the one per-loss record of every
+# registry loss, with its building blocks loss_inputs and loss_maths; cases, reference, helpers,
+# adv_data_support, adv_runtime_support) are plain modules in support/; pyproject runs pytest with
 # --import-mode=importlib, which puts no test directory on sys.path, so it is added here. So is
 # c_level/: c_level/test_adv_c_level.py imports the C-call helpers of c_level/test_c_level.py.
 TESTS = Path(__file__).resolve().parent

@@ -1,17 +1,30 @@
-"""What the benchmark runs: one entry per registry loss in each table below.
+"""What the benchmark runs: every loss of the registry, with its inputs and baselines.
 
-Every table is keyed by the registry name (``fastloss._registry.LOSSES``); ``missing_entries``
-lists the registry losses a table lacks, and ``tests/cli/test_cli.py`` fails on any. A
-competitor that does not have a loss (scikit-learn has no hinge) says so with ``None``.
+The tables below are keyed by the registry name (``fastloss._registry.LOSSES``). None of
+them needs an entry for every loss: a registry loss without one is still benchmarked.
 
 * ``CASES``    how to make benchmark inputs: one or more variants per loss (cross-entropy
-               with 10 and with 1000 classes).
+               with 10 and with 1000 classes). Without an entry, ``derived_variant`` makes
+               them from the registry row: elementwise losses N(0, 1) input and target,
+               with the row's domains honoured (input "unit": uniform in (0.01, 0.99);
+               target "unit": labels 0/1, "sign": labels -1/+1); class losses logits
+               (N, 10) ~ N(0, 4) with int64 class indices.
 * ``NUMPY``    the plain NumPy code a user would write for loss + gradient: readable,
-               numerically stable, ``reduction="mean"`` and default parameters.
+               numerically stable, ``reduction="mean"`` and default parameters. Without an
+               entry there is no plain-NumPy column for the loss; fastloss's own NumPy
+               backend (``fastloss.numpy_backend``, every registry loss) is the baseline
+               always present.
 * ``TORCH``    the loss in ``torch.nn.functional`` (hinge losses written in torch ops);
-               the bench times its forward + ``.backward()``.
+               the bench times its forward + ``.backward()``. Without an entry:
+               ``torch.nn.functional.<name>`` when PyTorch has it (the names and semantics of
+               fastloss follow it), else no PyTorch column for the loss.
 * ``SKLEARN``  the ``sklearn._loss`` class computing the same loss, or None.
 * ``JAX``      the loss in ``jax.numpy``; the bench times ``jax.jit(jax.value_and_grad(f))``.
+
+A competitor without the loss (no entry, or None: scikit-learn has no hinge) is not timed
+for it: '-' in the table, and a note under the loss's header says which and why.
+``missing_entries`` lists what each table lacks; ``stale_entries`` the entries that name no
+registry loss (an error: ``variants`` refuses them).
 
 All losses run with their default parameters, no weight, ``reduction="mean"``.
 """
@@ -65,11 +78,22 @@ def _labels01(rng, n, dtype):
     return (rng.random(n, dtype=dtype) < 0.5).astype(dtype)
 
 
-def _make_bce(rng, n, dtype):
+def _unit(rng, n, dtype):
     p = rng.random(n, dtype=dtype)  # probabilities in (0.01, 0.99): no clamp is hit
     p *= 0.98
     p += 0.01
-    return p, _labels01(rng, n, dtype)
+    return p
+
+
+def _sign_labels(rng, n, dtype):
+    y = rng.integers(0, 2, n, dtype=np.int8).astype(dtype)
+    y *= 2
+    y -= 1  # labels -1 / +1
+    return y
+
+
+def _make_bce(rng, n, dtype):
+    return _unit(rng, n, dtype), _labels01(rng, n, dtype)
 
 
 def _make_bce_logits(rng, n, dtype):
@@ -77,9 +101,7 @@ def _make_bce_logits(rng, n, dtype):
 
 
 def _make_sign(rng, n, dtype):
-    y = rng.integers(0, 2, n, dtype=np.int8).astype(dtype)
-    y *= 2
-    y -= 1  # labels -1 / +1
+    y = _sign_labels(rng, n, dtype)
     return _normal(rng, n, dtype), y
 
 
@@ -93,6 +115,28 @@ def _make_classes(classes, log_softmax=False):
         return x, rng.integers(0, classes, rows, dtype=np.int64)
 
     return make
+
+
+# Inputs and targets from the registry row's domains: (make(rng, n, dtype), description)
+_DERIVED_INPUTS = {None: (_normal, "~ N(0, 1)"), "unit": (_unit, "in (0.01, 0.99)")}
+_DERIVED_TARGETS = {None: (_normal, "~ N(0, 1)"), "unit": (_labels01, "labels 0/1"),
+                    "sign": (_sign_labels, "labels -1/+1")}
+DERIVED_CLASSES = 10
+
+
+def derived_variant(loss) -> Variant:
+    """Benchmark inputs made from the registry row alone (a loss without a CASES entry)."""
+    if loss.kind == "classes":
+        c = DERIVED_CLASSES
+        return Variant(loss.name, _make_classes(c),
+                       f"logits (N, {c}) ~ N(0, 4), int64 class indices; inputs from the registry row", c)
+    make_x, about_x = _DERIVED_INPUTS[loss.input_domain]
+    make_t, about_t = _DERIVED_TARGETS[loss.target_domain]
+
+    def make(rng, n, dtype):
+        return make_x(rng, n, dtype), make_t(rng, n, dtype)
+
+    return Variant(loss.name, make, f"input {about_x}, target {about_t}; inputs from the registry row")
 
 
 _REGRESSION = "input, target ~ N(0, 1)"
@@ -330,8 +374,30 @@ JAX: dict[str, Callable] = {
 TABLES = {"CASES": CASES, "NUMPY": NUMPY, "TORCH": TORCH, "SKLEARN": SKLEARN, "JAX": JAX}
 
 
+def variants_of(loss) -> tuple[Variant, ...]:
+    """The benchmark variants of a registry loss: its CASES entry, or derived from its row."""
+    return CASES.get(loss.name) or (derived_variant(loss),)
+
+
+def numpy_function(name: str) -> Callable | None:
+    """The plain NumPy (loss, grad) of the loss, or None when there is none."""
+    return NUMPY.get(name)
+
+
+def torch_function(name: str, F) -> Callable | None:
+    """(F, input, target) -> the mean loss tensor: the TORCH entry, else
+    ``torch.nn.functional.<name>`` when PyTorch has it, else None (no such loss)."""
+    if name in TORCH:
+        return TORCH[name]
+    if callable(getattr(F, name, None)):
+        return lambda F, x, t: getattr(F, name)(x, t)
+    return None
+
+
 def missing_entries() -> dict[str, list[str]]:
-    """For each table, the registry losses it has no entry for (all lists empty when complete)."""
+    """For each table, the registry losses it has no entry for: benchmarked all the same,
+    with derived inputs (CASES) or without that competitor (the others; TORCH falls back to
+    torch.nn.functional)."""
     return {name: [loss.name for loss in LOSSES if loss.name not in table]
             for name, table in TABLES.items()}
 
@@ -343,14 +409,15 @@ def stale_entries() -> dict[str, list[str]]:
 
 
 def check_tables() -> None:
-    """Raise if any table misses a registry loss: the bench refuses to run half the losses."""
-    missing = {k: v for k, v in missing_entries().items() if v}
-    if missing:
-        detail = "; ".join(f"{k}: {', '.join(v)}" for k, v in missing.items())
-        raise RuntimeError(f"fastloss.bench.cases lacks entries for registry losses ({detail})")
+    """Raise if a table has an entry for a loss the registry does not have (a typo or a
+    renamed loss: the entry would silently never run)."""
+    stale = {k: v for k, v in stale_entries().items() if v}
+    if stale:
+        detail = "; ".join(f"{k}: {', '.join(v)}" for k, v in stale.items())
+        raise RuntimeError(f"fastloss.bench.cases has entries for losses the registry does not have ({detail})")
 
 
 def variants(names=None) -> list[Variant]:
     """The benchmark variants of the registry losses (all, or those named), registry order."""
     check_tables()
-    return [v for loss in LOSSES if names is None or loss.name in names for v in CASES[loss.name]]
+    return [v for loss in LOSSES if names is None or loss.name in names for v in variants_of(loss)]

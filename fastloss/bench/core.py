@@ -493,9 +493,14 @@ def _memory_row(variant, x, t, dtype_name, threads, loaded):
              "input_bytes": int(x.nbytes),
              "fastloss_out_bytes": peak_extra_bytes(fl_out, warm_up=False),
              "fastloss_bytes": peak_extra_bytes(fl_new, warm_up=False),
-             "numpy_bytes": peak_extra_bytes(runners.NUMPY.runner(variant, x, t, threads).call,
-                                             warm_up=not any(c.key == "numpy" for c in loaded))}
+             "numpy_bytes": None}
+    plain = runners.NUMPY.runner(variant, x, t, threads)
+    if plain is not None:  # the loss has a plain-NumPy version
+        entry["numpy_bytes"] = peak_extra_bytes(plain.call, warm_up=not any(c.key == "numpy" for c in loaded))
     return entry
+
+
+NO_SUCH_LOSS = "has no such loss"  # why a competitor is not timed for a loss it lacks
 
 
 def _bench_row(variant, x, t, dtype_name, thr, all_cores, loaded, bandwidth, profile) -> dict:
@@ -512,7 +517,7 @@ def _bench_row(variant, x, t, dtype_name, thr, all_cores, loaded, bandwidth, pro
             continue
         r = c.runner(variant, x, t, thr)
         if r is None:
-            not_timed[c.key] = "has no such loss"
+            not_timed[c.key] = NO_SUCH_LOSS
             continue
         if verify:
             agrees[c.key] = runners.agrees(reference, r.result(), x.dtype)
@@ -656,11 +661,13 @@ def format_report(result: dict) -> str:
     header += [f"vs {comps[k]['label']}" for k in baselines]
     right = [True] * len(header)
     right[1] = False
-    groups, order = {}, []
+    groups, order, absent = {}, [], {}
     for r in result["rows"]:
         if r["loss"] not in groups:
             groups[r["loss"]] = []
             order.append(r["loss"])
+        lacking = absent.setdefault(r["loss"], [])
+        lacking += [k for k in baselines if r.get("not_timed", {}).get(k) == NO_SUCH_LOSS and k not in lacking]
         tm = r["timings"]
         med = tm["fastloss"]["median_s"]
         cells = [_fmt_count(r["elements"]), _DT.get(r["dtype"], r["dtype"]), str(r["threads"]),
@@ -682,6 +689,8 @@ def format_report(result: dict) -> str:
         for name in order:
             lines.append("")
             lines.append(f"{name}  ({describe.get(name, '')})")
+            if absent.get(name):
+                lines.append("  not timed ('-'), no such loss: " + ", ".join(comps[k]["label"] for k in absent[name]))
             lines.append("  " + head)
             for _ in groups[name]:
                 lines.append("  " + next(body))

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 import fastloss
+import fastloss._registry
 from fastloss import __main__ as cli
 from fastloss.bench import cases, core, runners
 from fastloss._registry import LOSSES
@@ -42,26 +43,115 @@ def run_subprocess(*args, env=None):
 # --------------------------------------------------------------------------- the tables
 
 
-def test_every_table_has_every_registry_loss():
-    assert cases.missing_entries() == {name: [] for name in cases.TABLES}
+def test_every_registry_loss_is_benchmarked():
+    """Every registry loss has benchmark variants (its CASES entry, or inputs derived from
+    its row) and an always-present baseline, fastloss's own NumPy backend; no table names a
+    loss the registry lacks."""
     assert cases.stale_entries() == {name: [] for name in cases.TABLES}
+    labels = [v.label for v in cases.variants()]
+    assert len(set(labels)) == len(labels)
+    rng = np.random.default_rng(2)
     for loss in LOSSES:
-        variants = cases.CASES[loss.name]
+        variants = cases.variants_of(loss)
         assert variants and all(v.loss == loss.name for v in variants)
         assert (loss.kind == "classes") == all(v.classes for v in variants)
+        assert {v.label for v in variants} <= set(labels)
+        x, t = variants[0].make(rng, 1000, np.float64)
+        assert runners.NUMPY_BACKEND.runner(variants[0], x, t, 1) is not None, loss.name
+
+
+def _benchmark_rows(argv, capsys):
+    code, out, err = run_cli(argv, capsys)
+    assert code == 0, err
+    return out
 
 
 @pytest.mark.parametrize("table", sorted(cases.TABLES))
-def test_a_missing_entry_is_an_error(table, monkeypatch, capsys):
-    """A loss added to the registry without benchmark support fails, it is not skipped."""
+def test_a_loss_without_an_entry_is_still_benchmarked(table, monkeypatch, capsys, tmp_path):
+    """A loss a table lacks (as a loss added to the registry lacks them all) is benchmarked
+    all the same: inputs derived from its registry row without CASES, the competitor absent
+    without its entry (PyTorch: torch.nn.functional.<name> when it has one), shown as '-'
+    with a note under the loss's header."""
+    name = "hinge_loss"  # a loss PyTorch does not have, so no competitor falls back for it
     reduced = dict(cases.TABLES[table])
-    del reduced["hinge_loss"]
+    del reduced[name]
+    monkeypatch.setattr(cases, table, reduced)
     monkeypatch.setitem(cases.TABLES, table, reduced)
-    assert cases.missing_entries()[table] == ["hinge_loss"]
-    with pytest.raises(RuntimeError, match="hinge_loss"):
-        cases.variants()
-    with pytest.raises(RuntimeError, match=f"{table}: hinge_loss"):
-        cli.main(TINY + ["--losses", "mse_loss", "--against", "numpy"])
+    assert cases.missing_entries()[table] == [name]
+    assert [v.loss for v in cases.variants([name])] == [name]
+    path = tmp_path / "bench.json"
+    out = _benchmark_rows(TINY + ["--losses", name, "--against", "numpy,numpy_backend,torch",
+                                  "--json", str(path)], capsys)
+    data = json.loads(path.read_text())
+    rows = data["rows"]
+    assert [r["loss"] for r in rows] == [name] and data["mismatches"] == []
+    timed = {k for r in rows for k in r["timings"]}
+    assert {"fastloss", "fastloss_loss", "numpy_backend"} <= timed
+    header = next(line for line in out.splitlines() if line.startswith(f"{name}  ("))
+    if table == "CASES":
+        assert "inputs from the registry row" in header and "labels -1/+1" in header
+    if table == "NUMPY":
+        assert "numpy" not in timed and rows[0]["not_timed"]["numpy"] == core.NO_SUCH_LOSS
+        assert "not timed ('-'), no such loss: numpy" in out
+        assert data["memory"][0]["numpy_bytes"] is None
+    if table == "TORCH" and "torch" in data["config"]["compared"]:
+        assert "torch" not in timed and "no such loss: torch" in out
+
+
+def test_a_new_registry_loss_is_benchmarked_without_any_entry(monkeypatch, capsys, tmp_path):
+    """A registry loss no table knows: derived inputs, the NumPy backend, and PyTorch's
+    torch.nn.functional.<name> (which agrees with fastloss: the same contract)."""
+    name = "binary_cross_entropy"  # unit input and target: both derived domains in play
+    for table in cases.TABLES:
+        reduced = {k: v for k, v in cases.TABLES[table].items() if k != name}
+        monkeypatch.setattr(cases, table, reduced)
+        monkeypatch.setitem(cases.TABLES, table, reduced)
+    path = tmp_path / "bench.json"
+    out = _benchmark_rows(TINY + ["--losses", name, "--against", ",".join(runners.BASELINES),
+                                  "--json", str(path)], capsys)
+    data = json.loads(path.read_text())
+    row = data["rows"][0]
+    assert row["loss"] == name and data["mismatches"] == []
+    assert row["agrees"]["numpy_backend"] is True
+    if "torch" in data["config"]["compared"]:
+        assert row["agrees"]["torch"] is True  # torch.nn.functional.binary_cross_entropy
+    for key in ("numpy", "sklearn"):
+        if key in data["config"]["compared"]:
+            assert row["not_timed"][key] == core.NO_SUCH_LOSS
+    assert "inputs from the registry row" in out
+
+
+@pytest.mark.parametrize("loss", [spec.name for spec in LOSSES])
+def test_derived_inputs_respect_the_domains(loss):
+    """The inputs derived from a registry row are valid for the loss: probabilities in
+    (0.01, 0.99) for a "unit" input, labels 0/1 or -1/+1 for "unit" / "sign" targets,
+    int64 class indices in [0, 10) for class losses; fastloss and its NumPy backend take
+    them and agree."""
+    spec = fastloss._registry.BY_NAME[loss]
+    variant = cases.derived_variant(spec)
+    assert variant.loss == loss and "registry row" in variant.describe
+    rng = np.random.default_rng(3)
+    for dtype in (np.float32, np.float64):
+        x, t = variant.make(rng, 10_000, dtype)
+        assert x.dtype == dtype and np.isfinite(x).all()
+        if spec.kind == "classes":
+            assert variant.classes == cases.DERIVED_CLASSES == 10
+            assert x.shape == (1000, 10) and t.dtype == np.int64 and t.shape == (1000,)
+            assert t.min() >= 0 and t.max() < 10
+        else:
+            assert variant.classes is None and x.shape == t.shape == (10_000,) and t.dtype == dtype
+            if spec.input_domain == "unit":
+                assert x.min() >= 0.01 - 1e-6 and x.max() <= 0.99 + 1e-6
+            if spec.target_domain == "unit":
+                assert set(np.unique(t)) == {0, 1}
+            elif spec.target_domain == "sign":
+                assert set(np.unique(t)) == {-1, 1}
+            else:
+                assert len(np.unique(t)) > 100  # N(0, 1)
+        reference = runners.FASTLOSS.runner(variant, x, t, 1).result()
+        assert np.isfinite(reference[0]) and np.isfinite(reference[1]).all()
+        other = runners.NUMPY_BACKEND.runner(variant, x, t, 1).result()
+        assert runners.agrees(reference, other, dtype), loss
 
 
 def test_spec_inputs():

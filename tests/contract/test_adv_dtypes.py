@@ -20,6 +20,7 @@ import pytest
 
 from adv_data_support import BY_NAME, NAMES, PATHS, REDUCTIONS, all_results, call, valid_call
 from helpers import assert_bitwise
+from losses import REFERENCES
 
 
 def _all_dtypes():
@@ -72,8 +73,7 @@ def real_values(dtype, role, name, shape, rng):
             if dtype.kind in "bu":
                 signs[...] = 1
             return np.asarray(signs).astype(dtype)
-        low, high = (0, 1) if (spec.target_domain == "unit" or name == "binary_cross_entropy_with_logits") \
-            else (-3, 3)
+        low, high = (0, 1) if REFERENCES[name].targets_in_unit_interval else (-3, 3)
     elif role == "pos_weight":
         low, high = 1, 3
     else:  # weight

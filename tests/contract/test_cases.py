@@ -1,5 +1,6 @@
-"""The test tables cover the registry: a loss, parameter or weight form added to
-``fastloss._registry`` without test support fails here."""
+"""The test cases cover the registry: a loss, parameter or weight form added to
+``fastloss._registry`` without test support fails here (and the record of a loss added
+without one fails tests/contract/test_loss_references.py)."""
 
 from __future__ import annotations
 
@@ -15,31 +16,22 @@ import cases
 import reference
 from cases import CASES, CLASS_WEIGHT, WEIGHT_FORMS, all_cases, cases_of
 from fastloss._registry import BY_NAME, LOSSES
+from losses import REFERENCES
 
 NAMES = [spec.name for spec in LOSSES]
 
 
 def test_every_table_covers_every_loss():
-    """The per-loss tables of tests/support list every registry loss and nothing else: no
-    loss falls back to a silent default. (The per-loss tables of single test modules are
-    checked there: test_accuracy's bounds, test_properties' NON_NEGATIVE_IF and GRADIENT_SIGN,
-    test_gradients' kinks, test_reductions' huge terms; test_layouts' target kinds are looked
-    up strictly when the module is collected.)"""
-    tables = {
-        "cases.CASES": cases.CASES,
-        "reference.FORMULAS": reference.FORMULAS,
-        "reference.GRADIENT_SUPPORT": reference.GRADIENT_SUPPORT,
-    }
-    if reference.HAVE_TORCH:
-        tables["reference.TORCH"] = reference.TORCH
-    problems = [f"{table} has no entry for {name}" for table, rows in tables.items()
-                for name in BY_NAME if name not in rows]
-    problems += [f"{table} has an entry for {name}, not a registry loss" for table, rows in tables.items()
-                 for name in rows if name not in BY_NAME]
+    """The per-loss records of tests/support/losses.py list every registry loss and nothing
+    else: no loss falls back to a silent default. (Their completeness, field by field, is
+    test_loss_references.py's.)"""
+    problems = [f"tests/support/losses.py has no record for {name}" for name in BY_NAME if name not in REFERENCES]
+    problems += [f"tests/support/losses.py has a record for {name}, not a registry loss"
+                 for name in REFERENCES if name not in BY_NAME]
     # the per-kind default of cases.LossCases: one target form, "values", for elementwise losses
-    problems += [f"cases.CASES[{spec.name!r}].forms: {cases.CASES[spec.name].forms} for a {spec.kind} loss"
-                 for spec in LOSSES
-                 if (cases.CASES[spec.name].forms == ("values",)) != (spec.kind == "elementwise")]
+    problems += [f"the cases of {spec.name!r}: forms {CASES[spec.name].forms} for a {spec.kind} loss"
+                 for spec in LOSSES if spec.name in REFERENCES
+                 if (CASES[spec.name].forms == ("values",)) != (spec.kind == "elementwise")]
     assert not problems, "\n".join(problems)
 
 
@@ -48,8 +40,11 @@ def test_every_registry_loss_has_a_cases_entry():
 
 
 def test_every_registry_loss_has_references():
-    assert set(reference.FORMULAS) == set(BY_NAME)
-    assert not reference.HAVE_TORCH or set(reference.TORCH) == set(BY_NAME)
+    assert set(REFERENCES) == set(BY_NAME)
+    for name in BY_NAME:
+        assert callable(REFERENCES[name].formula) and callable(REFERENCES[name].exact), name
+        if reference.HAVE_TORCH:
+            assert callable(reference.torch_function(name)), name
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -91,12 +86,16 @@ def test_cases_cover_every_parameter_and_form(name):
 
 @pytest.mark.parametrize("name", NAMES)
 def test_invalid_parameter_values_are_invalid_in_the_registry(name):
+    """The values derived from each parameter's domain (cases.invalid_values) are outside
+    it, and there are some of every kind the domain has: NaN, each bound from outside."""
     for p in BY_NAME[name].params:
         assert p.valid(p.default)
-        assert cases.INVALID_PARAM_VALUES[p.name], p.name
-        for bad in cases.INVALID_PARAM_VALUES[p.name]:
+        invalid = cases.invalid_values(p)
+        assert invalid, p.name
+        for bad in invalid:
             assert not p.valid(bad), (p.name, bad)
-        assert cases.WRONG_TYPE_PARAM_VALUES[p.name], p.name
+        assert cases.INVALID_PARAM_VALUES[p.name] == invalid
+        assert cases.wrong_type_values(p), p.name
 
 
 @pytest.mark.parametrize("dtype", cases.DTYPES, ids=lambda d: np.dtype(d).name)

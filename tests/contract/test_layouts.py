@@ -9,6 +9,7 @@ import pytest
 from cases import CASES, DTYPES, representative_cases
 from fastloss._registry import REDUCTIONS
 from helpers import assert_bitwise, compute_dtype, loss_fn
+from losses import REFERENCES
 
 REPRESENTATIVE = representative_cases()
 
@@ -129,18 +130,18 @@ def test_other_input_types_compute_in_float64(api, case, kind):
             assert_bitwise(grad, e_grad)
 
 
-# The target kinds each elementwise loss is tested with: every elementwise loss of the registry,
-# by name (a loss missing here is a KeyError when the module is collected).
-ELEMENTWISE_TARGET_KINDS = {
-    "mse_loss": ["list", "float16", "int32", "bool"],
-    "l1_loss": ["list", "float16", "int32", "bool"],
-    "huber_loss": ["list", "float16", "int32", "bool"],
-    "smooth_l1_loss": ["list", "float16", "int32", "bool"],
-    "binary_cross_entropy": ["list", "float16", "bool"],
-    "binary_cross_entropy_with_logits": ["list", "float16", "bool"],
-    "hinge_loss": ["list", "int8", "int64", "float16"],
-    "squared_hinge_loss": ["list", "int8", "int64", "float16"],
-}
+def elementwise_target_kinds(name):
+    """The target kinds an elementwise loss is tested with, from its target values: labels
+    +-1 (integers; not bool, whose False is 0), probabilities in [0, 1] (enforced, or the
+    soft labels of its record: bool; not int32, which rounds them), or any real (all)."""
+    record = REFERENCES[name]
+    if record.spec.target_domain == "sign":
+        return ["list", "int8", "int64", "float16"]
+    if record.targets_in_unit_interval:
+        return ["list", "float16", "bool"]
+    return ["list", "float16", "int32", "bool"]
+
+
 CLASS_TARGET_DTYPES = ["int8", "int16", "int32", "uint8", "uint16", "uint32", "uint64", "list"]
 
 
@@ -148,7 +149,7 @@ def _target_variants():
     out = []
     for c in REPRESENTATIVE:
         if c.spec.kind == "elementwise":
-            kinds = ELEMENTWISE_TARGET_KINDS[c.loss]
+            kinds = elementwise_target_kinds(c.loss)
         elif c.form == "probabilities":
             kinds = ["list", "float16"]
         else:  # the integer dtypes that hold every target value (ignore_index included)

@@ -23,7 +23,9 @@ import pytest
 import reference
 from adv_data_support import (BY_NAME, FLOATS, NUMPY_API, REDUCTIONS, WEIGHTED_NAMES, call,
                                           exact_results, reference_results)
+from fastloss._registry import LOSSES, Interval, OneOf
 from helpers import BACKENDS, COMPILED_BACKENDS, rtol_for
+from losses import REFERENCES
 
 F64MAX = float(np.finfo(np.float64).max)
 F32MAX = float(np.finfo(np.float32).max)
@@ -105,8 +107,21 @@ def _residual_inputs(dtype):
     return x, t
 
 
+# The thresholds of the registry: parameters over [0, inf) or (0, inf) (beta, delta)
+THRESHOLDS = [(spec.name, p.name) for spec in LOSSES for p in spec.params
+              if isinstance(p.domain, Interval) and p.domain.low == 0 and p.domain.high is None]
+# The losses with a margin parameter, and their other parameters' choices (p = 1, 2)
+MARGIN_LOSSES = [spec.name for spec in LOSSES if any(p.name == "margin" for p in spec.params)]
+
+
+def _choices(name, with_default=False):
+    """Each (non-default) value of the loss's parameters that take one of a few values."""
+    return [{p.name: v} for p in BY_NAME[name].params if isinstance(p.domain, OneOf)
+            for v in p.domain.values if with_default or v != p.default]
+
+
 @dtypes
-@pytest.mark.parametrize("name,param", [("smooth_l1_loss", "beta"), ("huber_loss", "delta")])
+@pytest.mark.parametrize("name,param", THRESHOLDS)
 def test_subnormal_beta_and_delta(api, name, param, dtype):
     """A subnormal (or, in float32, below-float32) beta / delta: the beta -> 0 limit where
     r == 0 (loss 0, gradient 0, no NaN), the reference's values elsewhere (r / beta may be
@@ -123,7 +138,7 @@ def test_subnormal_beta_and_delta(api, name, param, dtype):
 
 
 @dtypes
-@pytest.mark.parametrize("name", ["hinge_loss", "squared_hinge_loss", "multi_margin_loss"])
+@pytest.mark.parametrize("name", MARGIN_LOSSES)
 def test_subnormal_margins(api, name, dtype):
     """margin +-subnormal (values of the compute dtype, so that every hinge argument is
     exact): exact values, and the reference's; never 0 * inf or an overflowing 1 / margin."""
@@ -137,7 +152,7 @@ def test_subnormal_margins(api, name, dtype):
         t = np.array([0, 2, 2])
     margins = (tiny, -tiny, 3 * tiny, float(np.float32(1e-40)) if dtype == np.float32 else 1e-310)
     for margin in margins:
-        for extra in ({}, {"p": 2}) if name == "multi_margin_loss" else ({},):
+        for extra in [{}] + _choices(name):
             kw = {"margin": margin, **extra}
             check_all(api, name, x, t, kw, exact_results, dtype, what=f"margin={margin!r} {extra}")
             check_all(api, name, x, t, kw, reference_results, dtype, what=f"margin={margin!r} {extra}")
@@ -145,7 +160,7 @@ def test_subnormal_margins(api, name, dtype):
 
 @dtypes
 @pytest.mark.parametrize("sign", [1, -1], ids=["+max", "-max"])
-@pytest.mark.parametrize("name", ["hinge_loss", "squared_hinge_loss", "multi_margin_loss"])
+@pytest.mark.parametrize("name", MARGIN_LOSSES)
 def test_margin_at_the_float_max(api, name, sign, dtype):
     """margin = +-(float max) of the dtype (and of float64 for float32 input): exact values;
     inf only where the exact value overflows the dtype (h**2, 2 * h), never NaN."""
@@ -166,10 +181,10 @@ def test_margin_at_the_float_max(api, name, sign, dtype):
             # per row one active class (z = margin), the others inactive (x_c = -margin)
             x = np.array([[0.0, 0.0, -sign * m], [0.0, -sign * m, 0.0]], dtype)
             t = np.array([0, 2])
-            for p in (1, 2):
-                kw = {"margin": margin, "p": p}
-                check_all(api, name, x, t, kw, exact_results, dtype, what=f"margin={margin!r} p={p}")
-                finite_where_torch_is(api, name, x, t, kw, dtype, what=f"margin={margin!r} p={p}")
+            for extra in _choices(name, with_default=True) or [{}]:
+                kw = {"margin": margin, **extra}
+                check_all(api, name, x, t, kw, exact_results, dtype, what=f"margin={margin!r} {extra}")
+                finite_where_torch_is(api, name, x, t, kw, dtype, what=f"margin={margin!r} {extra}")
 
 
 # --------------------------------------------------------------------------- huge arguments
@@ -177,40 +192,9 @@ def test_margin_at_the_float_max(api, name, sign, dtype):
 
 def _huge_cases(name, dtype):
     """(x, t, kwargs, label): residuals / hinge arguments above half the float max, chosen
-    so that no exact *sum* overflows (the losses of single terms may)."""
-    m = MAX[dtype]
-    a = np.array
-    if name == "mse_loss":
-        x, t = a([0.75 * m, -0.75 * m, 1.0, 0.0], dtype), a([0.0, 0.0, 0.5, 0.0], dtype)
-        return [(x, t, {}, "mean: 2r/n fits"), (x, t, {"weight": a([0.5, 0.25, 1.0, 1.0], dtype)}, "weighted")]
-    if name in ("l1_loss", "huber_loss", "smooth_l1_loss"):
-        x, t = a([0.75 * m, 1.0, 0.0, -2.0], dtype), a([-0.2 * m, 0.5, 0.0, 0.0], dtype)
-        return [(x, t, {}, "r = 0.95 max")]
-    if name == "binary_cross_entropy_with_logits":
-        x, t = a([0.9 * m, -0.9 * m, 2.0, -3.0], dtype), a([0.5, 0.25, 1.0, 0.0], dtype)
-        return [(x, t, {}, "huge logits, soft targets")]
-    if name in ("hinge_loss", "squared_hinge_loss"):
-        x, t = a([-0.9 * m, 1.0, 0.5, -2.0], dtype), a([1.0, -1.0, -1.0, 1.0], dtype)
-        return [(x, t, {}, "h above half the max"),
-                (x, t, {"weight": a([0.25, 1.0, 1.0, 1.0], dtype)}, "weighted")]
-    if name == "nll_loss":
-        return [(a([[-0.9 * m, 0.0, 0.0], [0.0, -1.0, -2.0]], dtype), a([0, 1]), {}, "huge log-probability")]
-    if name == "multi_margin_loss":
-        x = a([[0.45 * m, -0.45 * m, 0.0], [0.0, 1.0, 2.0]], dtype)
-        cases = [(x, a([1, 0]), {"p": 2}, "p=2, z = 0.9 max")]
-        # p = 1: the row's hinge terms (1.35 max) sum in float64; in float32 that sum fits
-        # float64 and the loss (w_y sum / C) is finite. In float64 the sum itself overflows:
-        # a known limit (README, "Known limits"), not tested here.
-        if dtype == np.float32:
-            cases.append((x, a([1, 0]), {"p": 1}, "p=1, z = 0.9 max"))
-        return cases
-    if name == "cross_entropy":
-        x = a([[0.9 * m, -0.9 * m, 0.0], [1.0, 2.0, 3.0]], dtype)
-        return [(x, a([0, 2]), {}, "huge logits"), (x, a([0, 2]), {"label_smoothing": 0.0}, "eps=0 general")]
-    if name == "binary_cross_entropy":
-        return [(a([0.5, 1.0, 0.0, 0.25], dtype), a([0.5, 1.0, 0.0, 1.0], dtype),
-                 {"weight": a([0.5 * m, 0.5 * m, 0.25 * m, 1.0], dtype)}, "half-max weights")]
-    raise AssertionError(name)
+    so that no exact *sum* overflows (the losses of single terms may): each loss's record
+    (tests/support/losses.py: half_max_cases)."""
+    return REFERENCES[name].half_max_cases(dtype, MAX[dtype])
 
 
 @dtypes
@@ -239,7 +223,7 @@ def _weight_call(name, dtype, special=None, which="weight", rng_seed=5):
             x = rng.normal(0, 1.5, shape)
         if spec.target_domain == "sign":
             t = np.where(rng.random(shape) < 0.5, -1.0, 1.0)
-        elif spec.target_domain == "unit" or name == "binary_cross_entropy_with_logits":
+        elif REFERENCES[name].targets_in_unit_interval:
             t = rng.uniform(0, 1, shape)
         else:
             t = rng.normal(0, 1, shape)
@@ -329,7 +313,7 @@ def test_float32_weights_whose_sum_overflows_float32(api, name, which):
             margin = 1.0
             t = np.where(rng.random(shape) < 0.5, -1.0, 1.0).astype(dtype)
             x = (t * (margin - rng.uniform(-0.25, 0.25, shape))).astype(dtype)
-        elif name == "binary_cross_entropy_with_logits":
+        elif REFERENCES[name].soft_labels:  # logits: small terms around 0
             x = rng.uniform(-0.5, 0.5, shape).astype(dtype)
         else:
             x = (t + rng.uniform(-0.25, 0.25, shape)).astype(dtype)
@@ -340,7 +324,7 @@ def test_float32_weights_whose_sum_overflows_float32(api, name, which):
     else:
         x = rng.uniform(-0.5, 0.5, x.shape).astype(dtype)  # -log p <= 2, hinge sums <= 3
         kw["weight"] = np.full(x.shape[1], 1e38, dtype)
-        if name == "multi_margin_loss":
+        if any(p.name == "margin" for p in spec.params):  # hinge sums of margin 0.5
             kw["margin"] = 0.5
             x = np.zeros(x.shape, dtype)
     check_all(api, name, x, t, kw, exact_results, dtype, what=f"huge float32 {which}")

@@ -13,11 +13,11 @@ from cases import CASES, CLASS_WEIGHT, DTYPES, Case, cases_of, make_weight, repr
 from fastloss._registry import BY_NAME, LOSSES, REDUCTIONS
 from helpers import (assert_bitwise, assert_grad_close, assert_value_close, check_result_types, loss_fn,
                      loss_shape, rtol_for)
+from losses import REFERENCES, referenced_losses, referenced_names
 
 dtypes = pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
 reductions = pytest.mark.parametrize("reduction", REDUCTIONS)
 NAMES = [spec.name for spec in LOSSES]
-CLASS_NAMES = [spec.name for spec in LOSSES if spec.kind == "classes"]
 ELEMENTWISE_NAMES = [spec.name for spec in LOSSES if spec.kind == "elementwise"]
 
 
@@ -183,7 +183,8 @@ def test_zero_dimensional_elementwise_inputs(api, name, reduction, dtype):
 
 @dtypes
 @reductions
-@pytest.mark.parametrize("case", [c for n in CLASS_NAMES for c in cases_of(n) if len(c.shape) == 1], ids=str)
+@pytest.mark.parametrize("case", [c for n in referenced_names("classes") for c in cases_of(n) if len(c.shape) == 1],
+                         ids=str)
 def test_unbatched_class_input_is_a_batch_of_one(api, case, reduction, dtype):
     x, t, kw = case.generate(dtype)
     f = loss_fn(api, case.loss, grad=True)
@@ -202,23 +203,24 @@ TARGETS = {None: [math.nan, math.inf, -math.inf, 0.0, 1.0, 0.3, -2.0],
            "unit": [0.0, 1.0, 0.5], "sign": [-1.0, 1.0]}
 ROW_OTHERS = [0.0, math.inf, -math.inf, math.nan]
 
-# Losses whose accurate value is known exactly (mpmath): where PyTorch loses precision or
-# gives NaN for a finite limit, fastloss is held to the exact value instead: BCE with
-# logits everywhere (its limits at +-inf included), cross-entropy on rows of finite or -inf
-# logits (PyTorch's float64 log-softmax rounds the loss of a row like [40, 0, 0.5] to 0: it
-# is 1.1e-17). Each function gives (loss, grad) of one element or row, or None where the
-# reference's NaN and inf semantics apply instead.
+# Where PyTorch loses precision or gives NaN for a finite limit, fastloss is held to the
+# exact (mpmath) value instead: where its record says so (tests/support/losses.py:
+# held_to_exact), e.g. BCE with logits everywhere (its limits at +-inf included),
+# cross-entropy on rows of finite or -inf logits (PyTorch's float64 log-softmax rounds the
+# loss of a row like [40, 0, 0.5] to 0: it is 1.1e-17).
 
 
-def _exact_cross_entropy(x, t, params):
-    if np.isnan(x).any() or (x == np.inf).any() or not np.isfinite(x).any():
+def _exact(name, x, t, params):
+    """(loss, grad) of one element or row, exact, where the record holds the loss to its
+    exact value; None where the reference's NaN and inf semantics apply instead."""
+    held = REFERENCES[name].held_to_exact
+    if held is None or not held(x, t):
         return None
-    loss, grad, _ = reference.exact_terms("cross_entropy", x, t, params)
+    if BY_NAME[name].kind == "elementwise":
+        value, grad, _ = reference.exact_terms(name, np.array([x]), np.array([t]), params)
+        return float(value[0]), float(grad[0])
+    loss, grad, _ = reference.exact_terms(name, x, t, params)
     return float(loss[()]), grad.astype(np.float64)
-
-
-EXACT = {"binary_cross_entropy_with_logits": lambda x, t, params: reference.exact_bce_logits(x, t),
-         "cross_entropy": _exact_cross_entropy}
 
 
 def _scalar_param_sets(name):
@@ -234,7 +236,7 @@ def _scalar_param_sets(name):
 
 def _special_variants():
     out = []
-    for spec in LOSSES:
+    for spec in referenced_losses():
         for params in _scalar_param_sets(spec.name):
             forms = ["indices", "probabilities"] if spec.probability_target else [None]
             for form in forms:
@@ -265,15 +267,16 @@ def _special_grid(name, dtype, form):
 def test_nan_and_inf_propagate_like_the_reference(api, name, params, form, dtype):
     """Per element ("none") and gradient, NaN-equal to PyTorch (to the float64 formulas
     without torch; the hinges, which PyTorch lacks, always to the formulas); losses in
-    EXACT are held to their exact (mpmath) value and limits instead."""
+    held to their exact value by their record (``_exact``) are held to their exact (mpmath)
+    value and limits instead."""
     ref = reference.formula_reference if name in reference.NOT_IN_TORCH else reference.reference
     rtol = rtol_for(dtype)
     for x, t in _special_grid(name, dtype, form):
         with np.errstate(all="ignore"):
             loss, grad = loss_fn(api, name, grad=True)(x, t, reduction="none", **params)
         ref_loss, ref_grad = ref(name, x, t, params, "none")
-        for i in np.ndindex(loss.shape) if name in EXACT else ():
-            exact = EXACT[name](x[i], t[i], params)
+        for i in np.ndindex(loss.shape) if REFERENCES[name].held_to_exact is not None else ():
+            exact = _exact(name, x[i], t[i], params)
             if exact is not None:
                 ref_loss[i], ref_grad[i] = exact
         for i in np.ndindex(loss.shape):
@@ -283,7 +286,7 @@ def test_nan_and_inf_propagate_like_the_reference(api, name, params, form, dtype
 
 
 @dtypes
-@pytest.mark.parametrize("name", ["hinge_loss", "squared_hinge_loss"])
+@pytest.mark.parametrize("name", [spec.name for spec in LOSSES if spec.target_domain == "sign"])
 def test_nan_scores_give_nan_hinge(api, name, dtype):
     x = np.array([math.nan, 0.5, math.nan], dtype)
     t = np.array([1.0, -1.0, -1.0], dtype)

@@ -7,10 +7,11 @@
   and reduction, on both backends. The test inputs (tests/support/cases.py) keep every residual and
   hinge argument at least 0.05 from a kink, wider than the stencil (3 steps of 1e-3).
 * At the kinks (where the derivative does not exist), the values API.md and the registry
-  document: L1 and smooth L1 at a zero residual, Huber at |r| = delta (and 0), smooth L1 at
-  |r| = beta, the hinges at margin - y x = 0, multi-margin at a zero hinge argument, BCE at
-  probabilities 0 and 1 (PyTorch's clamps). Checked in float32 and float64, and against
-  PyTorch's autograd where PyTorch has the loss.
+  document (each loss's record in tests/support/losses.py): L1 and smooth L1 at a zero
+  residual, Huber at |r| = delta (and 0), smooth L1 at |r| = beta, the hinges at
+  margin - y x = 0, multi-margin at a zero hinge argument, BCE at probabilities 0 and 1
+  (PyTorch's clamps). Checked in float32 and float64, and against PyTorch's autograd where
+  PyTorch has the loss.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import reference
 from cases import DTYPES, one_case_per_param_set
 from fastloss._registry import BY_NAME, LOSSES, REDUCTIONS
 from helpers import assert_grad_close, loss_fn
+from losses import REFERENCES, has_kink, referenced_losses
 
 CASES = one_case_per_param_set()
 # Sixth-order differences with steps of 1e-3 (relative to max(1, |x|)): truncation error
@@ -56,45 +58,17 @@ def test_cases_cover_every_loss_parameter_and_form():
 
 # --------------------------------------------------------------------------- kinks
 
-BCE_EPS = reference.BCE_GRAD_EPSILON  # PyTorch's float EPSILON, as a float64
-
-
-def _kinks():
-    """(loss, params, x, target, documented per-element loss, documented gradient)."""
-    out = [
-        # L1 at r = 0: |r| = 0, gradient sign(0) = 0
-        ("l1_loss", {}, [2.5, -1.0, 0.0], [2.5, -1.0, 0.0], [0, 0, 0], [0, 0, 0]),
-        # smooth L1: at r = 0 gradient 0; at |r| = beta the linear piece, |r| - beta/2, sign(r)
-        ("smooth_l1_loss", {"beta": 0.5}, [0.5, -0.5, 3.0], [0.0, 0.0, 3.0], [0.25, 0.25, 0], [1, -1, 0]),
-        ("smooth_l1_loss", {"beta": 0.0}, [1.0, -2.0], [1.0, -2.0], [0, 0], [0, 0]),
-        # Huber at |r| = delta: delta (|r| - delta/2) = delta**2 / 2, gradient clip(r) = +-delta
-        ("huber_loss", {"delta": 0.375}, [0.375, -0.375, 1.0], [0.0, 0.0, 1.0], [0.0703125, 0.0703125, 0],
-         [0.375, -0.375, 0]),
-        ("huber_loss", {}, [3.0, 1.0], [2.0, 2.0], [0.5, 0.5], [1, -1]),
-        # hinge at margin - y x = 0: loss 0, gradient 0 (the kink counts as the flat side)
-        ("hinge_loss", {}, [1.0, -1.0, 0.5], [1.0, -1.0, -1.0], [0, 0, 1.5], [0, 0, 1]),
-        ("hinge_loss", {"margin": 0.5}, [0.5, -0.5], [1.0, -1.0], [0, 0], [0, 0]),
-        ("squared_hinge_loss", {"margin": 2.0}, [2.0, -2.0], [1.0, -1.0], [0, 0], [0, 0]),
-        # BCE at probabilities 0 and 1: each log clamped at -100, gradient (x - y) / max(x (1 - x), EPSILON)
-        ("binary_cross_entropy", {}, [0.0, 0.0, 1.0, 1.0], [0.0, 1.0, 0.0, 1.0], [0, 100, 100, 0],
-         [0, -1 / BCE_EPS, 1 / BCE_EPS, 0]),
-    ]
-    return out
-
-
-# multi-margin with z_c = margin - x_y + x_c = 0 exactly for c = 1 (not counted: z > 0 only)
-MULTI_MARGIN_KINK = ([[2.0, 1.0, 0.0]], [0], {"margin": 1.0}, [0.0], [[0.0, 0.0, 0.0]])
-MULTI_MARGIN_ACTIVE = ([[2.0, 1.5, 0.0]], [0], {"margin": 1.0, "p": 2}, [0.25 / 3], [[-1 / 3, 1 / 3, 0.0]])
-
-
-KINKS = _kinks()
+# The documented values at the kinks: each loss's record (tests/support/losses.py: kinks).
+KINKS = [(spec.name, k.params, k.x, k.target, k.loss, k.grad)
+         for spec in referenced_losses() if spec.kind == "elementwise" for k in REFERENCES[spec.name].kinks]
+CLASS_KINKS = [pytest.param(spec.name, k, id=k.id)
+               for spec in referenced_losses() if spec.kind == "classes" for k in REFERENCES[spec.name].kinks]
 
 
 def test_every_loss_with_a_kink_is_covered():
     """Every loss whose documented formula has a max, clip, |.| or clamp has kink values."""
-    kinked = {spec.name for spec in LOSSES
-              if any(s in spec.formula for s in ("max", "|", "clip", " if "))}
-    assert kinked == {k[0] for k in KINKS} | {"multi_margin_loss"}
+    kinked = {spec.name for spec in LOSSES if has_kink(spec)}
+    assert kinked == {k[0] for k in KINKS} | {p.values[0] for p in CLASS_KINKS}
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
@@ -112,16 +86,17 @@ def test_documented_values_at_the_kinks(api, kink, dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
-@pytest.mark.parametrize("kink", [MULTI_MARGIN_KINK, MULTI_MARGIN_ACTIVE], ids=["at-kink", "beside-kink"])
-def test_multi_margin_zero_hinge_does_not_count(api, kink, dtype):
-    x, t, params, e_loss, e_grad = kink
-    x, t = np.array(x, dtype), np.array(t)
-    loss, grad = api.multi_margin_loss_grad(x, t, reduction="none", **params)
-    np.testing.assert_allclose(loss, e_loss, rtol=1e-7, atol=0)
-    np.testing.assert_allclose(grad, e_grad, rtol=1e-7, atol=0)
-    if reference.HAVE_TORCH:
-        t_loss, t_grad = reference.torch_reference("multi_margin_loss", x, t, params, "none")
-        np.testing.assert_allclose(t_grad, e_grad, rtol=1e-12, atol=0)
+@pytest.mark.parametrize("name,kink", CLASS_KINKS)
+def test_multi_margin_zero_hinge_does_not_count(api, name, kink, dtype):
+    """The kinks of the class losses (today multi-margin's: a zero hinge argument does not
+    count, z > 0 only), to float32 rounding; PyTorch's gradient where it has the loss."""
+    x, t, params = np.array(kink.x, dtype), np.array(kink.target), kink.params
+    loss, grad = loss_fn(api, name, grad=True)(x, t, reduction="none", **params)
+    np.testing.assert_allclose(loss, kink.loss, rtol=1e-7, atol=0)
+    np.testing.assert_allclose(grad, kink.grad, rtol=1e-7, atol=0)
+    if reference.HAVE_TORCH and name not in reference.NOT_IN_TORCH:
+        t_loss, t_grad = reference.torch_reference(name, x, t, params, "none")
+        np.testing.assert_allclose(t_grad, kink.grad, rtol=1e-12, atol=0)
 
 
 def test_registry_documents_the_kink_values():

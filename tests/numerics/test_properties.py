@@ -26,64 +26,49 @@ from hypothesis.extra import numpy as hnp  # noqa: E402
 import fastloss  # noqa: E402
 import fastloss.numpy_backend  # noqa: E402
 from cases import index_shape  # noqa: E402
-from fastloss._registry import BY_NAME, LOSSES, REDUCTIONS  # noqa: E402
+from fastloss._registry import BY_NAME, LOSSES, REDUCTIONS, OneOf  # noqa: E402
 from helpers import (COMPILED_BACKENDS, assert_bitwise, assert_grad_close, assert_value_close,  # noqa: E402
                      loss_fn, rtol_for)
+from losses import REFERENCES, referenced_names  # noqa: E402
 
 PROPERTIES = settings(max_examples=150, deadline=None, derandomize=True, database=None,
                       suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-NAMES = [spec.name for spec in LOSSES]
+NAMES = referenced_names()
 LIMIT = 1e4
 # every backend: the NumPy backend, and the compiled one when built
 modules = pytest.mark.parametrize("module", [fastloss.numpy_backend] + [m for _, m in COMPILED_BACKENDS],
                                   ids=["numpy"] + [n for n, _ in COMPILED_BACKENDS])
 
-# Where each parameter of the registry is drawn from: its whole documented domain.
-PARAMS = {
-    "delta": st.floats(1e-3, 10.0),
-    "beta": st.one_of(st.just(0.0), st.floats(1e-3, 10.0)),
-    "label_smoothing": st.one_of(st.just(0.0), st.just(1.0), st.floats(0.0, 1.0)),
-    "p": st.sampled_from([1, 2]),
-    "margin": st.floats(-5.0, 5.0),
-}
+
+def param_strategy(p):
+    """Where a parameter of the registry is drawn from: its whole documented domain. A set
+    of values: each of them. An interval: its closed ends themselves, and floats across it;
+    an unbounded side reaches 10 beyond the bound (from 1e-3 above an open or closed lower
+    bound: draws not too close to it), [-5, 5] when neither side is bounded."""
+    d = p.domain
+    if isinstance(d, OneOf):
+        return st.sampled_from(list(d.values))
+    closed_low = d.low is not None and d.closed in ("both", "left")
+    closed_high = d.high is not None and d.closed in ("both", "right")
+    if d.low is not None and d.high is not None:
+        inner = st.floats(float(d.low), float(d.high), exclude_min=not closed_low, exclude_max=not closed_high)
+    elif d.low is not None:
+        inner = st.floats(d.low + 1e-3, d.low + 10.0)
+    elif d.high is not None:
+        inner = st.floats(d.high - 10.0, d.high - 1e-3)
+    else:
+        inner = st.floats(-5.0, 5.0)
+    ends = [st.just(float(v)) for v, closed in ((d.low, closed_low), (d.high, closed_high)) if closed]
+    return st.one_of(*ends, inner) if ends else inner
 
 
-def _always(t):
-    return True
-
-
+# Every parameter of the registry, by name.
+PARAMS = {p.name: param_strategy(p) for spec in LOSSES for p in spec.params}
 # Where each loss is documented non-negative (given non-negative weights), as a condition on
-# the target: every registry loss, by name (test_strategies_cover_the_registry).
-NON_NEGATIVE_IF = {
-    "mse_loss": _always,
-    "l1_loss": _always,
-    "huber_loss": _always,
-    "smooth_l1_loss": _always,
-    "binary_cross_entropy": _always,
-    # BCE with logits accepts any real target (as PyTorch); its loss is a sum of non-negative
-    # terms, and so non-negative, for targets in [0, 1].
-    "binary_cross_entropy_with_logits": lambda t: ((t >= 0) & (t <= 1)).all(),
-    "cross_entropy": _always,
-    # the one loss that may be negative: its input is a log-probability, any real number
-    "nll_loss": None,
-    "multi_margin_loss": _always,
-    "hinge_loss": _always,
-    "squared_hinge_loss": _always,
-}
-# The documented sign of each loss's gradient (_sign_violations): every registry loss, by name.
-GRADIENT_SIGN = {
-    "mse_loss": "x - y",  # the sign of x - y (or 0)
-    "l1_loss": "x - y",
-    "huber_loss": "x - y",
-    "smooth_l1_loss": "x - y",
-    "binary_cross_entropy": "x - y",
-    "binary_cross_entropy_with_logits": "hard targets",  # >= 0 at y = 0, <= 0 at y = 1
-    "hinge_loss": "-y",  # -y where the hinge is active, 0 elsewhere
-    "squared_hinge_loss": "-y",
-    "cross_entropy": "target class",  # class indices: <= 0 at the target class, >= 0 elsewhere
-    "multi_margin_loss": "target class",
-    "nll_loss": "target class only",  # <= 0 at the target class, 0 elsewhere
-}
+# the target (None: it may be negative), and the documented sign of its gradient
+# (_sign_violations): the records of tests/support/losses.py.
+NON_NEGATIVE_IF = {name: REFERENCES[name].non_negative_if for name in NAMES}
+GRADIENT_SIGN = {name: REFERENCES[name].gradient_sign for name in NAMES}
 
 
 def test_strategies_cover_the_registry():

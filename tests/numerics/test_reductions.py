@@ -21,8 +21,9 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from fastloss._registry import BY_NAME, LOSSES
+from fastloss._registry import LOSSES
 from helpers import loss_fn, mem_available
+from losses import REFERENCES, referenced_losses
 
 F32 = np.float32
 BIG_N = 100_000_000
@@ -85,34 +86,22 @@ N_HUGE = 20_000  # several blocks of the fixed summation order, and enough for t
 
 def _huge_terms(name, n):
     """(input, target, kwargs): float32 input whose every loss term is about 2e38 to 3.4e38,
-    so that the sum (about 6e42) overflows float32 while the mean fits."""
+    so that the sum (about 6e42) overflows float32 while the mean fits (each loss's record
+    in tests/support/losses.py: huge_terms)."""
     rng = np.random.default_rng(7)
     big = rng.uniform(2.0e38, 3.0e38, n).astype(F32)
-    if name == "mse_loss" or name == "squared_hinge_loss":
-        root = np.sqrt(big.astype(np.float64)).astype(F32)
-        if name == "mse_loss":
-            return root, np.zeros(n, F32), {}
-        return -root, np.ones(n, F32), {"margin": 0.0}
-    if name == "hinge_loss":  # margin - y * x = big
-        return -big, np.ones(n, F32), {"margin": 0.0}
-    if name in ("l1_loss", "huber_loss", "smooth_l1_loss", "binary_cross_entropy_with_logits"):
-        return big, np.zeros(n, F32), {}  # residual losses, and BCE with logits at y = 0
-    if name == "nll_loss":
-        return np.stack([-big, np.zeros(n, F32)], axis=1), np.zeros(n, np.int64), {}
-    if name == "multi_margin_loss":  # (x_c - x_y + margin) / C with C = 2
-        return np.stack([-big / 2, big / 2], axis=1), np.zeros(n, np.int64), {}
-    if name == "cross_entropy":
-        return np.stack([np.zeros(n, F32), big], axis=1), np.zeros(n, np.int64), {}
-    raise KeyError(name)  # every loss of HUGE_TERM_LOSSES has its terms here
+    return REFERENCES[name].huge_terms(big, n)
 
 
-HUGE_TERM_LOSSES = [spec.name for spec in LOSSES if spec.input_domain != "unit"]
+HUGE_TERM_LOSSES = [spec.name for spec in referenced_losses() if spec.input_domain != "unit"]
 
 
 def test_every_loss_with_unbounded_terms_is_covered():
-    """BCE from probabilities is the one loss whose terms are bounded (each log is clamped
-    at -100): its sums cannot approach the float32 maximum."""
-    assert set(HUGE_TERM_LOSSES) | {"binary_cross_entropy"} == set(BY_NAME)
+    """Every loss has huge terms but those whose input is a probability: BCE from
+    probabilities, whose terms are bounded (each log is clamped at -100): its sums cannot
+    approach the float32 maximum."""
+    assert set(HUGE_TERM_LOSSES) == {spec.name for spec in LOSSES if spec.input_domain != "unit"}
+    assert all(callable(REFERENCES[name].huge_terms) for name in HUGE_TERM_LOSSES)
 
 
 @pytest.mark.parametrize("n_threads", [1, 2])

@@ -26,6 +26,7 @@ import pytest
 
 import fastloss
 from adv_runtime_support import C_LEVEL_PATH, assert_ok, run_python
+from fastloss._registry import BY_NAME, LOSSES
 from helpers import BACKENDS
 
 BACKEND_NAMES = [name for name, _ in BACKENDS]
@@ -48,7 +49,7 @@ f, fg = getattr(api, name), getattr(api, name + "_grad")
 
 def scenarios():
     layouts = [(20_000, 10), (5_000, 40)]
-    if name != "multi_margin_loss":
+    if {spatial}:  # the loss takes (N, C, d) inputs
         layouts.append((2_500, 5, 8))
     modes = ["out", "new", "in place", "loss only"]
     i = 0
@@ -58,7 +59,7 @@ def scenarios():
             # two of the four modes per layout and weighting, each mode twice per layout
             for mode in (modes[i % 4], modes[(i + 2) % 4]):
                 yield shape, weighted, {{}}, mode, ("none", "mean", "sum")[(i + len(mode)) % 3]
-            if name == "cross_entropy":
+            if {smoothing}:  # the loss takes label_smoothing
                 yield shape, weighted, {{"label_smoothing": 0.1}}, modes[(i + 1) % 4], ("none", "sum")[i % 2]
 
 def guarded(shape, dtype):
@@ -160,10 +161,13 @@ print("RACE-OK", len(stats), "scenarios;", sum(s[1] for s in stats), "calls;", s
 
 
 @pytest.mark.parametrize("backend", BACKEND_NAMES)
-@pytest.mark.parametrize("name", ["cross_entropy", "nll_loss", "multi_margin_loss"])
+@pytest.mark.parametrize("name", [spec.name for spec in LOSSES if spec.kind == "classes"])
 def test_class_indices_flipped_during_calls(name, backend):
     budget = 0.05 if backend == "cython" else 0.06
-    result = run_python(_CLASS_RACE.format(backend=backend, name=name, budget=budget), timeout=90)
+    spec = BY_NAME[name]
+    script = _CLASS_RACE.format(backend=backend, name=name, budget=budget, spatial=spec.max_input_dims is None,
+                                smoothing=any(p.name == "label_smoothing" for p in spec.params))
+    result = run_python(script, timeout=90)
     assert_ok(result, "RACE-OK")
 
 
@@ -176,15 +180,17 @@ api = fastloss if {backend!r} == "cython" else fastloss.numpy_backend
 rng = np.random.default_rng(1)
 N = 300_000
 specials = np.array([np.nan, np.inf, -np.inf, 2.0, -1.0, 0.5, 1e38, 0.0], np.float32)
-for i, name in enumerate(["mse_loss", "binary_cross_entropy", "binary_cross_entropy_with_logits", "hinge_loss",
-                           "squared_hinge_loss", "huber_loss", "l1_loss", "smooth_l1_loss"]):
+from fastloss._registry import LOSSES
+for i, spec in enumerate([s for s in LOSSES if s.kind == "elementwise"]):  # every elementwise loss
+    name = spec.name
     for dtype in ((np.float32, np.float64)[i % 2],):
         x = rng.uniform(0.05, 0.95, N).astype(dtype)
-        t = (np.where(rng.random(N) < 0.5, -1.0, 1.0) if "hinge" in name else rng.uniform(0, 1, N)).astype(dtype)
+        t = (np.where(rng.random(N) < 0.5, -1.0, 1.0) if spec.target_domain == "sign"
+             else rng.uniform(0, 1, N)).astype(dtype)
         kw = {{}}
-        if name not in ("smooth_l1_loss",):
+        if spec.weight:
             kw["weight"] = rng.uniform(0.5, 2, N).astype(dtype)
-        if name == "binary_cross_entropy_with_logits":
+        if spec.pos_weight:
             kw["pos_weight"] = rng.uniform(0.5, 2, N).astype(dtype)
         arrays = [x, t] + list(kw.values())
         originals = [a.copy() for a in arrays]

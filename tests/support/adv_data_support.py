@@ -19,6 +19,7 @@ import reference
 from cases import CASES, CLASS_WEIGHT, Case
 from fastloss._registry import BY_NAME, LOSSES, REDUCTIONS
 from helpers import assert_bitwise, assert_grad_close, assert_value_close, compute_dtype, loss_fn
+from losses import REFERENCES
 
 NAMES = [spec.name for spec in LOSSES]
 CLASS_NAMES = [spec.name for spec in LOSSES if spec.kind == "classes"]
@@ -51,8 +52,7 @@ def valid_call(name, path="fast", dtype=np.float64, form=None, shape=None, seed=
     "general": every array parameter the loss takes (weight, pos_weight) and equal-to-default
     parameters given as other objects; class losses (but multi-margin) on a 4-D input."""
     spec = BY_NAME[name]
-    entry = CASES[name]
-    form = form or ("indices+ignored" if spec.ignore_index else entry.forms[0])
+    form = form or ("indices+ignored" if spec.ignore_index else CASES[name].forms[0])
     params = {}
     if path == "general":
         if spec.weight:
@@ -115,10 +115,11 @@ def reference_fn(name):
     return reference.formula_reference if name in reference.NOT_IN_TORCH else reference.reference
 
 
-def bce_logits_exact_override(x, t, kw, loss_none, grad_sum):
-    """BCE with logits: where the input, target or pos_weight is not finite, the exact
-    (mpmath) value and gradient replace the reference's (PyTorch gives NaN at finite limits,
-    and fastloss is held to the exact limit, as in test_edge)."""
+def exact_limits_override(name, x, t, kw, loss_none, grad_sum):
+    """Where the input, target or pos_weight is not finite, the exact (mpmath) value and
+    gradient replace the reference's, for a loss whose record says PyTorch gives NaN at its
+    finite limits there (``exact_limits``: BCE with logits); fastloss is held to the exact
+    limit, as in test_edge."""
     shape = np.shape(x)
     pw = np.broadcast_to(np.asarray(kw.get("pos_weight", 1.0), np.float64), shape)
     w = np.broadcast_to(np.asarray(kw.get("weight", 1.0), np.float64), shape)
@@ -126,20 +127,21 @@ def bce_logits_exact_override(x, t, kw, loss_none, grad_sum):
     loss_none, grad_sum = np.array(loss_none, np.float64), np.array(grad_sum, np.float64)
     bad = ~(np.isfinite(xf) & np.isfinite(tf) & np.isfinite(pw))
     for i in zip(*np.nonzero(bad)):
-        v, g, _ = reference.exact_terms("binary_cross_entropy_with_logits", np.array([xf[i]]), np.array([tf[i]]),
+        v, g, _ = reference.exact_terms(name, np.array([xf[i]]), np.array([tf[i]]),
                                         {"pos_weight": np.array([pw[i]]), "weight": np.array([w[i]])})
         loss_none[i], grad_sum[i] = float(v[0]), float(g[0])
     return loss_none, grad_sum
 
 
 def reference_results(name, x, t, kw, reduction):
-    """``(loss, grad)`` of the reference, with the BCE-with-logits exact limits."""
+    """``(loss, grad)`` of the reference, with the exact limits where the loss's record
+    asks for them (``exact_limits``: BCE with logits, whose "mean" divides by the count)."""
     ref = reference_fn(name)
     with np.errstate(all="ignore"):
-        if name != "binary_cross_entropy_with_logits":
+        if not REFERENCES[name].exact_limits:
             return ref(name, x, t, kw, reduction)
         per, grad = ref(name, x, t, kw, "none")
-        per, grad = bce_logits_exact_override(x, t, kw, per, grad)
+        per, grad = exact_limits_override(name, x, t, kw, per, grad)
         if reduction == "none":
             return per, grad
         total = float(np.sum(per)) if not np.isfinite(per).all() else math.fsum(per.reshape(-1).tolist())

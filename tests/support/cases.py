@@ -1,6 +1,6 @@
-"""The test-side table of the losses: one entry per registry loss.
+"""Test cases of the losses, made from their records (``losses.py``) and the registry.
 
-For every loss of ``fastloss._registry.LOSSES`` this table says
+For every loss of ``fastloss._registry.LOSSES`` its ``LossReference.cases`` says
 
 * how to make valid inputs for a shape, dtype and seed (probabilities for
   ``binary_cross_entropy``, labels +-1 for the hinges, class indices with ignored entries
@@ -8,288 +8,95 @@ For every loss of ``fastloss._registry.LOSSES`` this table says
   that finite differences and autograd agree with the analytic gradient;
 * which parameter combinations to test (every parameter, every form of weight);
 * which shapes to test (0-d, 1-D, 2-D for elementwise losses; ``(N, C)``, ``(C,)``,
-  ``(N, C, d1, d2)`` for class losses);
-* which invalid values of every parameter must be refused, and every documented error
-  (``error_cases``), shared by ``test_errors`` and ``test_fused``.
+  ``(N, C, d1, d2)`` for class losses).
 
-``test_cases.py`` checks that this table covers every row, parameter and weight form of
-the registry: a loss added to the registry without test support fails there.
+Here: the cases themselves (``Case``, ``cases_of`` ...), and every documented error
+(``error_cases``), shared by ``test_errors`` and ``test_fused``; the invalid values of every
+parameter are derived from its domain in the registry (``invalid_values``).
+
+``test_cases.py`` checks that the cases cover every row, parameter and weight form of the
+registry; ``test_loss_references.py`` that every registry loss has a complete record.
 """
 
 from __future__ import annotations
 
 import math
 import zlib
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
 
-from fastloss._registry import BY_NAME, LOSSES
+from fastloss._registry import BY_NAME, LOSSES, Interval, OneOf
+from loss_inputs import (CLASS_SHAPES, CLASS_WEIGHT, ELEMENTWISE_SHAPES, KINK_GAP, WEIGHT_FORMS,  # noqa: F401
+                         LossCases, class_axis, index_shape)
+from losses import REFERENCES, referenced_losses
 
 DTYPES = (np.float32, np.float64)
 
-# Elementwise weight forms: how a weight of each form is shaped for an input shape.
-WEIGHT_FORMS: dict[str, Callable[[tuple], tuple | None]] = {
-    "full": lambda shape: shape,
-    "last": lambda shape: shape[-1:] if len(shape) >= 1 else None,
-    "scalar": lambda shape: (),
-    "column": lambda shape: shape[:-1] + (1,) if len(shape) >= 2 else None,
-}
-CLASS_WEIGHT = "class"
 
-# Distance kept between a generated residual / hinge argument and any kink of the loss.
-KINK_GAP = 0.05
+class _CasesView(Mapping):
+    """``CASES[name]``: the ``LossCases`` of a loss's record (a clear error when missing)."""
 
+    def __getitem__(self, name):
+        return REFERENCES[name].cases
 
-# --------------------------------------------------------------------------- generators
+    def __iter__(self):
+        return iter(REFERENCES)
+
+    def __len__(self):
+        return len(REFERENCES)
 
 
-def class_axis(shape: tuple) -> int:
-    return 0 if len(shape) == 1 else 1
+CASES: Mapping[str, LossCases] = _CasesView()
 
 
-def index_shape(shape: tuple) -> tuple:
-    """The shape of the class-index target for a class-loss input shape."""
-    return () if len(shape) == 1 else (shape[0],) + tuple(shape[2:])
+# --------------------------------------------------------------------------- invalid parameters
+# Derived from each parameter's domain in the registry: values just outside every bound (and
+# the open bound itself), the infinities outside the domain, NaN; for a set of integers the
+# integers around it. Wrong types: per the parameter's type.
 
-
-def _signs(rng, shape):
-    return np.where(np.asarray(rng.random(shape)) < 0.5, -1.0, 1.0)
-
-
-def _away_from(rng, shape, low, high, kinks):
-    """Random values with |v| in [low, high], random sign, |v| at least KINK_GAP from every kink."""
-    v = np.asarray(rng.uniform(low, high, shape))
-    for _ in range(1000):
-        bad = np.zeros(v.shape, bool)
-        for k in kinks:
-            bad |= np.abs(v - k) < KINK_GAP
-        if not bad.any():
-            break
-        v[bad] = rng.uniform(low, high, int(bad.sum()))
-    else:  # pragma: no cover - the kinks would have to cover [low, high]
-        raise RuntimeError("could not draw values away from the kinks")
-    return v * _signs(rng, shape)
-
-
-def _soft_labels(rng, shape):
-    """Targets in [0, 1]: a mixture of exact 0, exact 1 and values in between."""
-    kind = np.asarray(rng.integers(0, 3, shape))
-    return np.where(kind == 0, 0.0, np.where(kind == 1, 1.0, np.asarray(rng.uniform(0.0, 1.0, shape))))
-
-
-def _residual_loss(kink_param=None, default=1.0):
-    """Input = target + r with r away from 0 and from the loss's kink (delta or beta)."""
-
-    def make(rng, shape, params, form):
-        kinks = [0.0]
-        if kink_param is not None:
-            kinks.append(float(params.get(kink_param, default)))
-        t = np.asarray(rng.normal(0.0, 1.0, shape))
-        return t + _away_from(rng, shape, KINK_GAP, 3.0, kinks), t
-
-    return make
-
-
-def _make_bce(rng, shape, params, form):
-    # Probabilities away from 0 and 1: no clamp, and torch's log(1 - x) stays accurate.
-    return np.asarray(rng.uniform(0.05, 0.95, shape)), _soft_labels(rng, shape)
-
-
-def _make_bce_logits(rng, shape, params, form):
-    # |x| <= 8: PyTorch's float64 formula (which cancels for tiny losses) stays accurate to
-    # 1e-11 there; extreme logits are tested against mpmath in test_edge.
-    return np.asarray(rng.uniform(-8.0, 8.0, shape)), _soft_labels(rng, shape)
-
-
-def _make_hinge(rng, shape, params, form):
-    # z = margin - y * x away from the kink z = 0.
-    y = _signs(rng, shape)
-    z = _away_from(rng, shape, KINK_GAP, 2.0, [0.0])
-    return y * (float(params.get("margin", 1.0)) - z), y
-
-
-def _class_targets(rng, shape, params, form, ignore_default):
-    """Class indices in [0, C), with about 30% set to ignore_index for form 'indices+ignored'.
-
-    At least one sample is kept; with two samples or more at least one is ignored. Kept
-    samples never hold the ignore value (it may be a valid class)."""
-    n_classes = shape[class_axis(shape)]
-    ishape = index_shape(shape)
-    ignore = params.get("ignore_index", ignore_default)
-    choices = [c for c in range(n_classes) if c != ignore]
-    t = np.asarray(rng.choice(choices, ishape)).astype(np.int64)
-    if form == "indices+ignored":
-        flat = t.reshape(-1)
-        drop = np.asarray(rng.random(flat.shape)) < 0.3
-        if flat.size >= 2:
-            drop[0], drop[-1] = False, True
+def invalid_values(param) -> tuple:
+    """Values ``param`` must refuse with ValueError (each outside ``param.domain``)."""
+    d = param.domain
+    if isinstance(d, OneOf):
+        lo, hi = min(d.values), max(d.values)
+        if all(float(v).is_integer() for v in d.values):
+            out = [v for v in range(int(lo) - 2, int(hi) + 2) if v not in d.values]
         else:
-            drop[:] = False
-        flat[drop] = ignore
-    return t
+            out = [lo - 1, hi + 1]
+    else:
+        assert isinstance(d, Interval), d
+        out = [math.nan]
+        if d.low is not None:
+            if d.closed in ("neither", "right"):
+                out.append(float(d.low))
+            out += [d.low - 0.1, d.low - 0.5, d.low - 1.0, -math.inf]
+        if d.high is not None:
+            if d.closed in ("neither", "left"):
+                out.append(float(d.high))
+            out += [d.high + 0.1, d.high + 0.5, d.high + 1.0, math.inf]
+        if d.finite:
+            out += [math.inf, -math.inf]
+    unique = []
+    for v in out:
+        if not any(v == u or (v != v and u != u) for u in unique):
+            unique.append(v)
+    return tuple(unique)
 
 
-def _probabilities(rng, shape):
-    z = np.asarray(rng.normal(0.0, 1.0, shape))
-    e = np.exp(z - z.max(axis=class_axis(shape), keepdims=True))
-    return e / e.sum(axis=class_axis(shape), keepdims=True)
+WRONG_TYPES: dict[type, tuple] = {float: ("1.0", "0.1", None, 1j), int: (1.5, "1", None)}
 
 
-def _make_cross_entropy(rng, shape, params, form):
-    x = np.asarray(rng.normal(0.0, 1.5, shape))
-    if form == "probabilities":
-        return x, _probabilities(rng, shape)
-    return x, _class_targets(rng, shape, params, form, -100)
+def wrong_type_values(param) -> tuple:
+    """Values ``param`` must refuse with TypeError."""
+    return WRONG_TYPES[param.type]
 
-
-def _make_nll(rng, shape, params, form):
-    z = np.asarray(rng.normal(0.0, 1.5, shape))
-    ax = class_axis(shape)
-    m = z.max(axis=ax, keepdims=True)
-    logp = z - m - np.log(np.exp(z - m).sum(axis=ax, keepdims=True))
-    return logp, _class_targets(rng, shape, params, form, -100)
-
-
-def _make_multi_margin(rng, shape, params, form):
-    # Scores with every hinge argument z_c = margin - x_y + x_c (c != y) away from 0.
-    margin = float(params.get("margin", 1.0))
-    t = _class_targets(rng, shape, params, form, None)
-    x2 = np.atleast_2d(np.asarray(rng.normal(0.0, 1.0, shape)))
-    t1 = np.atleast_1d(t)
-    rows = np.arange(x2.shape[0])
-    for _ in range(1000):
-        z = margin - x2[rows, t1][:, None] + x2
-        z[rows, t1] = 1.0  # the target class is not a hinge term
-        bad = (np.abs(z) < KINK_GAP).any(axis=1)
-        if not bad.any():
-            break
-        x2[bad] = rng.normal(0.0, 1.0, (int(bad.sum()), x2.shape[1]))
-    else:  # pragma: no cover
-        raise RuntimeError("could not draw scores away from the kinks")
-    return x2.reshape(shape), t
-
-
-# --------------------------------------------------------------------------- the table
-
-
-@dataclass(frozen=True)
-class LossCases:
-    """How to test one loss."""
-
-    make: Callable  # (rng, shape, params, form) -> (input float64, target)
-    shapes: tuple[tuple, ...]
-    params: tuple[dict, ...]  # parameter combinations; weight forms by name
-    # The defaults below are per kind, not per loss: ``forms`` is the elementwise kind's (every
-    # class loss sets its own, test_every_table_covers_every_loss checks it); ``large_shape``
-    # suits either kind; ``to_int`` and ``to_bool`` suit inputs over the reals (residuals,
-    # logits, scores) and a loss with a restricted input (BCE's probabilities) sets its own.
-    forms: tuple[str, ...] = ("values",)  # target forms
-    # parameter combinations for target forms other than the first one
-    form_params: dict = field(default_factory=dict)
-    # shape of a large input for the thread-determinism tests (>= 200_000 elements)
-    large_shape: tuple = (400, 500)
-    # how to turn generated float64 input values into an int / bool array of valid values
-    to_int: Callable = np.rint
-    to_bool: Callable = lambda x: x > 0
-
-
-ELEMENTWISE_SHAPES = ((29,), (6, 7), ())
-CLASS_SHAPES = ((9, 5), (5,), (3, 4, 2, 3))
-
-_WEIGHTS = ({"weight": "full"}, {"weight": "last"}, {"weight": "scalar"}, {"weight": "column"})
-_HINGE_PARAMS = (
-    {}, {"margin": 0.5}, {"margin": 2.0, "weight": "full"}, {"weight": "last"},
-    {"weight": "scalar", "margin": -0.5}, {"margin": 0.0, "weight": "column"},
-)
-
-CASES: dict[str, LossCases] = {
-    "mse_loss": LossCases(_residual_loss(), ELEMENTWISE_SHAPES, ({},) + _WEIGHTS),
-    "l1_loss": LossCases(_residual_loss(), ELEMENTWISE_SHAPES, ({},) + _WEIGHTS),
-    "huber_loss": LossCases(
-        _residual_loss("delta"), ELEMENTWISE_SHAPES,
-        ({}, {"delta": 0.5}, {"delta": 2.5, "weight": "full"}, {"weight": "last"},
-         {"weight": "scalar", "delta": 1.5}, {"weight": "column", "delta": 0.3}),
-    ),
-    "smooth_l1_loss": LossCases(
-        _residual_loss("beta"), ELEMENTWISE_SHAPES,
-        ({}, {"beta": 0.5}, {"beta": 2.0}, {"beta": 0.0}),
-    ),
-    "binary_cross_entropy": LossCases(
-        _make_bce, ELEMENTWISE_SHAPES, ({},) + _WEIGHTS,
-        to_int=lambda x: np.rint(x), to_bool=lambda x: x > 0.5,
-    ),
-    "binary_cross_entropy_with_logits": LossCases(
-        _make_bce_logits, ELEMENTWISE_SHAPES,
-        ({},) + _WEIGHTS + (
-            {"pos_weight": "last"}, {"pos_weight": "scalar"},
-            {"pos_weight": "full", "weight": "scalar"}, {"pos_weight": "last", "weight": "column"},
-        ),
-    ),
-    "cross_entropy": LossCases(
-        _make_cross_entropy, CLASS_SHAPES,
-        ({}, {"weight": CLASS_WEIGHT}, {"label_smoothing": 0.1},
-         {"label_smoothing": 1.0}),
-        forms=("indices", "indices+ignored", "probabilities"),
-        form_params={
-            "indices+ignored": (
-                {}, {"ignore_index": -100}, {"weight": CLASS_WEIGHT}, {"ignore_index": 1},
-                {"ignore_index": -3, "weight": CLASS_WEIGHT},
-                {"label_smoothing": 0.25, "weight": CLASS_WEIGHT, "ignore_index": 2},
-                {"label_smoothing": 0.1},
-            ),
-            "probabilities": (
-                {}, {"weight": CLASS_WEIGHT}, {"label_smoothing": 0.2},
-                {"label_smoothing": 0.3, "weight": CLASS_WEIGHT},
-            ),
-        },
-        large_shape=(5000, 40),
-    ),
-    "nll_loss": LossCases(
-        _make_nll, CLASS_SHAPES,
-        ({}, {"weight": CLASS_WEIGHT}),
-        forms=("indices", "indices+ignored"),
-        form_params={
-            "indices+ignored": (
-                {}, {"weight": CLASS_WEIGHT}, {"ignore_index": 0, "weight": CLASS_WEIGHT},
-                {"ignore_index": 4}, {"ignore_index": -7, "weight": CLASS_WEIGHT},
-            ),
-        },
-        large_shape=(5000, 40),
-    ),
-    "multi_margin_loss": LossCases(
-        _make_multi_margin, ((9, 5), (5,)),
-        ({}, {"p": 2}, {"margin": 0.5}, {"p": 2, "margin": 2.0, "weight": CLASS_WEIGHT},
-         {"weight": CLASS_WEIGHT}, {"p": 1, "margin": -0.25}),
-        forms=("indices",),
-        large_shape=(5000, 40),
-    ),
-    "hinge_loss": LossCases(
-        _make_hinge, ELEMENTWISE_SHAPES, _HINGE_PARAMS,
-        to_int=lambda x: np.rint(x), to_bool=lambda x: x > 0,
-    ),
-    "squared_hinge_loss": LossCases(
-        _make_hinge, ELEMENTWISE_SHAPES, _HINGE_PARAMS,
-        to_int=lambda x: np.rint(x), to_bool=lambda x: x > 0,
-    ),
-}
 
 # Invalid values of every scalar parameter (ValueError) and values of a wrong type (TypeError).
-INVALID_PARAM_VALUES: dict[str, tuple] = {
-    "delta": (0.0, -1.0, math.nan, -math.inf),
-    "beta": (-0.5, -math.inf, math.nan),
-    "label_smoothing": (-0.1, 1.5, math.nan, math.inf),
-    "p": (0, 3, -1),
-    "margin": (math.inf, -math.inf, math.nan),
-}
-WRONG_TYPE_PARAM_VALUES: dict[str, tuple] = {
-    "delta": ("1.0", None, 1j),
-    "beta": ("1.0", None, 1j),
-    "label_smoothing": ("0.1", None, 1j),
-    "p": (1.5, "1", None),
-    "margin": ("1.0", None, 1j),
-}
+INVALID_PARAM_VALUES: dict[str, tuple] = {p.name: invalid_values(p) for spec in LOSSES for p in spec.params}
+WRONG_TYPE_PARAM_VALUES: dict[str, tuple] = {p.name: wrong_type_values(p) for spec in LOSSES for p in spec.params}
 
 
 # --------------------------------------------------------------------------- cases
@@ -328,7 +135,7 @@ class Case:
         """``(input, target, kwargs)``: float input of ``dtype``, target, materialised params."""
         rng = np.random.default_rng(_stable_seed(self.id) + seed)
         params = dict(self.params)
-        x, t = CASES[self.loss].make(rng, self.shape, params, self.form)
+        x, t = REFERENCES[self.loss].cases.make(rng, self.shape, params, self.form)
         kwargs = {}
         for name, value in self.params:
             if name in ("weight", "pos_weight"):
@@ -373,7 +180,7 @@ def cases_of(loss: str):
 
 
 def all_cases():
-    return [case for spec in LOSSES for case in cases_of(spec.name)]
+    return [case for spec in referenced_losses() for case in cases_of(spec.name)]
 
 
 def one_case_per_param_set():
@@ -392,7 +199,7 @@ def representative_cases():
     weight, with a pos_weight and with a non-default scalar parameter."""
     out = {}
     rich = one_case_per_param_set()
-    for spec in LOSSES:
+    for spec in referenced_losses():
         mine = [c for c in rich if c.loss == spec.name]
         scalar_names = {p.name for p in spec.params} | {"ignore_index"}
         wanted = [lambda c: True]
@@ -423,13 +230,13 @@ def large_case(loss: str, form: str | None = None, weighted: bool = True) -> Cas
 
 def large_cases():
     out = []
-    for spec in LOSSES:
+    for spec in referenced_losses():
         out.append(large_case(spec.name))
         out.append(large_case(spec.name, weighted=False))
         for form in CASES[spec.name].forms[1:]:
             out.append(large_case(spec.name, form))
     # class losses with extra dimensions: (N, C, d) of 200_000 elements
-    for spec in LOSSES:
+    for spec in referenced_losses():
         if spec.kind == "classes" and spec.max_input_dims is None:
             out.append(Case(spec.name, (100, 10, 200), CASES[spec.name].forms[-1] if not spec.probability_target
                             else "indices+ignored", ()))
@@ -518,9 +325,9 @@ def error_cases(loss: str):
 
     # ----- scalar parameters
     for p in spec.params:
-        for bad in INVALID_PARAM_VALUES[p.name]:
+        for bad in invalid_values(p):
             add(f"{p.name}={bad!r}", ValueError, [p.name], _replace(p.name, bad))
-        for bad in WRONG_TYPE_PARAM_VALUES[p.name]:
+        for bad in wrong_type_values(p):
             add(f"{p.name}={bad!r}", TypeError, [p.name], _replace(p.name, bad))
 
     # ----- shapes

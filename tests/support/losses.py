@@ -1,0 +1,928 @@
+"""The one place in the tests that knows the losses one by one: a ``LossReference`` per loss
+of ``fastloss._registry``, in ``REFERENCES``.
+
+Each record holds every per-loss fact the tests need and the registry row does not say:
+how to make valid inputs (``cases``), the float64 formula with its gradient, the exact
+(mpmath) term, the PyTorch reference when ``torch.nn.functional`` lacks the loss, where
+the gradient may be non-zero, the documented sign of the gradient and where the loss is
+non-negative, the accuracy inputs and ULP bounds, the documented values at the kinks, the
+inputs whose terms approach the float maximum, and the exceptions to PyTorch's accuracy.
+Everything that follows from the registry row (kind, domains, weights, parameters and their
+domains, ignore_index, probability targets) is derived where it is used, not restated here.
+
+Adding a loss to the registry means adding its record here, and nothing else in tests/:
+``tests/contract/test_loss_references.py`` fails, naming the loss and the missing fields,
+until the record exists and is complete. Until then the other modules leave that loss out
+of what they derive from the records (``referenced_losses``), and run on.
+
+Building blocks (no loss named there): ``loss_inputs.py`` (random and adversarial inputs)
+and ``loss_maths.py`` (float64, mpmath and PyTorch pieces). The machinery that runs the
+references is ``reference.py``; the test cases are made by ``cases.py``.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, field, fields
+from typing import Callable
+
+import numpy as np
+
+from fastloss._registry import BY_NAME, LOSSES
+from loss_inputs import (CLASS_SHAPES, CLASS_WEIGHT, ELEMENTWISE_SHAPES, F32, F64, KINK_GAP, WEIGHTS,
+                         LossCases, away_from, class_inputs, class_probabilities, class_targets,
+                         class_weight, farray, finite_residual, grid, hinge_pairs, ignored, margin_rows,
+                         moderate, moderate_limit, residual_pairs, signed, signs, soft_labels, spatial,
+                         summed_class_inputs, with_pos_weight, with_probability_targets, with_weight)
+from loss_maths import (BCE_GRAD_EPSILON, broadcast, exact_sigmoid, exact_softplus, exact_sub, exact_times,
+                        expit, log_softmax_rows, mpmath_module, neg_log_softmax, rows, sign_torch, softplus,
+                        times, torch)
+
+
+# =========================================================================== the record
+
+
+class _Required:
+    def __repr__(self):
+        return "REQUIRED"
+
+
+REQUIRED = _Required()  # a field every record must give (test_loss_references checks it)
+
+
+class IncompleteReference(LookupError):
+    """A test needed a fact the loss's record does not give."""
+
+
+@dataclass(frozen=True)
+class Kink:
+    """A documented value at a kink: the per-element loss and the gradient ("none") of
+    ``loss(x, target, **params)``. ``id`` names the test (default: loss and params)."""
+
+    params: dict
+    x: list
+    target: list
+    loss: list
+    grad: list
+    id: str | None = None
+
+
+@dataclass(frozen=True, eq=False)
+class LossReference:
+    """Every per-loss fact of the tests, for the registry loss ``name``."""
+
+    name: str
+
+    # ----- inputs
+    cases: LossCases = REQUIRED  # valid inputs, parameter combinations, shapes (cases.py)
+
+    # ----- references (reference.py)
+    # float64 formula: (x, t, **kwargs) -> (per-term losses, "mean" divisor, gradient of the
+    # summed terms), arrays of float64, following PyTorch's documentation of the loss
+    formula: Callable = REQUIRED
+    # where the gradient may be non-zero (reference.depends_on): "everywhere", "active
+    # terms" (margin - y x > 0), "kept samples" (target not ignored) or "kept targets"
+    gradient_support: str = REQUIRED
+    # the exact term (mpmath, reference.exact_terms); elementwise: (x, y, w, pw, params) ->
+    # (loss, grad, terms); classes: (z, target, w, params) -> (loss, grad list, terms list),
+    # ``terms`` the magnitude of the largest quantity the gradient subtracts (0 if none)
+    exact: Callable = REQUIRED
+    # PyTorch: None is torch.nn.functional.<name>; a loss PyTorch lacks gives its formula
+    # written in torch, (x, t, *, reduction, **kwargs) -> tensor
+    torch_formula: Callable | None = None
+    # torch.nn.functional.<name> wants a weight of the input's shape: expand it first
+    torch_expand_weight: bool = False
+
+    # ----- documented properties (test_properties.py)
+    # a condition on the target under which the loss is documented non-negative (given
+    # non-negative weights); None: it may be negative whatever the target
+    non_negative_if: Callable | None = REQUIRED
+    # the documented sign of the gradient: "x - y", "-y", "hard targets" (elementwise),
+    # "target class" or "target class only" (class indices)
+    gradient_sign: str = REQUIRED
+    # the target holds probabilities in [0, 1] that the registry does not enforce (PyTorch
+    # accepts any real target) and the input is a logit: tests draw targets in [0, 1]
+    soft_labels: bool = False
+
+    # ----- accuracy (test_accuracy.py)
+    # ((id, builder(dtype) -> (x, t, kwargs)), ...): adversarial inputs, every parameter,
+    # weight and target form of the loss among them
+    accuracy_variants: tuple = REQUIRED
+    # ULP bounds of the compiled kernels {float32: (loss, grad), float64: (loss, grad)}; a
+    # bound may also be {SIMD level: (loss, grad)}
+    ulp_bounds: dict = REQUIRED
+    # the NumPy backend's bounds where they differ from ulp_bounds (same form)
+    numpy_ulp_bounds: dict = field(default_factory=dict)
+    # {dtype: (x, t)}: inputs where PyTorch, in that dtype, loses more than 1000 ULP
+    torch_loses: dict = field(default_factory=dict)
+
+    # ----- kinks (test_gradients.py): required when the registry formula has a kink
+    kinks: tuple = ()
+
+    # ----- extremes
+    # (big float32 array of n values in [2e38, 3e38], n) -> (x, t, kwargs) whose every term
+    # is about 2e38 to 3.4e38 (test_reductions); required unless the input is a probability
+    huge_terms: Callable | None = None
+    # (dtype, float max of dtype) -> [(x, t, kwargs, label)]: residuals, hinge arguments or
+    # logits above half the float max whose exact sums do not overflow (test_adv_extremes)
+    half_max_cases: Callable = REQUIRED
+    # (x, t) -> bool per element (a row of class losses): where the NaN/inf test holds the
+    # loss to its exact (mpmath) value instead of the reference (PyTorch loses precision or
+    # gives NaN at a finite limit there); None: the reference everywhere (test_edge)
+    held_to_exact: Callable | None = None
+    # PyTorch gives NaN at the finite limits of non-finite inputs, targets or pos_weight:
+    # the adversarial tests hold the loss to the exact limits there (adv_data_support)
+    exact_limits: bool = False
+
+    # ----- runtime
+    # the kernels go through exp or log (fastloss/csrc/vecmath.hpp): the SIMD levels without
+    # FMA may differ in the last bits (test_kernel_paths)
+    exp_log: bool = REQUIRED
+
+    def __repr__(self):
+        return f"LossReference({object.__getattribute__(self, 'name')!r})"
+
+    def __getattribute__(self, attr):
+        value = object.__getattribute__(self, attr)
+        if value is REQUIRED:
+            raise IncompleteReference(
+                f"the LossReference of {object.__getattribute__(self, 'name')!r} in tests/support/losses.py "
+                f"gives no {attr!r}")
+        return value
+
+    @property
+    def spec(self):
+        return BY_NAME[self.name]
+
+    @property
+    def in_torch(self) -> bool:
+        """torch.nn.functional has the loss (the PyTorch conventions apply to it)."""
+        return self.torch_formula is None
+
+    @property
+    def targets_in_unit_interval(self) -> bool:
+        """Elementwise targets are probabilities in [0, 1] (enforced, or soft labels)."""
+        return self.spec.target_domain == "unit" or self.soft_labels
+
+    def missing_fields(self) -> list[str]:
+        """The fields this record must give and does not: REQUIRED ones, and the ones the
+        registry row makes necessary (kinks, huge terms, a torch formula)."""
+        raw = {f.name: object.__getattribute__(self, f.name) for f in fields(self)}
+        missing = [name for name, value in raw.items() if value is REQUIRED]
+        spec = BY_NAME.get(self.name)
+        if spec is None:
+            return missing
+        if has_kink(spec) and not raw["kinks"]:
+            missing.append("kinks")
+        if spec.input_domain != "unit" and raw["huge_terms"] is None:
+            missing.append("huge_terms")
+        if torch is not None and raw["torch_formula"] is None:
+            import torch.nn.functional as F
+
+            if not hasattr(F, self.name):
+                missing.append("torch_formula")
+        return missing
+
+
+def has_kink(spec) -> bool:
+    """The registry formula has a max, clip, |.| or a case split: a kink to document."""
+    return any(s in spec.formula for s in ("max", "|", "clip", " if "))
+
+
+def always(t) -> bool:
+    return True
+
+
+# =========================================================================== residual losses
+# mse_loss, l1_loss, huber_loss, smooth_l1_loss: input = target + r with r away from 0 and
+# from the loss's kink (delta or beta).
+
+
+def residual_inputs(kink_param=None, default=1.0):
+    """Input = target + r with r away from 0 and from the loss's kink (delta or beta)."""
+
+    def make(rng, shape, params, form):
+        kinks = [0.0]
+        if kink_param is not None:
+            kinks.append(float(params.get(kink_param, default)))
+        t = np.asarray(rng.normal(0.0, 1.0, shape))
+        return t + away_from(rng, shape, KINK_GAP, 3.0, kinks), t
+
+    return make
+
+
+def f_mse(x, t, weight=None):
+    w = broadcast(weight, x.shape)
+    r = x - t
+    return w * r * r, w.sum(), 2.0 * w * r
+
+
+def f_l1(x, t, weight=None):
+    w = broadcast(weight, x.shape)
+    r = x - t
+    return w * np.abs(r), w.sum(), w * sign_torch(r)
+
+
+def f_huber(x, t, delta=1.0, weight=None):
+    w = broadcast(weight, x.shape)
+    r = x - t
+    quadratic = np.abs(r) < delta
+    per = np.where(quadratic, 0.5 * r * r, delta * (np.abs(r) - 0.5 * delta))
+    # PyTorch: the mean of the weighted losses divides by the element count.
+    return w * per, float(x.size), w * np.clip(r, -delta, delta)
+
+
+def f_smooth_l1(x, t, beta=1.0):
+    r = x - t
+    if beta == 0:  # PyTorch: beta == 0 is l1_loss
+        return np.abs(r), float(x.size), sign_torch(r)
+    quadratic = np.abs(r) < beta
+    per = np.where(quadratic, 0.5 * r * r / beta, np.abs(r) - 0.5 * beta)
+    return per, float(x.size), np.clip(r / beta, -1.0, 1.0)
+
+
+def exact_mse(x, y, w, pw, params):
+    r = exact_sub(x, y)
+    return w * r * r, 2 * w * r, mpmath_module().mpf(0)
+
+
+def exact_l1(x, y, w, pw, params):
+    mp = mpmath_module()
+    r = exact_sub(x, y)
+    return w * abs(r), w * mp.sign(r), mp.mpf(0)
+
+
+def exact_huber(x, y, w, pw, params):
+    mp = mpmath_module()
+    r = exact_sub(x, y)
+    a, d = abs(r), params["delta"]
+    value = a * a / 2 if a < d else d * (a - d / 2)
+    return w * value, w * max(-d, min(r, d)), mp.mpf(0)
+
+
+def exact_smooth_l1(x, y, w, pw, params):
+    mp = mpmath_module()
+    b = params["beta"]
+    if b == 0:
+        return exact_l1(x, y, w, pw, params)
+    r = exact_sub(x, y)
+    a, zero = abs(r), mp.mpf(0)
+    return (a * a / (2 * b), r / b, zero) if a < b else (a - b / 2, mp.sign(r), zero)
+
+
+def residual_accuracy():
+    """Accuracy variants of a residual loss without parameters: plain, and weighted."""
+    return (("plain", lambda d: (*residual_pairs(d), {})),
+            ("weight", lambda d: with_weight(moderate(*residual_pairs(d), moderate_limit(d)), d)))
+
+
+def huge_residuals(big, n):
+    """Residual losses (and BCE with logits at y = 0): the input itself is the term."""
+    return big, np.zeros(n, np.float32), {}
+
+
+def half_max_residuals(dtype, m):
+    a = np.array
+    x, t = a([0.75 * m, 1.0, 0.0, -2.0], dtype), a([-0.2 * m, 0.5, 0.0, 0.0], dtype)
+    return [(x, t, {}, "r = 0.95 max")]
+
+
+def half_max_mse(dtype, m):
+    a = np.array
+    x, t = a([0.75 * m, -0.75 * m, 1.0, 0.0], dtype), a([0.0, 0.0, 0.5, 0.0], dtype)
+    return [(x, t, {}, "mean: 2r/n fits"), (x, t, {"weight": a([0.5, 0.25, 1.0, 1.0], dtype)}, "weighted")]
+
+
+RESIDUAL_SIGNS = dict(non_negative_if=always, gradient_sign="x - y", gradient_support="everywhere")
+
+MSE = LossReference(
+    "mse_loss",
+    cases=LossCases(residual_inputs(), ELEMENTWISE_SHAPES, ({},) + WEIGHTS),
+    formula=f_mse, exact=exact_mse, torch_expand_weight=True, **RESIDUAL_SIGNS,
+    accuracy_variants=residual_accuracy(),
+    ulp_bounds={F32: (2.0, 1.0), F64: (2.0, 1.0)},
+    huge_terms=lambda big, n: (np.sqrt(big.astype(np.float64)).astype(np.float32), np.zeros(n, np.float32), {}),
+    half_max_cases=half_max_mse,
+    exp_log=False,
+)
+
+L1 = LossReference(
+    "l1_loss",
+    cases=LossCases(residual_inputs(), ELEMENTWISE_SHAPES, ({},) + WEIGHTS),
+    formula=f_l1, exact=exact_l1, torch_expand_weight=True, **RESIDUAL_SIGNS,
+    accuracy_variants=residual_accuracy(),
+    ulp_bounds={F32: (1.0, 0.0), F64: (1.0, 0.0)},  # the gradient w * sign(r) is exact
+    # at r = 0: |r| = 0, gradient sign(0) = 0
+    kinks=(Kink({}, [2.5, -1.0, 0.0], [2.5, -1.0, 0.0], [0, 0, 0], [0, 0, 0]),),
+    huge_terms=huge_residuals, half_max_cases=half_max_residuals,
+    exp_log=False,
+)
+
+HUBER = LossReference(
+    "huber_loss",
+    cases=LossCases(
+        residual_inputs("delta"), ELEMENTWISE_SHAPES,
+        ({}, {"delta": 0.5}, {"delta": 2.5, "weight": "full"}, {"weight": "last"},
+         {"weight": "scalar", "delta": 1.5}, {"weight": "column", "delta": 0.3}),
+    ),
+    formula=f_huber, exact=exact_huber, torch_expand_weight=True, **RESIDUAL_SIGNS,
+    accuracy_variants=tuple(
+        (f"delta={delta}",
+         lambda d, delta=delta: (*finite_residual(*residual_pairs(d, (delta,)), d), {"delta": delta}))
+        for delta in (1.0, 0.375, 1e-3)
+    ) + (("weight", lambda d: with_weight(moderate(*residual_pairs(d, (1.0,)), moderate_limit(d)), d)),),
+    ulp_bounds={F32: (2.0, 0.5), F64: (1.5, 1.0)},
+    # at |r| = delta: delta (|r| - delta/2) = delta**2 / 2, gradient clip(r) = +-delta
+    kinks=(Kink({"delta": 0.375}, [0.375, -0.375, 1.0], [0.0, 0.0, 1.0], [0.0703125, 0.0703125, 0],
+                [0.375, -0.375, 0]),
+           Kink({}, [3.0, 1.0], [2.0, 2.0], [0.5, 0.5], [1, -1])),
+    huge_terms=huge_residuals, half_max_cases=half_max_residuals,
+    exp_log=False,
+)
+
+SMOOTH_L1 = LossReference(
+    "smooth_l1_loss",
+    cases=LossCases(
+        residual_inputs("beta"), ELEMENTWISE_SHAPES,
+        ({}, {"beta": 0.5}, {"beta": 2.0}, {"beta": 0.0}),
+    ),
+    formula=f_smooth_l1, exact=exact_smooth_l1, **RESIDUAL_SIGNS,
+    accuracy_variants=tuple(
+        (f"beta={beta}", lambda d, beta=beta: (*residual_pairs(d, (beta,) if beta else ()), {"beta": beta}))
+        for beta in (1.0, 0.375, 2.0, 0.0)
+    ),
+    ulp_bounds={F32: (1.5, 1.0), F64: (1.5, 1.0)},
+    numpy_ulp_bounds={F64: (1.5, 0.5)},
+    # at r = 0 gradient 0; at |r| = beta the linear piece, |r| - beta/2, sign(r)
+    kinks=(Kink({"beta": 0.5}, [0.5, -0.5, 3.0], [0.0, 0.0, 3.0], [0.25, 0.25, 0], [1, -1, 0]),
+           Kink({"beta": 0.0}, [1.0, -2.0], [1.0, -2.0], [0, 0], [0, 0])),
+    huge_terms=huge_residuals, half_max_cases=half_max_residuals,
+    exp_log=False,
+)
+
+
+# =========================================================================== binary_cross_entropy
+
+
+def make_bce(rng, shape, params, form):
+    # Probabilities away from 0 and 1: no clamp, and torch's log(1 - x) stays accurate.
+    return np.asarray(rng.uniform(0.05, 0.95, shape)), soft_labels(rng, shape)
+
+
+def f_bce(x, t, weight=None):
+    w = broadcast(weight, x.shape)
+    log_x = np.maximum(np.log(x), -100.0)
+    log_1mx = np.maximum(np.log1p(-x), -100.0)  # log(1 - x), accurate for tiny x
+    per = -w * (t * log_x + (1.0 - t) * log_1mx)
+    # d/dx of -(t log x + (1-t) log(1-x)) is (x - t) / (x (1 - x)); PyTorch bounds the
+    # denominator below by its EPSILON (equal to the derivative away from x = 0, 1).
+    grad = w * (x - t) / np.maximum(x * (1.0 - x), BCE_GRAD_EPSILON)
+    return per, float(x.size), grad
+
+
+def exact_bce(x, y, w, pw, params):
+    mp = mpmath_module()
+    log_x = max(mp.log(x), mp.mpf(-100)) if x > 0 else mp.mpf(-100)
+    log_1mx = max(mp.log1p(-x), mp.mpf(-100)) if x < 1 else mp.mpf(-100)
+    value = -w * (y * log_x + (1 - y) * log_1mx)
+    return value, w * exact_sub(x, y) / max(x * (1 - x), mp.mpf(BCE_GRAD_EPSILON)), mp.mpf(0)
+
+
+BCE_X = {
+    F32: (0.0, 1.0, 1e-45, 1.2e-38, 1e-30, 1e-12, 1e-8, 1e-3, 0.25, 0.5, 0.75, 0.999,
+          1 - 2.0**-24, 1 - 2.0**-23, 0.3, 0.7),
+    F64: (0.0, 1.0, 5e-324, 2.3e-308, 1e-200, 1e-44, 1e-30, 1e-12, 1e-8, 0.25, 0.5, 0.999,
+          1 - 2.0**-53, 1 - 2.0**-52, 0.3, 0.7),
+}
+BCE_Y = (0.0, 1.0, 0.5, 0.3, 0.999, 1e-8)
+
+BCE = LossReference(
+    "binary_cross_entropy",
+    cases=LossCases(
+        make_bce, ELEMENTWISE_SHAPES, ({},) + WEIGHTS,
+        to_int=lambda x: np.rint(x), to_bool=lambda x: x > 0.5,
+    ),
+    formula=f_bce, exact=exact_bce, torch_expand_weight=True,
+    gradient_support="everywhere", non_negative_if=always, gradient_sign="x - y",
+    accuracy_variants=(
+        ("plain", lambda d: (*grid(BCE_X[d], BCE_Y, d), {})),
+        ("weight", lambda d: with_weight(grid(BCE_X[d], BCE_Y, d), d)),
+    ),
+    ulp_bounds={F32: (1.5, 1.0), F64: (2.0, 2.0)},
+    # at probabilities 0 and 1: each log clamped at -100, gradient (x - y) / max(x (1 - x), EPSILON)
+    kinks=(Kink({}, [0.0, 0.0, 1.0, 1.0], [0.0, 1.0, 0.0, 1.0], [0, 100, 100, 0],
+                [0, -1 / BCE_GRAD_EPSILON, 1 / BCE_GRAD_EPSILON, 0]),),
+    huge_terms=None,  # bounded terms: each log is clamped at -100
+    half_max_cases=lambda dtype, m: [
+        (np.array([0.5, 1.0, 0.0, 0.25], dtype), np.array([0.5, 1.0, 0.0, 1.0], dtype),
+         {"weight": np.array([0.5 * m, 0.5 * m, 0.25 * m, 1.0], dtype)}, "half-max weights")],
+    exp_log=True,
+)
+
+
+# =========================================================================== binary_cross_entropy_with_logits
+
+
+def make_bce_logits(rng, shape, params, form):
+    # |x| <= 8: PyTorch's float64 formula (which cancels for tiny losses) stays accurate to
+    # 1e-11 there; extreme logits are tested against mpmath in test_edge.
+    return np.asarray(rng.uniform(-8.0, 8.0, shape)), soft_labels(rng, shape)
+
+
+def f_bce_logits(x, t, weight=None, pos_weight=None):
+    w = broadcast(weight, x.shape)
+    pw = broadcast(pos_weight, x.shape)
+    per = times(1.0 - t, softplus(x)) + times(pw * t, softplus(-x))
+    grad = (1.0 - t) * expit(x) - pw * t * expit(-x)
+    return w * per, float(x.size), w * grad
+
+
+def exact_bce_logits(x, y, w, pw, params):
+    neg, pos = 1 - y, pw * y
+    value = w * (exact_times(neg, exact_softplus(x)) + exact_times(pos, exact_softplus(-x)))
+    a, b = neg * exact_sigmoid(x), pos * exact_sigmoid(-x)
+    return value, w * (a - b), (w * max(a, b) if a and b else mpmath_module().mpf(0))
+
+
+LOGITS = {
+    F32: (0.0, 1e-30, 1e-8, 0.5, 1.0, 2.5, 5.0, 10.0, 17.0, 20.0, 40.0, 80.0, 87.5, 88.5, 100.0,
+          1e4, 1e30, 3.4e38),
+    F64: (0.0, 1e-300, 1e-8, 0.5, 1.0, 2.5, 5.0, 10.0, 17.0, 37.0, 40.0, 100.0, 700.0, 709.5, 745.0,
+          1e4, 1e30, 1e300, 1.79e308),
+}
+LOGIT_TARGETS = (0.0, 1.0, 0.5, 0.3, 0.875)
+
+BCE_LOGITS = LossReference(
+    "binary_cross_entropy_with_logits",
+    cases=LossCases(
+        make_bce_logits, ELEMENTWISE_SHAPES,
+        ({},) + WEIGHTS + (
+            {"pos_weight": "last"}, {"pos_weight": "scalar"},
+            {"pos_weight": "full", "weight": "scalar"}, {"pos_weight": "last", "weight": "column"},
+        ),
+    ),
+    formula=f_bce_logits, exact=exact_bce_logits, gradient_support="everywhere",
+    # any real target is accepted (as PyTorch); the loss is a sum of non-negative terms, and
+    # so non-negative, for targets in [0, 1]
+    non_negative_if=lambda t: ((t >= 0) & (t <= 1)).all(),
+    gradient_sign="hard targets",  # >= 0 at y = 0, <= 0 at y = 1
+    soft_labels=True,
+    accuracy_variants=(
+        ("plain", lambda d: (*grid(signed(LOGITS[d]), LOGIT_TARGETS, d), {})),
+        *((f"pos_weight={pw}", lambda d, pw=pw: with_pos_weight(grid(signed(LOGITS[d]), LOGIT_TARGETS, d), d, pw))
+          for pw in (3.0, 0.25)),
+        ("weight", lambda d: with_weight(grid(signed(LOGITS[d][:14]), LOGIT_TARGETS, d), d)),
+    ),
+    ulp_bounds={F32: (2.0, 1.5), F64: (2.0, 2.0)},
+    # the NumPy backend computes float32 in float64 and rounds once: the same on every level
+    numpy_ulp_bounds={F32: (1.5, 1.5)},
+    # PyTorch's loss is a difference of two numbers near |x| in the tails; its float32
+    # gradient 1 - sigmoid cancels
+    torch_loses={
+        F32: (farray(F32, -40, -20, -17, 17, 20, 40, -88), farray(F32, 0, 0, 0, 1, 1, 1, 0)),
+        F64: (farray(F64, -40, -20, -100, 17, 20, 40, 700), farray(F64, 0, 0, 0, 1, 1, 1, 1)),
+    },
+    huge_terms=huge_residuals,  # at y = 0
+    half_max_cases=lambda dtype, m: [
+        (np.array([0.9 * m, -0.9 * m, 2.0, -3.0], dtype), np.array([0.5, 0.25, 1.0, 0.0], dtype), {},
+         "huge logits, soft targets")],
+    held_to_exact=lambda x, t: True,  # its limits at +-inf included
+    exact_limits=True,
+    exp_log=True,
+)
+
+
+# =========================================================================== cross_entropy
+
+
+def make_cross_entropy(rng, shape, params, form):
+    x = np.asarray(rng.normal(0.0, 1.5, shape))
+    if form == "probabilities":
+        return x, class_probabilities(rng, shape)
+    return x, class_targets(rng, shape, params, form, -100)
+
+
+def f_cross_entropy(x, t, weight=None, ignore_index=-100, label_smoothing=0.0):
+    z, tt, back, lshape = rows(x, t)
+    n_classes = z.shape[1]
+    w = np.ones(n_classes) if weight is None else np.asarray(weight, np.float64)
+    eps = label_smoothing
+    logp = log_softmax_rows(z)
+    p = np.exp(logp)
+    if tt.ndim == 2:  # class probabilities; "mean" divides by the number of samples
+        q = (1.0 - eps) * tt + eps / n_classes
+        per = -(w * q * logp).sum(axis=1)
+        grad = p * (w * q).sum(axis=1, keepdims=True) - w * q
+        return per.reshape(lshape), float(per.size), back(grad)
+    kept = tt != ignore_index
+    y = np.where(kept, tt, 0)
+    idx = np.arange(len(tt))
+    wy = np.where(kept, w[y], 0.0)
+    nll = -wy * logp[idx, y]
+    onehot = np.zeros_like(z)
+    onehot[idx, y] = 1.0
+    per = nll
+    grad = wy[:, None] * (p - onehot)
+    if eps > 0:  # the smoothing term exists only for eps > 0 (no 0 * inf at eps = 0)
+        smooth = np.where(kept, -(w * logp).sum(axis=1), 0.0)
+        per = (1.0 - eps) * nll + eps / n_classes * smooth
+        grad = (1.0 - eps) * grad + eps / n_classes * (p * w.sum() - w)
+    grad = np.where(kept[:, None], grad, 0.0)
+    return per.reshape(lshape), float(wy.sum()), back(grad)
+
+
+def exact_cross_entropy(z, target, w, params):
+    mp = mpmath_module()
+    n_classes = len(z)
+    zero = mp.mpf(0)
+    zeros = [zero] * n_classes
+    eps = mp.mpf(params.get("label_smoothing", 0.0))
+    nlogp, e = neg_log_softmax(z)
+    s = mp.fsum(e)
+    p = [v / s for v in e]
+    if isinstance(target, list):  # class probabilities
+        q = [(1 - eps) * y + eps / n_classes for y in target]
+        wq = [wc * qc for wc, qc in zip(w, q)]
+        coef = mp.fsum(wq)
+        value = mp.fsum(a * b for a, b in zip(wq, nlogp))
+        grad = [pc * coef - t for pc, t in zip(p, wq)]
+        return value, grad, [max(abs(pc * coef), abs(t)) for pc, t in zip(p, wq)]
+    if target == params.get("ignore_index", -100):
+        return zero, zeros, zeros
+    w_y = w[target]
+    # p_y - 1 = -(sum of the other classes' e) / s: no cancellation
+    p_minus_hot = [pc if c != target else -mp.fsum(e[d] for d in range(n_classes) if d != target) / s
+                   for c, pc in enumerate(p)]
+    value = w_y * nlogp[target]
+    grad = [w_y * v for v in p_minus_hot]
+    if eps == 0:
+        return value, grad, zeros
+    total_w = mp.fsum(w)
+    value = (1 - eps) * value + eps / n_classes * mp.fsum(wc * v for wc, v in zip(w, nlogp))
+    grad = [(1 - eps) * g + eps / n_classes * (pc * total_w - wc) for g, pc, wc in zip(grad, p, w)]
+    # what fastloss's gradient subtracts: the target part from the softmax part
+    terms = [max(abs(((1 - eps) * w_y + eps / n_classes * total_w) * pc),
+                 abs((1 - eps) * (w_y if c == target else 0) + eps / n_classes * wc))
+             for c, (pc, wc) in enumerate(zip(p, w))]
+    return value, grad, terms
+
+
+def _finite_logit_row(x, t):
+    """Rows of finite or -inf logits (at least one finite): exact values are defined."""
+    return not (np.isnan(x).any() or (x == np.inf).any() or not np.isfinite(x).any())
+
+
+CROSS_ENTROPY = LossReference(
+    "cross_entropy",
+    cases=LossCases(
+        make_cross_entropy, CLASS_SHAPES,
+        ({}, {"weight": CLASS_WEIGHT}, {"label_smoothing": 0.1},
+         {"label_smoothing": 1.0}),
+        forms=("indices", "indices+ignored", "probabilities"),
+        form_params={
+            "indices+ignored": (
+                {}, {"ignore_index": -100}, {"weight": CLASS_WEIGHT}, {"ignore_index": 1},
+                {"ignore_index": -3, "weight": CLASS_WEIGHT},
+                {"label_smoothing": 0.25, "weight": CLASS_WEIGHT, "ignore_index": 2},
+                {"label_smoothing": 0.1},
+            ),
+            "probabilities": (
+                {}, {"weight": CLASS_WEIGHT}, {"label_smoothing": 0.2},
+                {"label_smoothing": 0.3, "weight": CLASS_WEIGHT},
+            ),
+        },
+        large_shape=(5000, 40),
+    ),
+    formula=f_cross_entropy, exact=exact_cross_entropy, gradient_support="kept samples",
+    non_negative_if=always,
+    gradient_sign="target class",  # class indices: <= 0 at the target class, >= 0 elsewhere
+    accuracy_variants=(
+        ("plain", lambda d: (*class_inputs(d), {})),
+        ("weight", lambda d: (*class_inputs(d), {"weight": class_weight(d)})),
+        ("label_smoothing", lambda d: (*summed_class_inputs(d), {"label_smoothing": 0.25})),
+        ("label_smoothing+weight",
+         lambda d: (*summed_class_inputs(d), {"label_smoothing": 0.125, "weight": class_weight(d)})),
+        ("ignore_index", lambda d: ignored(class_inputs(d), 2)),
+        ("probabilities", lambda d: with_probability_targets(summed_class_inputs(d)[0], d, {})),
+        ("probabilities+weight+smoothing",
+         lambda d: with_probability_targets(summed_class_inputs(d)[0], d,
+                                            {"weight": class_weight(d), "label_smoothing": 0.25})),
+        ("(N,C,d)", lambda d: spatial(class_inputs(d))),
+    ),
+    # the gradient p_c = exp(x_c - m) / s inherits the rounding of the logit difference
+    # x_c - m in the dtype: |x_c - m| * 2**-p relative, i.e. about |x_c - m| / 2 ULP (the
+    # conditioning of exp; PyTorch computes the same difference). The random rows have
+    # |x_c - m| up to ~16, hence the 7 / 9.5 ULP; the adversarial rows have exact differences.
+    ulp_bounds={F32: (3.0, 7.0), F64: (2.5, 9.5)},
+    # the NumPy backend's float32 exp and log are NumPy's own SIMD loops, one per level
+    numpy_ulp_bounds={F64: (2.5, 8.5),
+                      F32: {"avx512": (2.0, 5.0), "avx2": (2.0, 5.0), "baseline": (2.0, 7.0)}},
+    # the tiny losses of confident softmax rows: log(s) with s = 1 + tiny
+    torch_loses={
+        F32: (farray(F32, [0, -40, -40, -40], [20, 0, 0, 0], [0, -10, -12, -9]), np.zeros(3, np.int64)),
+        F64: (farray(F64, [0, -40, -40, -40], [20, 0, 0, 0], [40, 0, 0.5, 0]), np.zeros(3, np.int64)),
+    },
+    huge_terms=lambda big, n: (np.stack([np.zeros(n, np.float32), big], axis=1), np.zeros(n, np.int64), {}),
+    half_max_cases=lambda dtype, m: [
+        (np.array([[0.9 * m, -0.9 * m, 0.0], [1.0, 2.0, 3.0]], dtype), np.array([0, 2]), {}, "huge logits"),
+        (np.array([[0.9 * m, -0.9 * m, 0.0], [1.0, 2.0, 3.0]], dtype), np.array([0, 2]),
+         {"label_smoothing": 0.0}, "eps=0 general")],
+    # PyTorch's float64 log-softmax rounds the loss of a row like [40, 0, 0.5] to 0 (it is 1.1e-17)
+    held_to_exact=_finite_logit_row,
+    exp_log=True,
+)
+
+
+# =========================================================================== nll_loss
+
+
+def make_nll(rng, shape, params, form):
+    z = np.asarray(rng.normal(0.0, 1.5, shape))
+    ax = 0 if len(shape) == 1 else 1
+    m = z.max(axis=ax, keepdims=True)
+    logp = z - m - np.log(np.exp(z - m).sum(axis=ax, keepdims=True))
+    return logp, class_targets(rng, shape, params, form, -100)
+
+
+def f_nll(x, t, weight=None, ignore_index=-100):
+    z, tt, back, lshape = rows(x, t)
+    w = np.ones(z.shape[1]) if weight is None else np.asarray(weight, np.float64)
+    kept = tt != ignore_index
+    y = np.where(kept, tt, 0)
+    idx = np.arange(len(tt))
+    wy = np.where(kept, w[y], 0.0)
+    per = np.where(kept, -wy * z[idx, y], 0.0)
+    grad = np.zeros_like(z)
+    grad[idx, y] = -wy
+    return per.reshape(lshape), float(wy.sum()), back(grad)
+
+
+def exact_nll(z, target, w, params):
+    zeros = [mpmath_module().mpf(0)] * len(z)
+    if target == params.get("ignore_index", -100):
+        return zeros[0], zeros, zeros
+    grad = list(zeros)
+    grad[target] = -w[target]
+    return -w[target] * z[target], grad, zeros
+
+
+NLL = LossReference(
+    "nll_loss",
+    cases=LossCases(
+        make_nll, CLASS_SHAPES,
+        ({}, {"weight": CLASS_WEIGHT}),
+        forms=("indices", "indices+ignored"),
+        form_params={
+            "indices+ignored": (
+                {}, {"weight": CLASS_WEIGHT}, {"ignore_index": 0, "weight": CLASS_WEIGHT},
+                {"ignore_index": 4}, {"ignore_index": -7, "weight": CLASS_WEIGHT},
+            ),
+        },
+        large_shape=(5000, 40),
+    ),
+    formula=f_nll, exact=exact_nll, gradient_support="kept targets",
+    non_negative_if=None,  # the one loss that may be negative: its input is any log-probability
+    gradient_sign="target class only",  # <= 0 at the target class, 0 elsewhere
+    accuracy_variants=(
+        ("plain", lambda d: (*class_inputs(d), {})),
+        ("weight", lambda d: (*class_inputs(d), {"weight": class_weight(d)})),
+        ("ignore_index", lambda d: ignored(class_inputs(d), 1)),
+    ),
+    ulp_bounds={F32: (0.5, 0.0), F64: (0.5, 0.0)},
+    huge_terms=lambda big, n: (np.stack([-big, np.zeros(n, np.float32)], axis=1), np.zeros(n, np.int64), {}),
+    half_max_cases=lambda dtype, m: [
+        (np.array([[-0.9 * m, 0.0, 0.0], [0.0, -1.0, -2.0]], dtype), np.array([0, 1]), {},
+         "huge log-probability")],
+    exp_log=False,
+)
+
+
+# =========================================================================== multi_margin_loss
+
+
+def make_multi_margin(rng, shape, params, form):
+    # Scores with every hinge argument z_c = margin - x_y + x_c (c != y) away from 0.
+    margin = float(params.get("margin", 1.0))
+    t = class_targets(rng, shape, params, form, None)
+    x2 = np.atleast_2d(np.asarray(rng.normal(0.0, 1.0, shape)))
+    t1 = np.atleast_1d(t)
+    idx = np.arange(x2.shape[0])
+    for _ in range(1000):
+        z = margin - x2[idx, t1][:, None] + x2
+        z[idx, t1] = 1.0  # the target class is not a hinge term
+        bad = (np.abs(z) < KINK_GAP).any(axis=1)
+        if not bad.any():
+            break
+        x2[bad] = rng.normal(0.0, 1.0, (int(bad.sum()), x2.shape[1]))
+    else:  # pragma: no cover
+        raise RuntimeError("could not draw scores away from the kinks")
+    return x2.reshape(shape), t
+
+
+def f_multi_margin(x, t, p=1, margin=1.0, weight=None):
+    z, tt, back, lshape = rows(x, t)
+    n_classes = z.shape[1]
+    w = np.ones(n_classes) if weight is None else np.asarray(weight, np.float64)
+    idx = np.arange(len(tt))
+    wy = w[tt]
+    hinge = margin - z[idx, tt][:, None] + z
+    active = hinge > 0  # NaN is not active (PyTorch)
+    active[idx, tt] = False
+    h = np.where(active, hinge, 0.0)
+    per = wy * (h ** p).sum(axis=1) / n_classes
+    dh = np.where(active, (1.0 if p == 1 else 2.0 * h) * wy[:, None] / n_classes, 0.0)
+    grad = dh.copy()
+    grad[idx, tt] = -dh.sum(axis=1)
+    return per.reshape(lshape), float(len(tt)), back(grad)
+
+
+def exact_multi_margin(z, target, w, params):
+    mp = mpmath_module()
+    n_classes = len(z)
+    zero = mp.mpf(0)
+    zeros = [zero] * n_classes
+    p = int(params.get("p", 1))
+    hinge = [exact_sub(v, z[target]) + params.get("margin", 1.0) if c != target else zero
+             for c, v in enumerate(z)]
+    hinge = [max(h, zero) for h in hinge]
+    factor = w[target] / n_classes
+    grad = [factor * (p * h ** (p - 1)) if h > 0 else zero for h in hinge]
+    grad[target] = -mp.fsum(grad)
+    return factor * mp.fsum(h ** p for h in hinge), grad, zeros
+
+
+def half_max_multi_margin(dtype, m):
+    x = np.array([[0.45 * m, -0.45 * m, 0.0], [0.0, 1.0, 2.0]], dtype)
+    cases = [(x, np.array([1, 0]), {"p": 2}, "p=2, z = 0.9 max")]
+    # p = 1: the row's hinge terms (1.35 max) sum in float64; in float32 that sum fits
+    # float64 and the loss (w_y sum / C) is finite. In float64 the sum itself overflows:
+    # a known limit (README, "Known limits"), not tested here.
+    if dtype == np.float32:
+        cases.append((x, np.array([1, 0]), {"p": 1}, "p=1, z = 0.9 max"))
+    return cases
+
+
+MULTI_MARGIN = LossReference(
+    "multi_margin_loss",
+    cases=LossCases(
+        make_multi_margin, ((9, 5), (5,)),
+        ({}, {"p": 2}, {"margin": 0.5}, {"p": 2, "margin": 2.0, "weight": CLASS_WEIGHT},
+         {"weight": CLASS_WEIGHT}, {"p": 1, "margin": -0.25}),
+        forms=("indices",),
+        large_shape=(5000, 40),
+    ),
+    formula=f_multi_margin, exact=exact_multi_margin, gradient_support="everywhere",
+    non_negative_if=always, gradient_sign="target class",
+    accuracy_variants=tuple(
+        (f"p={p},margin={margin}", lambda d, p=p, m=margin: (*margin_rows(d, m), {"p": p, "margin": m}))
+        for p, margin in ((1, 1.0), (2, 1.0), (1, 0.5), (2, 2.0))
+    ) + (("weight", lambda d: (*margin_rows(d, 1.0), {"weight": class_weight(d)})),),
+    ulp_bounds={F32: (1.5, 1.5), F64: (2.0, 1.0)},
+    # hinges against huge scores: margin - x_y rounds the margin away
+    torch_loses={
+        F32: (farray(F32, [1e30, 1e30, -1e30, 0.0], [1e4 + 0.5, 1e4 - 0.5, 1e4, 0]), np.zeros(2, np.int64)),
+        F64: (farray(F64, [1e30, 1e30, -1e30, 0.0], [1e17, 1e17, 3.0, 0]), np.zeros(2, np.int64)),
+    },
+    # z_c = margin - x_y + x_c = 0 exactly for c = 1 does not count (z > 0 only)
+    kinks=(Kink({"margin": 1.0}, [[2.0, 1.0, 0.0]], [0], [0.0], [[0.0, 0.0, 0.0]], id="at-kink"),
+           Kink({"margin": 1.0, "p": 2}, [[2.0, 1.5, 0.0]], [0], [0.25 / 3], [[-1 / 3, 1 / 3, 0.0]],
+                id="beside-kink")),
+    # (x_c - x_y + margin) / C with C = 2
+    huge_terms=lambda big, n: (np.stack([-big / 2, big / 2], axis=1), np.zeros(n, np.int64), {}),
+    half_max_cases=half_max_multi_margin,
+    exp_log=False,
+)
+
+
+# =========================================================================== hinge losses
+# hinge_loss, squared_hinge_loss: labels +-1, z = margin - y * x away from the kink z = 0.
+# PyTorch lacks them: their torch reference is their formula written in torch, so the
+# PyTorch conventions (NaN and inf handling) do not apply to them.
+
+
+def make_hinge(rng, shape, params, form):
+    # z = margin - y * x away from the kink z = 0.
+    y = signs(rng, shape)
+    z = away_from(rng, shape, KINK_GAP, 2.0, [0.0])
+    return y * (float(params.get("margin", 1.0)) - z), y
+
+
+def torch_hinge(square):
+    def loss(x, t, *, margin=1.0, weight=None, reduction):
+        z = torch.clamp(margin - t * x, min=0)
+        per = z * z if square else z
+        if weight is not None:
+            w = weight.expand(x.shape)
+            per = per * w
+            divisor = w.sum()
+        else:
+            divisor = per.numel()
+        if reduction == "none":
+            return per
+        if reduction == "sum":
+            return per.sum()
+        return per.sum() / divisor
+
+    return loss
+
+
+def f_hinge(x, t, margin=1.0, weight=None):
+    w = broadcast(weight, x.shape)
+    z = margin - t * x
+    return w * np.maximum(z, 0.0), w.sum(), np.where(z > 0, -w * t, np.where(np.isnan(z), np.nan, 0.0))
+
+
+def f_squared_hinge(x, t, margin=1.0, weight=None):
+    w = broadcast(weight, x.shape)
+    h = np.maximum(margin - t * x, 0.0)
+    return w * h * h, w.sum(), -2.0 * w * t * h
+
+
+def exact_hinge(x, y, w, pw, params):
+    zero = mpmath_module().mpf(0)
+    z = exact_sub(params["margin"], y * x)
+    return w * max(z, zero), (-w * y if z > 0 else zero), zero
+
+
+def exact_squared_hinge(x, y, w, pw, params):
+    zero = mpmath_module().mpf(0)
+    h = max(exact_sub(params["margin"], y * x), zero)
+    return w * h * h, -2 * w * y * h, zero
+
+
+HINGE_CASES = LossCases(
+    make_hinge, ELEMENTWISE_SHAPES,
+    ({}, {"margin": 0.5}, {"margin": 2.0, "weight": "full"}, {"weight": "last"},
+     {"weight": "scalar", "margin": -0.5}, {"margin": 0.0, "weight": "column"}),
+    to_int=lambda x: np.rint(x), to_bool=lambda x: x > 0,
+)
+HINGE_ACCURACY = tuple(
+    (f"margin={margin}", lambda d, m=margin: (*hinge_pairs(d, m), {"margin": m}))
+    for margin in (1.0, 0.5, -0.5, 0.0)
+) + (("weight", lambda d: with_weight(moderate(*hinge_pairs(d, 1.0), moderate_limit(d)), d)),)
+
+
+def half_max_hinges(dtype, m):
+    x, t = np.array([-0.9 * m, 1.0, 0.5, -2.0], dtype), np.array([1.0, -1.0, -1.0, 1.0], dtype)
+    return [(x, t, {}, "h above half the max"),
+            (x, t, {"weight": np.array([0.25, 1.0, 1.0, 1.0], dtype)}, "weighted")]
+
+
+HINGE_FACTS = dict(
+    cases=HINGE_CASES, gradient_support="active terms", non_negative_if=always,
+    gradient_sign="-y",  # -y where the hinge is active, 0 elsewhere
+    accuracy_variants=HINGE_ACCURACY, half_max_cases=half_max_hinges, exp_log=False,
+)
+
+HINGE = LossReference(
+    "hinge_loss",
+    formula=f_hinge, exact=exact_hinge, torch_formula=torch_hinge(square=False), **HINGE_FACTS,
+    ulp_bounds={F32: (1.5, 0.0), F64: (1.5, 0.0)},
+    # at margin - y x = 0: loss 0, gradient 0 (the kink counts as the flat side)
+    kinks=(Kink({}, [1.0, -1.0, 0.5], [1.0, -1.0, -1.0], [0, 0, 1.5], [0, 0, 1]),
+           Kink({"margin": 0.5}, [0.5, -0.5], [1.0, -1.0], [0, 0], [0, 0])),
+    huge_terms=lambda big, n: (-big, np.ones(n, np.float32), {"margin": 0.0}),  # margin - y * x = big
+)
+
+SQUARED_HINGE = LossReference(
+    "squared_hinge_loss",
+    formula=f_squared_hinge, exact=exact_squared_hinge, torch_formula=torch_hinge(square=True), **HINGE_FACTS,
+    ulp_bounds={F32: (2.5, 1.5), F64: (2.0, 1.5)},
+    kinks=(Kink({"margin": 2.0}, [2.0, -2.0], [1.0, -1.0], [0, 0], [0, 0]),),
+    huge_terms=lambda big, n: (-np.sqrt(big.astype(np.float64)).astype(np.float32), np.ones(n, np.float32),
+                               {"margin": 0.0}),
+)
+
+
+# =========================================================================== the table
+
+RECORDS: tuple[LossReference, ...] = (
+    MSE, L1, HUBER, SMOOTH_L1, BCE, BCE_LOGITS, CROSS_ENTROPY, NLL, MULTI_MARGIN, HINGE, SQUARED_HINGE,
+)
+
+
+class _References(dict):
+    def __missing__(self, name):
+        if name in BY_NAME:
+            raise IncompleteReference(f"the registry loss {name!r} has no LossReference in tests/support/losses.py")
+        raise KeyError(name)
+
+
+REFERENCES: dict[str, LossReference] = _References((r.name, r) for r in RECORDS)
+
+
+@functools.lru_cache(maxsize=None)
+def _referenced():
+    return tuple(spec for spec in LOSSES
+                 if spec.name in REFERENCES and not REFERENCES[spec.name].missing_fields())
+
+
+def referenced_losses():
+    """The registry rows (in registry order) whose record exists and is complete: what the
+    test modules derive their per-loss parameters from. A loss left out here fails
+    tests/contract/test_loss_references.py by name."""
+    return list(_referenced())
+
+
+def referenced_names(kind=None):
+    return [spec.name for spec in referenced_losses() if kind is None or spec.kind == kind]
