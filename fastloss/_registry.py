@@ -11,7 +11,7 @@ of an existing kind is:
    ``functor``, the name of its C++ math);
 2. that math: one functor in ``csrc/losses.hpp`` (elementwise) or ``csrc/class_losses.hpp``;
 3. its NumPy kernel in ``_numpy_kernels.py`` (``@elementwise("name")`` or ``@kernel``);
-4. its reference in the tests (``tests/support/reference.py``).
+4. its record in the tests (``tests/support/losses.py``: one ``LossReference``).
 
 Forgetting 2 does not compile; forgetting 3 is an ImportError naming the loss; forgetting 4
 fails the test that every loss has a reference. This module is pure Python and imports
