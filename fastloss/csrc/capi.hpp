@@ -50,11 +50,12 @@ inline bool overlap(const void* a, idx a_bytes, const void* b, idx b_bytes) {
 // gives its bits for these weights too. Other weights are used as they are.
 template <typename T>
 struct NormalWeights {
-    const T* w;
-    double divisor;
+    const T* w;      // the weights the kernel runs with
+    double divisor;  // and the divisor
     T* owned = nullptr;
-    NormalWeights(const T* w_, idx len, double d) : w(w_), divisor(d) {
-        if (!w || d == 0 || !std::isfinite(d)) return;
+    // applies: "mean" with a divisor that sums the weights (not a count)
+    NormalWeights(bool applies, const T* w_, idx len, double d) : w(w_), divisor(d) {
+        if (!applies || !w || d == 0 || !std::isfinite(d)) return;
         int e;
         std::frexp(std::fabs(d), &e);  // 2**(e - 1) <= |d| < 2**e
         const int minexp = std::numeric_limits<T>::min_exponent - 1, maxexp = std::numeric_limits<T>::max_exponent;
@@ -101,11 +102,9 @@ double elementwise_call(int kernel, const T* x, const T* t, const T* w, idx w_le
     double divisor = (double)n;
     if (f.divisor == DIVIDE_BY_WEIGHT_SUM && w) divisor = float64_sum(w, w_len) * (double)(n / w_len);
     try {
-        const NormalWeights<T> nw(reduction == MEAN && f.divisor != DIVIDE_BY_COUNT ? w : nullptr, w_len, divisor);
-        if (nw.owned) {
-            w = nw.w;
-            divisor = nw.divisor;
-        }
+        const NormalWeights<T> nw(reduction == MEAN && f.divisor != DIVIDE_BY_COUNT, w, w_len, divisor);
+        w = nw.w;
+        divisor = nw.divisor;
         ElementwiseArgs<T> a;
         a.x = x;
         a.y = t;
@@ -158,11 +157,9 @@ double classes_call(int kernel, const T* x, const int64_t* t, const T* probs, co
         if (f.divisor == DIVIDE_BY_TARGET_WEIGHT) divisor = target_weight;  // sum of w[target], kept samples
     }
     try {
-        const NormalWeights<T> nw(reduction == MEAN && f.divisor != DIVIDE_BY_COUNT ? w : nullptr, C, divisor);
-        if (nw.owned) {
-            w = nw.w;
-            divisor = nw.divisor;
-        }
+        const NormalWeights<T> nw(reduction == MEAN && f.divisor != DIVIDE_BY_COUNT, w, C, divisor);
+        w = nw.w;
+        divisor = nw.divisor;
         ClassArgs<T> a;
         a.x = x;
         a.target = by_probs ? nullptr : t;
