@@ -199,8 +199,9 @@ struct SquaredHinge {
 // about 2^-54 absolute, not to the relative accuracy a tiny u would need: near the optimum the
 // loss is accurate to about an ulp of 2 y^b, the size of the cancelling terms.
 // Gradient: mu^b - y mu^a (grad_factor 2), accurate to an ulp of the larger term (they cancel
-// where mu ~ y); Poisson for u in [-1, 2]: y (e^u - 1) = y (u + phi(u)) (finite where y is
-// near the float maximum and e^x is not). Hessian: 2 (b mu^b - a y mu^a), both terms >= 0.
+// where mu ~ y); where mu^b overflows with b u in [-1, 2] (y^b near the float maximum):
+// S (u + phi(b u) - phi(a u)), which does not (Poisson: y (u + phi(u)) for every u in
+// [-1, 2]). Hessian: 2 (b mu^b - a y mu^a), both terms >= 0.
 // float is computed in double and rounded once. Overflow: a result is inf only where its
 // exact value overflows (d = 2 (...) >= 1.18 e^z S / b where S e^z / b is inf; x = +-inf
 // included: z is capped at 4096, where e^z is inf anyway, so S (1 + z) never gives inf - inf).
@@ -314,7 +315,11 @@ struct Deviance {
         t2 = s2 == inf && z2 >= -1.0 && z2 <= 2.0 ? (sc * phi2) * c.inv_neg_a : t2;
         D nan = std::numeric_limits<D>::quiet_NaN();
         l = y == 0.0 ? 2.0 * mub1 : (y == inf ? (x < inf ? inf : nan) : 2.0 * (t1 + t2));
-        g = y == 0.0 ? mub : (y == inf ? (x < inf ? -inf : nan) : mub - q);
+        // mu^b - y mu^a = S (e^(b u) - e^(a u)) = S (u + phi(b u) - phi(a u)), taken where mu^b
+        // overflows with b u in [-1, 2] (p near 1, y near the float maximum) and the
+        // difference may not
+        D gp = mub == inf && z1 >= -1.0 && z1 <= 2.0 ? sc * ((u + (phi1 - phi2)) + ul) : mub - q;
+        g = y == 0.0 ? mub : (y == inf ? (x < inf ? -inf : nan) : gp);
         h = y == 0.0 ? 2.0 * b_mub : (y == inf ? (x < inf ? inf : nan) : 2.0 * (b_mub + a_q));
     }
 };
