@@ -202,7 +202,7 @@ struct SquaredHinge {
 // where mu ~ y); where mu^b overflows with b u in [-1, 2] (y^b near the float maximum):
 // S (u + phi(b u) - phi(a u)), which does not (Poisson: y (u + phi(u)) for every u in
 // [-1, 2]). Hessian: 2 (b mu^b - a y mu^a), both terms >= 0.
-// float is computed in double and rounded once. Overflow: a result is inf only where its
+// float is computed in double (Deviance::*_f) and rounded once. Overflow: a result is inf only where its
 // exact value overflows (d = 2 (...) >= 1.18 e^z S / b where S e^z / b is inf; x = +-inf
 // included: z is capped at 4096, where e^z is inf anyway, so S (1 + z) never gives inf - inf).
 // y = 0: d = 2 mu^b / b. y = +inf: d = +inf, gradient -inf (NaN where x = +inf: inf - inf).
@@ -285,7 +285,8 @@ struct Deviance {
         explicit Power(double p) : b(2.0 - p), a(1.0 - p), neg_a(p - 1.0), inv_b(1.0 / (2.0 - p)), inv_neg_a(1.0 / (p - 1.0)) {}
     };
 
-    static FL_OP void tweedie(D x, D y, const Power& c, D& l, D& g, D& h) {
+    static FL_OP void tweedie(D x, D y, const Power& power, D& l, D& g, D& h) {
+        const Power c = power;  // read once, unconditionally (see tweedie_f)
         D ys = safe_target(y), lh, ll, u, ul, pr, e, s, e2;
         vm::log_parts(ys, lh, ll);
         sub_log(x, lh, ll, u, ul);
@@ -322,6 +323,59 @@ struct Deviance {
         g = y == 0.0 ? mub : (y == inf ? (x < inf ? -inf : nan) : gp);
         h = y == 0.0 ? 2.0 * b_mub : (y == inf ? (x < inf ? inf : nan) : 2.0 * (b_mub + a_q));
     }
+
+    // float inputs: the same formulas in double, without the steps that carry extra
+    // precision (log y and u = x - log y, exp of exact sums, single-rounding scalings):
+    // double's 29 extra bits cover them (u's error, about 2^-53 (|u| + |log y|), stays far
+    // below a float ulp of the loss or of 2 y^b), and no float-range result overflows or
+    // underflows on the way in double. One rounding to float at the end.
+    static FL_OP D scaled_phi_f(D z, D s, D e, D& phi) {
+        phi = vm::expm1mx_poly(z);
+        D zc = z < z_cap ? z : z_cap;
+        D above = e - s * (1.0 + zc);
+        above = e == inf ? e : above;
+        D below = e + s * (-1.0 - z);
+        return z >= -1.0 && z <= 2.0 ? s * phi : (z > 2.0 ? above : below);
+    }
+
+    static FL_OP void poisson_f(D x, D y, D& l, D& g, D& h) {
+        D ys = safe_target(y), u = x - vm::log(ys), mu = vm::exp(x), phi;
+        D half = scaled_phi_f(u, ys, mu, phi);
+        D gm = u >= -1.0 && u <= 2.0 ? ys * (u + phi) : mu - ys;
+        D nan = std::numeric_limits<D>::quiet_NaN();
+        l = y == 0.0 ? 2.0 * mu : (y == inf ? (x < inf ? inf : nan) : 2.0 * half);
+        g = y == 0.0 || y == inf ? mu - y : gm;
+        h = 2.0 * mu;
+    }
+
+    static FL_OP void gamma_f(D x, D y, D& l, D& g, D& h) {
+        D ys = safe_target(y), v = vm::log(ys) - x, q = vm::exp(v), phi;
+        D half = scaled_phi_f(v, 1.0, q, phi);
+        D nan = std::numeric_limits<D>::quiet_NaN();
+        D x_nan = x == x ? 1.0 : nan;
+        l = y == inf ? (x < inf ? inf : nan) : 2.0 * half;
+        g = y == inf ? (x < inf ? -inf : nan) : 1.0 - q;
+        h = y == inf ? (x < inf ? inf : nan) : 2.0 * q;
+        l = y == 0.0 ? inf * x_nan : l;
+        g = y == 0.0 ? x_nan : g;
+        h = y == 0.0 ? 0.0 * x_nan : h;
+    }
+
+    static FL_OP void tweedie_f(D x, D y, const Power& c, D& l, D& g, D& h) {
+        // the constants read once, unconditionally (read inside a select, GCC made masked
+        // loads of them that kept the loop from vectorising)
+        const D b = c.b, a = c.a, neg_a = c.neg_a, inv_b = c.inv_b, inv_neg_a = c.inv_neg_a;
+        D ys = safe_target(y), ly = vm::log(ys), u = x - ly, phi1, phi2;
+        D sc = vm::exp(b * ly), mub = vm::exp(b * x), q = vm::exp(vm::mad(a, x, ly));
+        D mub1 = mub * inv_b, b_mub = b * mub;
+        D t1 = scaled_phi_f(b * u, sc * inv_b, mub1, phi1);
+        D t2 = scaled_phi_f(a * u, sc * inv_neg_a, q * inv_neg_a, phi2);
+        D nan = std::numeric_limits<D>::quiet_NaN();
+        D h_pos = 2.0 * (b_mub + neg_a * q);
+        l = y == 0.0 ? 2.0 * mub1 : (y == inf ? (x < inf ? inf : nan) : 2.0 * (t1 + t2));
+        g = y == 0.0 ? mub : (y == inf ? (x < inf ? -inf : nan) : mub - q);
+        h = y == 0.0 ? 2.0 * b_mub : (y == inf ? (x < inf ? inf : nan) : h_pos);
+    }
 };
 
 template <typename T>
@@ -331,7 +385,10 @@ struct PoissonDeviance {
     explicit PoissonDeviance(const double*) {}
     FL_OP void operator()(T x, T y, T, T& l, T& g, T& h) const {
         double l2, g2, h2;
-        Deviance::poisson(double(x), double(y), l2, g2, h2);
+        if (sizeof(T) == 4)
+            Deviance::poisson_f(double(x), double(y), l2, g2, h2);
+        else
+            Deviance::poisson(double(x), double(y), l2, g2, h2);
         l = T(l2), g = T(g2), h = T(h2);
     }
 };
@@ -343,27 +400,56 @@ struct GammaDeviance {
     explicit GammaDeviance(const double*) {}
     FL_OP void operator()(T x, T y, T, T& l, T& g, T& h) const {
         double l2, g2, h2;
-        Deviance::gamma(double(x), double(y), l2, g2, h2);
+        if (sizeof(T) == 4)
+            Deviance::gamma_f(double(x), double(y), l2, g2, h2);
+        else
+            Deviance::gamma(double(x), double(y), l2, g2, h2);
+        l = T(l2), g = T(g2), h = T(h2);
+    }
+};
+
+template <typename T>
+struct TweediePower {  // 1 < p < 2 (TweedieDeviance below picks it)
+    static constexpr bool heavy = true;
+    static constexpr int grad_factor = 2;  // gradient 2 (mu^b - y mu^a)
+    Deviance::Power c;
+    explicit TweediePower(const Deviance::Power& power) : c(power) {}
+    FL_OP void operator()(T x, T y, T, T& l, T& g, T& h) const {
+        double l2, g2, h2;
+        if (sizeof(T) == 4)
+            Deviance::tweedie_f(double(x), double(y), c, l2, g2, h2);
+        else
+            Deviance::tweedie(double(x), double(y), c, l2, g2, h2);
         l = T(l2), g = T(g2), h = T(h2);
     }
 };
 
 template <typename T>
 struct TweedieDeviance {
-    // power p in [1, 2] (checked before); p = 1 and p = 2 run Poisson's and Gamma's math.
+    // power p in [1, 2] (checked before). p = 1 and p = 2 are Poisson's and Gamma's math: the
+    // dispatch_flags overload below runs the loops of PoissonDeviance, GammaDeviance or
+    // TweediePower, chosen once per call (a branch on p inside the element loop would keep
+    // it from vectorising); operator() is the same choice per element.
     static constexpr bool heavy = true;
     static constexpr int grad_factor = 2;  // gradient 2 (mu^b - y mu^a)
     int mode;  // 0 Poisson, 1 Gamma, 2 1 < p < 2
     Deviance::Power c;
     explicit TweedieDeviance(const double* p) : mode(p[0] == 1.0 ? 0 : (p[0] == 2.0 ? 1 : 2)), c(p[0]) {}
     FL_OP void operator()(T x, T y, T, T& l, T& g, T& h) const {
-        double l2, g2, h2;
         if (mode == 0)
-            Deviance::poisson(double(x), double(y), l2, g2, h2);
+            PoissonDeviance<T>{nullptr}(x, y, T(1), l, g, h);
         else if (mode == 1)
-            Deviance::gamma(double(x), double(y), l2, g2, h2);
+            GammaDeviance<T>{nullptr}(x, y, T(1), l, g, h);
         else
-            Deviance::tweedie(double(x), double(y), c, l2, g2, h2);
-        l = T(l2), g = T(g2), h = T(h2);
+            TweediePower<T>{c}(x, y, T(1), l, g, h);
     }
 };
+
+// The elementwise driver's entry (drivers.hpp) for tweedie_deviance: more specialised than
+// the generic one, so the kernel table's call lands here.
+template <bool OPERAND, typename T>
+double dispatch_flags(const TweedieDeviance<T>& op, const ElementwiseArgs<T>& a, int n_threads) {
+    if (op.mode == 0) return dispatch_flags<OPERAND>(PoissonDeviance<T>(nullptr), a, n_threads);
+    if (op.mode == 1) return dispatch_flags<OPERAND>(GammaDeviance<T>(nullptr), a, n_threads);
+    return dispatch_flags<OPERAND>(TweediePower<T>(op.c), a, n_threads);
+}
