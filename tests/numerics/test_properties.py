@@ -264,6 +264,10 @@ def _sign_violations(name, x, t, kw, grad):
             return grad * np.sign(x64 - t64) < 0  # grad has the sign of x - y (or is 0)
         if rule == "-y":
             return grad * t64 > 0  # -y where the hinge is active, 0 elsewhere
+        if rule == "x - log y":  # the deviances: the sign of mu - y (y = 0: >= 0)
+            with np.errstate(divide="ignore"):
+                d = x64 - np.log(t64)
+            return (grad * np.sign(d) < 0) & (np.abs(d) > 1e-12 * (1 + np.abs(x64)))
         assert rule == "hard targets", (name, rule)
         # BCE with logits: for a hard target, >= 0 at y = 0 (pushes x down), <= 0 at y = 1
         return ((t64 == 0) & (grad < 0)) | ((t64 == 1) & (grad > 0))
