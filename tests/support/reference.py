@@ -238,6 +238,25 @@ def _operand(loss):
     return BY_NAME[loss].operand or "pos_weight"
 
 
+def exact_loss_terms(loss, x, t, kwargs):
+    """The record's ``exact_loss_terms`` per element (an object array of mpf shaped like the
+    "none" result), or None for a loss held to ULP of its own value."""
+    fn = REFERENCES[loss].exact_loss_terms
+    if fn is None:
+        return None
+    mp = mpmath_module()
+    with mp.workprec(EXACT_PREC):
+        x64, t64, kw = _float64_args(x, t, kwargs)
+        params = {**_registry_defaults(loss), **{k: v for k, v in kw.items() if not isinstance(v, np.ndarray)}}
+        w = broadcast(kw.get("weight"), x64.shape)
+        pw = broadcast(kw.get("pos_weight"), x64.shape)
+        out = np.empty(x64.shape, object)
+        for i in np.ndindex(x64.shape):
+            out[i] = fn(mp.mpf(float(x64[i])), mp.mpf(float(t64[i])), mp.mpf(float(w[i])), mp.mpf(float(pw[i])),
+                        params)
+        return out
+
+
 def _is_elementwise(loss):
     from fastloss._registry import BY_NAME
 
