@@ -94,6 +94,13 @@ class ElementwiseObjective:
         self._grad = self._hess = None
         self._converted = _Converted()
 
+    def fresh(self):
+        """The same objective without buffers (what a copy of an adapter gets)."""
+        return ElementwiseObjective(self.spec, self.n_threads)
+
+    def __reduce__(self):  # copies and pickles: the configuration, not the buffers
+        return (ElementwiseObjective, (self.spec, self.n_threads))
+
     @property
     def buffers(self):
         """The (grad, hess) buffers of the last call (None before the first)."""
@@ -201,6 +208,13 @@ class SoftmaxObjective:
         self._rowscale = None
         self._converted = _Converted()
 
+    def fresh(self):
+        """The same objective without buffers (what a copy of an adapter gets)."""
+        return SoftmaxObjective(class_weight=self.class_weight, hess_scale=self.hess_scale, n_threads=self.n_threads)
+
+    def __reduce__(self):  # copies and pickles: the configuration, not the buffers
+        return (_softmax_objective, (self.class_weight, self.hess_scale, self.n_threads))
+
     @property
     def buffers(self):
         return self._grad, self._hess
@@ -271,6 +285,10 @@ class SoftmaxObjective:
         sw = np.ones(n) if weight is None else np.asarray(weight, np.float64).reshape(n)
         total_weight = sw if self.class_weight is None else sw * self.class_weight[target]
         return float(np.dot(per, sw)) / float(total_weight.sum())
+
+
+def _softmax_objective(class_weight, hess_scale, n_threads):
+    return SoftmaxObjective(class_weight=class_weight, hess_scale=hess_scale, n_threads=n_threads)
 
 
 # --------------------------------------------------------------------------- the objectives

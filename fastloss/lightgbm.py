@@ -30,6 +30,10 @@ of K blocks of n): the conversion also transposes them to the (n, K) row-major l
 buffers, returned in the layout the scores came in (an (n, K) view LightGBM flattens
 without a copy, or the flat vector).
 
+``lgb.train`` deep-copies its params, and the objective with them: the training runs on a
+copy with buffers of its own (a copy or a pickle of an objective is the same objective
+without buffers), so ``objective.buffers`` of the object you hold stays empty.
+
 Metrics receive raw scores (LightGBM passes them when the objective is custom) and return
 ``(name, weighted mean loss, False)``. LightGBM is imported when a factory is called;
 without it the factories raise ImportError: ``pip install 'fastloss[lightgbm]'``.
@@ -43,17 +47,17 @@ from . import _boosting
 
 __all__ = [
     "LGBMObjective",
-    "squared_error",
     "absolute_error",
-    "huber",
-    "logistic",
-    "softmax",
-    "poisson",
-    "gamma",
-    "tweedie",
-    "quantile",
     "focal",
+    "gamma",
+    "huber",
     "log_cosh",
+    "logistic",
+    "poisson",
+    "quantile",
+    "softmax",
+    "squared_error",
+    "tweedie",
 ]
 
 _F32 = np.dtype(np.float32)
@@ -89,6 +93,14 @@ class LGBMObjective:
 
     def __repr__(self):
         return f"<fastloss.lightgbm objective {self.name!r}>"
+
+    def __reduce__(self):
+        # lgb.train deep-copies its params, the objective with them: a copy (or a pickle)
+        # is the same objective with buffers of its own, allocated at its first call.
+        return (type(self), (self._core.fresh(), self.name), {"num_class": self.num_class})
+
+    def __setstate__(self, state):
+        self.num_class = state["num_class"]
 
     @property
     def buffers(self):

@@ -39,17 +39,17 @@ from . import _boosting
 
 __all__ = [
     "XGBObjective",
-    "squared_error",
     "absolute_error",
-    "huber",
-    "logistic",
-    "softmax",
-    "poisson",
-    "gamma",
-    "tweedie",
-    "quantile",
     "focal",
+    "gamma",
+    "huber",
     "log_cosh",
+    "logistic",
+    "poisson",
+    "quantile",
+    "softmax",
+    "squared_error",
+    "tweedie",
 ]
 
 _F32 = np.dtype(np.float32)
@@ -91,6 +91,14 @@ class XGBObjective:
 
     def __repr__(self):
         return f"<fastloss.xgboost objective {self.name!r}>"
+
+    def __reduce__(self):
+        # A copy (scikit-learn's clone deep-copies the estimator's objective) or a pickle is
+        # the same objective with buffers of its own, allocated at its first call.
+        return (type(self), (self._core.fresh(), self.name), {"num_class": self.num_class})
+
+    def __setstate__(self, state):
+        self.num_class = state["num_class"]
 
     @property
     def buffers(self):
