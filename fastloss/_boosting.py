@@ -20,7 +20,7 @@ libraries use ``exp(raw + max_delta_step)`` as Hessian, and their softmax object
 ``p (1 - p)``; that costs one pass over the Hessian.
 
 Buffers. The gradient and Hessian are written into buffers allocated on the first call and
-reused on every later call of the same shape: the arrays returned by one boosting round are
+reused on every later call of the same shape and dtype (float32 from the adapters): the arrays returned by one boosting round are
 overwritten by the next (the libraries copy them into their own storage before that).
 """
 
@@ -32,8 +32,6 @@ from dataclasses import dataclass, field
 import numpy as np
 
 import fastloss as _fl
-
-_F32 = np.dtype(np.float32)
 
 
 class _Converted:
@@ -106,10 +104,10 @@ class ElementwiseObjective:
         """The (grad, hess) buffers of the last call (None before the first)."""
         return self._grad, self._hess
 
-    def _buffers(self, shape):
-        if self._grad is None or self._grad.shape != shape:
-            self._grad = np.empty(shape, _F32)
-            self._hess = np.empty(shape, _F32)
+    def _buffers(self, shape, dtype):
+        if self._grad is None or self._grad.shape != shape or self._grad.dtype != dtype:
+            self._grad = np.empty(shape, dtype)
+            self._hess = np.empty(shape, dtype)
         return self._grad, self._hess
 
     def _target(self, label, preds):
@@ -139,12 +137,13 @@ class ElementwiseObjective:
                                    lambda s, b: np.multiply(s.reshape(b.shape), scale, out=b, casting="unsafe"))
 
     def grad_hess(self, preds, label, weight=None):
-        """Gradient and Hessian of the objective at the float32 raw predictions ``preds``."""
+        """Gradient and Hessian of the objective at the raw predictions ``preds`` (a C-contiguous
+        float32 array from the adapters; float64 computes into float64 buffers)."""
         spec = self.spec
         if weight is not None and np.size(weight) == 0:
             weight = None
         target = self._target(label, preds)
-        grad, hess = self._buffers(preds.shape)
+        grad, hess = self._buffers(preds.shape, preds.dtype)
         kwargs = dict(spec.kwargs)
         post = None  # sample weights applied after the call
         if spec.takes_weight:
@@ -219,10 +218,10 @@ class SoftmaxObjective:
     def buffers(self):
         return self._grad, self._hess
 
-    def _buffers(self, shape):
-        if self._grad is None or self._grad.shape != shape:
-            self._grad = np.empty(shape, _F32)
-            self._hess = np.empty(shape, _F32)
+    def _buffers(self, shape, dtype):
+        if self._grad is None or self._grad.shape != shape or self._grad.dtype != dtype:
+            self._grad = np.empty(shape, dtype)
+            self._hess = np.empty(shape, dtype)
         return self._grad, self._hess
 
     def labels(self, label, n):
@@ -248,7 +247,7 @@ class SoftmaxObjective:
             raise ValueError(f"class_weight has shape {self.class_weight.shape}, expected ({k},)")
         target = self.labels(label, n)
         scale = k / (k - 1) if self.hess_scale is None else self.hess_scale
-        grad, hess = self._buffers(preds.shape)
+        grad, hess = self._buffers(preds.shape, preds.dtype)
         _fl.cross_entropy_grad_hess(preds, target, weight=self.class_weight, reduction="sum",
                                     n_threads=self.n_threads, out=(grad, hess))
         if weight is not None and np.size(weight) == 0:
@@ -260,8 +259,8 @@ class SoftmaxObjective:
             w = w.reshape(n, 1)
             np.multiply(grad, w, out=grad, casting="unsafe")
             if scale != 1.0:
-                if self._rowscale is None or self._rowscale.shape != (n, 1):
-                    self._rowscale = np.empty((n, 1), _F32)
+                if self._rowscale is None or self._rowscale.shape != (n, 1) or self._rowscale.dtype != preds.dtype:
+                    self._rowscale = np.empty((n, 1), preds.dtype)
                 np.multiply(w, scale, out=self._rowscale, casting="unsafe")
                 w = self._rowscale
             np.multiply(hess, w, out=hess, casting="unsafe")
