@@ -235,7 +235,7 @@ def focal(alpha=0.25, gamma=2.0, *, min_hessian=1e-6, n_threads=None) -> XGBObje
     """Sigmoid focal loss (``sigmoid_focal_loss``, torchvision's ``alpha`` and ``gamma``;
     ``alpha < 0``: no class weighting) on the margin. No built-in counterpart. Its exact
     second derivative is negative where a prediction is confidently wrong (for gamma=2,
-    beyond a margin of about 2.5 on the wrong side); a booster needs a positive Hessian, so
+    beyond a margin of about 2.8 on the wrong side); a booster needs a positive Hessian, so
     the unweighted Hessian is floored at ``min_hessian`` (None: the exact value). Sample
     weights multiply gradient and Hessian (one extra pass: the loss has no weight
     keyword). Metric ``focal``."""
