@@ -61,12 +61,13 @@ class Elementwise:
     """One elementwise objective: ``fastloss.<loss>_grad_hess(preds, label, **kwargs)``.
 
     ``weight_scale`` multiplies the sample weights (0.5: the libraries' half loss),
-    ``hess_scale`` the Hessian alone, ``min_hessian`` floors the unweighted Hessian (focal
-    loss, whose exact second derivative is negative where a confident prediction is wrong).
+    ``hess_scale`` the Hessian alone, ``min_hessian`` floors the Hessian fastloss returns
+    (focal loss, whose exact second derivative is negative where a confident prediction is
+    wrong; it takes no weight, so that is the unweighted Hessian).
     ``takes_weight``: the fastloss loss has a ``weight=`` keyword; otherwise the sample
     weights multiply the gradient and Hessian in place (one extra pass).
-    The metric is ``sum(w * metric_loss) / sum(w)`` with ``fastloss.<metric_loss>``,
-    ``metric_kwargs`` and ``metric_scale``."""
+    The metric is ``sum(w * metric_loss) / sum(w)`` with ``fastloss.<metric_loss>`` and
+    ``metric_kwargs``."""
 
     loss: str
     kwargs: dict = field(default_factory=dict)
@@ -77,7 +78,6 @@ class Elementwise:
     metric_name: str = ""
     metric_loss: str = ""
     metric_kwargs: dict = field(default_factory=dict)
-    metric_scale: float = 1.0
     metric_takes_weight: bool = True
 
 
@@ -186,7 +186,7 @@ class ElementwiseObjective:
                 per = self._metric_fn(preds, target, reduction="none", n_threads=self.n_threads, **spec.metric_kwargs)
                 total = np.sum(per * w.reshape(shape), dtype=np.float64)
             denom = float(w.sum()) * (preds.size // max(w.size, 1))
-        return float(total) * spec.metric_scale / denom
+        return float(total) / denom
 
 
 class SoftmaxObjective:
