@@ -362,6 +362,22 @@ def squared_hinge_hess(x, t, pw, margin):
     return np.where(z > 0, 2 * (t * t), np.where(z <= 0, 0, z)).astype(x.dtype)
 
 
+@elementwise("pinball_loss")
+def pinball(x, t, q, want_grad):
+    # q: the quantile (the operand, broadcast); r = y - x; q r for r >= 0, (q - 1) r below
+    r = t - x
+    loss = np.where(r >= 0, q * r, (q - 1) * r)
+    if not want_grad:
+        return loss, None
+    # 0 at the kink r == 0 and for NaN r (as l1_loss's sign)
+    return loss, np.where(r > 0, -q, np.where(r < 0, 1 - q, 0)).astype(x.dtype)
+
+
+@hessian("pinball_loss")
+def pinball_hess(x, t, q):
+    return x.dtype.type(0)
+
+
 # --------------------------------------------------------------------------- class math
 # x is (N, C, K); t is (N, K) int64 (or (N, C, K) probabilities); w is (C,) or None.
 

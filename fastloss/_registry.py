@@ -76,6 +76,17 @@ class Interval:
             tests.append(f"{v} {'<=' if self.closed in ('both', 'right') else '<'} {float(self.high)!r}")
         return "(" + " && ".join(tests) + ")"
 
+    def mask(self, a):
+        """``contains`` elementwise, for a NumPy array (comparisons only: no import here)."""
+        inside = a == a  # not NaN
+        if self.finite:
+            inside = inside & (abs(a) < float("inf"))
+        if self.low is not None:
+            inside = inside & ((a >= self.low) if self.closed in ("both", "left") else (a > self.low))
+        if self.high is not None:
+            inside = inside & ((a <= self.high) if self.closed in ("both", "right") else (a < self.high))
+        return inside
+
     def __str__(self) -> str:
         lo = None if self.low is None else ("[" if self.closed in ("both", "left") else "(")
         hi = None if self.high is None else ("]" if self.closed in ("both", "right") else ")")
@@ -134,6 +145,9 @@ class Loss:
     params: tuple[Param, ...] = ()
     weight: str | None = None  # "elementwise" | "class" | None
     pos_weight: bool = False  # binary_cross_entropy_with_logits only
+    # pinball_loss: ``quantile``, a scalar or an array broadcast to the input (a vector over the
+    # last axis), each value in QUANTILE; the kernels read it as their second operand
+    quantile: bool = False
     mean_divisor: str = "count"
     input_domain: str | None = None  # "unit": values must lie in [0, 1]
     target_domain: str | None = None  # "unit", "sign" (values in {-1, +1}), "nonnegative", "positive"
@@ -157,8 +171,14 @@ class Loss:
     @property
     def operand(self) -> str | None:
         """The name of the second elementwise operand the kernel reads (``p`` of the
-        functor): ``pos_weight``, or None."""
-        return "pos_weight" if self.pos_weight else None
+        functor): ``pos_weight``, ``quantile`` or None."""
+        return "pos_weight" if self.pos_weight else ("quantile" if self.quantile else None)
+
+    @property
+    def operand_domain(self) -> Interval | None:
+        """The valid values of the operand (None: any; pos_weight is not checked, as PyTorch).
+        An operand with a domain is required (the C level refuses NULL)."""
+        return QUANTILE if self.quantile else None
 
     def keywords(self) -> list[tuple[str, str, object]]:
         """The keyword-only parameters of the public functions before ``reduction``, in
@@ -169,6 +189,8 @@ class Loss:
             kw.append(("weight", "ArrayLike | None", None))
         if self.pos_weight:
             kw.append(("pos_weight", "ArrayLike | None", None))
+        if self.quantile:
+            kw.append(("quantile", "float | ArrayLike", 0.5))
         if self.ignore_index:
             kw.append(("ignore_index", "int", -100))
         kw += [(p.name, p.type.__name__, p.default) for p in self.params]
@@ -214,6 +236,7 @@ class Kernel:
 TWINS = ("", "_grad", "_grad_hess")
 
 FINITE = Interval(finite=True)
+QUANTILE = Interval(0, 1, "neither")
 MARGIN = Param("margin", 1.0, float, FINITE, "the margin of the hinge")
 
 LOSSES: tuple[Loss, ...] = (
@@ -320,6 +343,20 @@ LOSSES: tuple[Loss, ...] = (
         hessian="2 * w where margin - y * x > 0, else 0",
         params=(MARGIN,), weight="elementwise", mean_divisor="weight_sum",
         target_domain="sign",
+    ),
+    Loss(
+        "pinball_loss", "elementwise", "Pinball (quantile) loss.",
+        functor="Pinball",
+        formula="w * max(q * r, (q - 1) * r),  r = y - x,  q = quantile",
+        gradient="w * (1 - q) where x > y, -w * q where x < y, 0 at x == y (and where r is NaN, as l1_loss)",
+        hessian="0 (the kink included)", hessian_policy=1.0,
+        weight="elementwise", mean_divisor="weight_sum", quantile=True,
+        notes=("quantile: one number in (0, 1), or an array broadcast to the input's shape (a vector "
+               "of length Q over the last axis: one quantile per output column), in the compute dtype.",
+               "With weight, 'mean' is the weighted average sum(w l) / sum(w) "
+               "(sklearn.metrics.mean_pinball_loss with sample_weight).",
+               "The Hessian is 0: NAME_grad_hess's hessian= defaults to 1.0 (w per element), as "
+               "XGBoost's reg:quantileerror and LightGBM's quantile objective use."),
     ),
 )
 

@@ -166,6 +166,7 @@ CASES: dict[str, tuple[Variant, ...]] = {
     "squared_hinge_loss": (
         Variant("squared_hinge_loss", _make_sign, "scores ~ N(0, 1), labels -1/+1, margin=1"),
     ),
+    "pinball_loss": (Variant("pinball_loss", _make_regression, _REGRESSION + ", quantile=0.5"),),
 }
 
 
@@ -268,6 +269,13 @@ def np_squared_hinge(x, y, margin=1.0):
     return loss, grad
 
 
+def np_pinball(x, y, q=0.5):
+    r = y - x
+    loss = np.mean(np.maximum(q * r, (q - 1) * r))
+    grad = np.where(r > 0, -q, np.where(r < 0, 1 - q, 0)).astype(x.dtype) * (1.0 / r.size)
+    return loss, grad
+
+
 NUMPY: dict[str, Callable] = {
     "mse_loss": np_mse,
     "l1_loss": np_l1,
@@ -280,6 +288,7 @@ NUMPY: dict[str, Callable] = {
     "multi_margin_loss": np_multi_margin,
     "hinge_loss": np_hinge,
     "squared_hinge_loss": np_squared_hinge,
+    "pinball_loss": np_pinball,
 }
 
 
@@ -299,6 +308,7 @@ TORCH: dict[str, Callable] = {
     # PyTorch has no binary hinge loss: written in torch ops, as a user would.
     "hinge_loss": lambda F, x, y: F.relu(1 - y * x).mean(),
     "squared_hinge_loss": lambda F, x, y: F.relu(1 - y * x).square().mean(),
+    "pinball_loss": lambda F, x, y: (lambda r: (0.5 * F.relu(r) + 0.5 * F.relu(-r)).mean())(y - x),
 }
 
 
@@ -329,6 +339,7 @@ SKLEARN: dict[str, SklearnLoss | None] = {
     "multi_margin_loss": None,
     "hinge_loss": None,
     "squared_hinge_loss": None,
+    "pinball_loss": SklearnLoss("PinballLoss", {"quantile": 0.5}, 1.0),
 }
 
 
@@ -368,6 +379,7 @@ JAX: dict[str, Callable] = {
     "multi_margin_loss": _jax_multi_margin,
     "hinge_loss": lambda jnp, nn, x, y: jnp.mean(nn.relu(1 - y * x)),
     "squared_hinge_loss": lambda jnp, nn, x, y: jnp.mean(nn.relu(1 - y * x) ** 2),
+    "pinball_loss": lambda jnp, nn, x, y: jnp.mean(jnp.maximum(0.5 * (y - x), -0.5 * (y - x))),
 }
 
 

@@ -172,3 +172,21 @@ struct SquaredHinge {
         hess = z > T(0) ? T(2) * (y * y) : (z <= T(0) ? T(0) : z);  // 2 y^2 = 2 on the active side
     }
 };
+
+template <typename T>
+struct Pinball {
+    // Pinball (quantile) loss; q = the operand p, in (0, 1) (checked before). r = y - x;
+    // loss q r for r >= 0, (q - 1) r for r < 0 (max of the two, both >= 0): one product of
+    // the rounded residual (q - 1 is exact for q >= 1/2, Sterbenz; one rounding below).
+    // Gradient -q where r > 0, 1 - q where r < 0, 0 at the kink r == 0 and for NaN r (as
+    // l1_loss's sign, PyTorch's); the second derivative is 0: the usual Hessian is the
+    // policy's constant.
+    explicit Pinball(const double*) {}
+    FL_OP void operator()(T x, T y, T q, T& l, T& g, T& h) const {
+        const T r = y - x;
+        const T below = q - T(1), above = T(1) - q;
+        l = r >= T(0) ? q * r : below * r;
+        g = r > T(0) ? -q : (r < T(0) ? above : T(0));
+        h = T(0);
+    }
+};

@@ -228,7 +228,8 @@ def _scalar_param_sets(name):
     entry = CASES[name]
     seen = []
     for params in entry.params:
-        scalars = {k: v for k, v in params.items() if k not in ("weight", "pos_weight")}
+        # (an array form by name, such as pinball's quantile "last", is an array parameter too)
+        scalars = {k: v for k, v in params.items() if k not in ("weight", "pos_weight") and not isinstance(v, str)}
         if scalars not in seen:
             seen.append(scalars)
     return seen

@@ -382,6 +382,77 @@ SMOOTH_L1 = LossReference(
 )
 
 
+
+# =========================================================================== pinball_loss
+# quantile: a number, or an array broadcast to the input (cases: "last", one per column).
+
+
+def f_pinball(x, t, quantile=0.5, weight=None):
+    w = broadcast(weight, x.shape)
+    q = np.broadcast_to(np.asarray(quantile, np.float64), x.shape)
+    r = t - x
+    per = np.where(r >= 0, q * r, (q - 1.0) * r)
+    grad = np.where(r > 0, -q, np.where(r < 0, 1.0 - q, 0.0))
+    return w * per, w.sum(), w * grad
+
+
+def h_pinball(x, t, quantile=0.5, weight=None):
+    return np.zeros(x.shape)
+
+
+def exact_pinball(x, y, w, q, params):
+    mp = mpmath_module()
+    r = exact_sub(y, x)
+    value = q * r if r >= 0 else (q - 1) * r
+    grad = -q if r > 0 else ((1 - q) if r < 0 else mp.mpf(0))  # 0 at the kink (and NaN: as l1)
+    return w * value, w * grad, mp.mpf(0)
+
+
+def torch_pinball(x, t, *, reduction="mean", quantile=0.5, weight=None):
+    q = quantile if torch.is_tensor(quantile) else torch.tensor(quantile, dtype=x.dtype)
+    r = t - x
+    per = torch.maximum(q * r, (q - 1) * r)
+    if weight is not None:
+        per = per * weight
+    if reduction == "none":
+        return per
+    total = per.sum()
+    if reduction == "sum":
+        return total
+    return total / (weight.expand(x.shape).sum() if weight is not None else x.numel())
+
+
+def pinball_variant(q, weighted=False):
+    def build(d):
+        x, y = finite_residual(*residual_pairs(d), d)
+        kw = {}
+        if weighted:
+            x, y, kw = with_weight(moderate(x, y, moderate_limit(d)), d)
+        return x, y, dict(kw, quantile=np.asarray(q, d))  # the quantile in the compute dtype
+
+    return build
+
+
+PINBALL = LossReference(
+    "pinball_loss",
+    cases=LossCases(
+        residual_inputs(), ELEMENTWISE_SHAPES,
+        ({}, {"quantile": 0.1}, {"quantile": 0.9, "weight": "full"}, {"quantile": "last"},
+         {"quantile": "full", "weight": "scalar"}, {"quantile": 0.75, "weight": "column"},
+         {"weight": "last", "quantile": "last"}),
+    ),
+    formula=f_pinball, exact=exact_pinball, hessian=h_pinball, torch_formula=torch_pinball,
+    **RESIDUAL_SIGNS,
+    accuracy_variants=tuple((f"quantile={q}", pinball_variant(q)) for q in (0.5, 0.1, 0.9, 0.3))
+    + (("weight", pinball_variant(0.7, weighted=True)),),
+    ulp_bounds={F32: (1.5, 0.5), F64: (1.5, 0.5)},
+    # at r = 0: loss 0, gradient 0 (as l1_loss's sign(0))
+    kinks=(Kink({"quantile": 0.25}, [1.0, -2.0, 0.0], [1.0, -2.0, 0.0], [0, 0, 0], [0, 0, 0]),),
+    huge_terms=lambda big, n: (big, np.zeros(n, np.float32), {"quantile": 0.001}),
+    half_max_cases=half_max_residuals,
+    exp_log=False,
+)
+
 # =========================================================================== binary_cross_entropy
 
 
@@ -972,6 +1043,7 @@ SQUARED_HINGE = LossReference(
 
 RECORDS: tuple[LossReference, ...] = (
     MSE, L1, HUBER, SMOOTH_L1, BCE, BCE_LOGITS, CROSS_ENTROPY, NLL, MULTI_MARGIN, HINGE, SQUARED_HINGE,
+    PINBALL,
 )
 
 

@@ -213,7 +213,8 @@ def exact_terms(loss, x, t, kwargs):
         if _is_elementwise(loss):
             shape = x64.shape
             w = mpf(broadcast(kw.get("weight"), shape))
-            pw = mpf(broadcast(kw.get("pos_weight"), shape))
+            operand = _operand(loss)  # pos_weight, or pinball's quantile (a number or an array)
+            pw = mpf(broadcast(kw.get(operand, _registry_defaults(loss).get(operand)), shape))
             xs, ys = mpf(x64), mpf(t64)
             out = [np.empty(shape, object) for _ in range(3)]
             for i in np.ndindex(shape):
@@ -229,6 +230,12 @@ def exact_terms(loss, x, t, kwargs):
             target = [mp.mpf(float(v)) for v in tt[r]] if tt.ndim == 2 else int(tt[r])
             losses[r], grad[r], terms[r] = exact([mp.mpf(float(v)) for v in z[r]], target, w, params)
         return losses.reshape(lshape), back(grad), back(terms)
+
+
+def _operand(loss):
+    from fastloss._registry import BY_NAME
+
+    return BY_NAME[loss].operand or "pos_weight"
 
 
 def _is_elementwise(loss):
@@ -249,7 +256,8 @@ def _registry_defaults(loss):
     from fastloss._registry import BY_NAME
 
     spec = BY_NAME[loss]
-    return {p.name: p.default for p in spec.params} | ({"ignore_index": -100} if spec.ignore_index else {})
+    return ({p.name: p.default for p in spec.params} | ({"ignore_index": -100} if spec.ignore_index else {})
+            | ({"quantile": 0.5} if spec.quantile else {}))
 
 
 def exact_bce_logits(x, y, pos_weight=1.0):
