@@ -1,7 +1,8 @@
 """fastloss: loss functions and their gradients in one fused, parallel, stable pass.
 
 The losses follow ``torch.nn.functional`` (names, parameters, defaults and results); every
-loss ``NAME`` has a twin ``NAME_grad`` returning ``(loss, grad)``. The API reference is
+loss ``NAME`` has twins ``NAME_grad`` returning ``(loss, grad)`` and ``NAME_grad_hess``
+returning ``(loss, grad, hess)`` (the Hessian's diagonal). The API reference is
 docs/API.md (installed with the package as fastloss/API.md; ``python -m fastloss api``
 prints it).
 
@@ -63,7 +64,7 @@ def get_include() -> str:
 globals().update(make_public_api(_backend))
 
 __all__ = [
-    *(name for loss in LOSSES for name in (loss.name, loss.name + "_grad")),
+    *(name for loss in LOSSES for name in loss.functions),
     "get_backend",
     "get_include",
     "get_num_threads",

@@ -300,11 +300,45 @@ def _reduced(total: float, divisor: float, reduction: str) -> float:
 # --------------------------------------------------------------------------- the call
 
 
+def _check_hessian(value) -> float:
+    """The Hessian policy as the kernels take it: 0.0 for "exact", else the positive constant."""
+    if isinstance(value, str) and str.__str__(value) == "exact":
+        return 0.0
+    if isinstance(value, numbers.Real) and not isinstance(value, bool):
+        try:
+            c = float(value)
+        except OverflowError:
+            c = math.inf
+        if c > 0 and math.isfinite(c):
+            return c
+    raise ValueError(f'hessian must be "exact" or a positive finite number, got {_short_repr(value)}')
+
+
+def _check_out_pair(out, shape, dtype):
+    if not isinstance(out, tuple) or len(out) != 2:
+        raise ValueError(f"out must be None or a pair (grad_out, hess_out) of arrays of shape {shape} "
+                         f"and dtype {dtype}, got {_short_repr(out)}")
+    grad_out, hess_out = out
+    for name, o in (("out[0] (grad_out)", grad_out), ("out[1] (hess_out)", hess_out)):
+        try:
+            _check_out(o, shape, dtype)
+        except ValueError as e:
+            raise ValueError(str(e).replace("out ", f"{name} ", 1)) from None
+        except TypeError as e:
+            raise TypeError(str(e).replace("out ", f"{name} ", 1)) from None
+    if np.shares_memory(grad_out, hess_out):
+        raise ValueError("out: grad_out and hess_out must not overlap each other")
+
+
 def _call(spec: Loss, backend, input, target, weight, pos_weight, ignore_index, params,
-          reduction, n_threads, out, want_grad):
+          reduction, n_threads, out, want_grad, hessian=None):
+    """One call of a public function: the loss, with the gradient (``want_grad``), and the
+    Hessian's diagonal (``want_grad == 2``; ``hessian`` the policy)."""
     reduction = _check_reduction(reduction)
     n_threads = get_num_threads() if n_threads is None else _check_threads(n_threads)
     params = tuple(_scalar_param(p, v) for p, v in zip(spec.params, params))
+    want_hess = want_grad == 2
+    hess_const = _check_hessian(hessian) if want_hess and spec.hessian_policy is not None else 0.0
 
     x_in = _real_array(input, "input")
     dtype = _compute_dtype(x_in)
@@ -315,25 +349,35 @@ def _call(spec: Loss, backend, input, target, weight, pos_weight, ignore_index, 
         prepared = _prepare_classes(spec, backend, x_in, target, weight, ignore_index, params, dtype)
     kernel_name, x, t, w, pw, kparams, divisor, loss_shape, kernel_shape = prepared
 
+    grad_out = hess_out = None
     if out is not None:
-        _check_out(out, shape, dtype)
+        if want_hess:
+            _check_out_pair(out, shape, dtype)
+            grad_out, hess_out = out
+        else:
+            _check_out(out, shape, dtype)
+            grad_out = out
 
     # ----- every check has passed: from here on, results are written
     if reduction == "mean" and w is not None and _KERNEL[kernel_name].mean_divisor != "count":
         w, divisor = _normal_weight_scale(w, divisor, dtype)
     grad_scale = _mean_scale(reduction, divisor)
-    kout = _kernel_out(out, x, (t, w, pw), kernel_shape) if want_grad else None
+    kout = _kernel_out(grad_out, x, (t, w, pw), kernel_shape) if want_grad else None
+    hout = _kernel_out(hess_out, x, (t, w, pw, kout), kernel_shape) if want_hess else None
+    hess = None
     if x.size == 0:
         # An empty batch costs O(1) whatever the class count, and zero classes (every sample
         # ignored, validated above) need no math: no backend call (a backend may do O(C) work
         # per call: class weight sums, one-hot ranges). Every loss term is 0.
         total, loss_values = 0.0, np.zeros(loss_shape, dtype)
         grad = kout if kout is not None else np.empty(kernel_shape, dtype)
+        hess = hout if hout is not None else np.empty(kernel_shape, dtype)
     else:
-        total, loss_values, grad = backend.KERNELS[kernel_name](
-            x, t, w, pw, kparams, reduction == "none", grad_scale if want_grad else None, kout,
-            n_threads,
-        )
+        args = (x, t, w, pw, kparams, reduction == "none", grad_scale if want_grad else None, kout, n_threads)
+        if want_hess:
+            total, loss_values, grad, hess = backend.KERNELS[kernel_name](*args, (hout, hess_const))
+        else:
+            total, loss_values, grad = backend.KERNELS[kernel_name](*args)
 
     if reduction == "none":
         loss = loss_values.reshape(loss_shape)
@@ -341,11 +385,19 @@ def _call(spec: Loss, backend, input, target, weight, pos_weight, ignore_index, 
         loss = dtype.type(_reduced(total, divisor, reduction))
     if not want_grad:
         return loss
+    grad = _delivered(grad, kout, grad_out, shape)
+    if not want_hess:
+        return loss, grad
+    return loss, grad, _delivered(hess, hout, hess_out, shape)
+
+
+def _delivered(values, kernel_buffer, out, shape):
+    """What a twin returns for one output: ``out`` (holding ``values``) or ``values``."""
     if out is None:
-        return loss, grad.reshape(shape)
-    if grad is not kout:
-        np.copyto(out, grad.reshape(shape))
-    return loss, out
+        return values.reshape(shape)
+    if values is not kernel_buffer:
+        np.copyto(out, values.reshape(shape))
+    return out
 
 
 def _prepare_elementwise(spec, backend, x_in, target, weight, pos_weight, params, dtype, n_threads):
@@ -372,6 +424,11 @@ def _prepare_elementwise(spec, backend, x_in, target, weight, pos_weight, params
         bad = backend.first_non_sign(t, n_threads)
         if bad is not None:
             raise ValueError(f"target (labels) must be -1 or +1, got {bad!r}")
+    elif spec.target_domain in ("nonnegative", "positive"):
+        strict = spec.target_domain == "positive"
+        bad = backend.first_negative(t, n_threads, strict)
+        if bad is not None:
+            raise ValueError(f"target must be {'> 0' if strict else '>= 0'}, got {bad!r}")
 
     if spec.mean_divisor == "weight_sum" and w is not None:
         divisor = backend.float64_sum(w) * (n // w.size)
@@ -455,8 +512,9 @@ def _prepare_classes(spec, backend, x_in, target, weight, ignore_index, params, 
 # --------------------------------------------------------------------------- generation
 
 
-def _signature_parts(spec: Loss, grad: bool):
-    """The keyword-only parameters of a public function, in PyTorch's order."""
+def _signature_parts(spec: Loss, grad: int):
+    """The keyword-only parameters of a public function, in PyTorch's order (``grad``: 0 the
+    loss, 1 its ``_grad`` twin, 2 its ``_grad_hess`` twin)."""
     # Scalar parameters' defaults are the registry's own objects (_defaults), so the fast path
     # can test them by identity.
     n_params = len(spec.params)
@@ -465,12 +523,28 @@ def _signature_parts(spec: Loss, grad: bool):
     kw += ['reduction="mean"', "n_threads=None"]
     if grad:
         kw.append("out=None")
+    if grad == 2:
+        kw += [f"{name}={default!r}" for name, _, default in spec.hessian_keyword()]
     return kw
 
 
-def _docstring(spec: Loss, grad: bool, backend_name: str) -> str:
+def _docstring(spec: Loss, grad: int, backend_name: str) -> str:
     lines = [spec.summary, ""]
-    if grad:
+    if grad == 2:
+        lines += [
+            f"Fused loss, gradient and Hessian: returns ``(loss, grad, hess)`` where ``loss`` and "
+            f"``grad`` are bitwise ``{spec.name}_grad(...)`` with the same arguments and ``hess`` is",
+            "the diagonal of the Hessian of that loss with respect to ``input`` (of its sum for",
+            "``reduction='none'``), shaped like ``input``, in the compute dtype. ``out`` (optional)",
+            "is a pair ``(grad_out, hess_out)`` of arrays that do not overlap each other (either may",
+            "be ``input`` itself).",
+            "",
+        ]
+        if spec.hessian_policy is not None:
+            lines += [f"``hessian`` (default {spec.hessian_policy!r}): ``\"exact\"`` for the exact "
+                      "second derivative, or a positive constant that replaces every term's second",
+                      "derivative (then weighted and scaled like the exact one), as tree boosters need.", ""]
+    elif grad:
         lines += [
             f"Fused loss and gradient: returns ``(loss, grad)`` where ``loss`` is bitwise "
             f"``{spec.name}(...)`` with the same arguments and ``grad`` is the gradient of that",
@@ -480,6 +554,8 @@ def _docstring(spec: Loss, grad: bool, backend_name: str) -> str:
             "",
         ]
     lines += [f"Per element: ``{spec.formula}``.", f"Gradient: ``{spec.gradient}``."]
+    if grad == 2:
+        lines += [f"Hessian (diagonal): ``{spec.hessian}``."]
     divisor = {
         "count": "the number of loss terms",
         "weight_sum": "the sum of the weight broadcast to the input's shape (the element count without weight)",
@@ -511,9 +587,12 @@ def _fast_path_source(spec: Loss, grad: bool) -> str:
 
 
 def make_public_api(backend) -> dict:
-    """The public functions (every loss and its ``_grad`` twin) bound to ``backend``; an
-    ImportError names any kernel of the registry the backend lacks."""
+    """The public functions (every loss and its ``_grad`` and ``_grad_hess`` twins) bound to
+    ``backend``; an ImportError names any kernel of the registry the backend lacks."""
     missing = [k.name for k in KERNELS if k.name not in backend.KERNELS]
+    if hasattr(backend, "HESSIANS"):  # the NumPy backend: elementwise second derivatives apart
+        missing += [f"{k.name} (its @hessian)" for k in KERNELS
+                    if k.loss.kind == "elementwise" and k.name not in backend.HESSIANS]
     extra = [name for name in backend.KERNELS if name not in _KERNEL]
     if missing or extra:
         raise ImportError(f"fastloss backend {backend.NAME!r}: no kernel for {missing}; "
@@ -521,18 +600,19 @@ def make_public_api(backend) -> dict:
     functions = {}
     for spec in LOSSES:
         fast = getattr(backend.KERNELS[spec.kernel_name], "fast", None)
-        for grad in (False, True):
-            name = spec.name + ("_grad" if grad else "")
+        for grad in (0, 1, 2):
+            name = spec.functions[grad]
             kw = _signature_parts(spec, grad)
             params = "".join(f"{p.name}, " for p in spec.params)
             src = (
                 f"def {name}(input, target, *, {', '.join(kw)}):\n"
-                + _fast_path_source(spec, grad)
+                + (_fast_path_source(spec, bool(grad)) if grad < 2 else "")
                 + f"    return _call(_spec, _backend, input, target, "
                 f"{'weight' if spec.weight else 'None'}, "
                 f"{'pos_weight' if spec.pos_weight else 'None'}, "
                 f"{'ignore_index' if spec.ignore_index else 'None'}, "
-                f"({params}), reduction, n_threads, {'out' if grad else 'None'}, {grad})\n"
+                f"({params}), reduction, n_threads, {'out' if grad else 'None'}, {grad}"
+                f"{', hessian' if grad == 2 and spec.hessian_policy is not None else ''})\n"
             )
             namespace = {"_call": _call, "_spec": spec, "_backend": backend, "_fast": fast,
                          "_defaults": tuple(p.default for p in spec.params)}

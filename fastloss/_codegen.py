@@ -51,37 +51,47 @@ def c_param_type(param) -> str:
     return "int" if param.type is int else "double"
 
 
-def c_arguments(kernel, real: str, pyssize: str = "Py_ssize_t") -> list[tuple[str, str]]:
-    """(type, name) of the C-level function of ``kernel`` for float type ``real``."""
+def c_arguments(kernel, real: str, pyssize: str = "Py_ssize_t", hess: bool = False) -> list[tuple[str, str]]:
+    """(type, name) of the C-level function of ``kernel`` for float type ``real`` (``hess``:
+    its ``_grad_hess`` twin, with the Hessian's buffer and, where the loss has a policy, the
+    ``hessian`` constant: 0 for the exact Hessian)."""
+    outs = [(f"{real}*", "grad")] + ([(f"{real}*", "hess")] if hess else []) + [(f"{real}*", "losses")]
     loss = kernel.loss
     args = [(f"const {real}*", "input")]
     if loss.kind == "elementwise":
         args.append((f"const {real}*", "target"))
         if loss.weight:
             args += [(f"const {real}*", "weight"), (pyssize, "weight_len")]
-        if loss.pos_weight:
-            args += [(f"const {real}*", "pos_weight"), (pyssize, "pos_weight_len")]
-        args += [(f"{real}*", "grad"), (f"{real}*", "losses"), (pyssize, "n")]
+        if loss.operand:
+            args += [(f"const {real}*", loss.operand), (pyssize, f"{loss.operand}_len")]
+        args += outs + [(pyssize, "n")]
     else:
         args.append((f"const {real}*" if kernel.probabilities else "const int64_t*", "target"))
         if loss.weight:
             args.append((f"const {real}*", "weight"))
-        args += [(f"{real}*", "grad"), (f"{real}*", "losses"), (pyssize, "N"), (pyssize, "C")]
+        args += outs + [(pyssize, "N"), (pyssize, "C")]
         if loss.max_input_dims != 2:
             args.append((pyssize, "K"))
         if kernel.ignore_index:
             args.append(("int64_t", "ignore_index"))
     args += [(c_param_type(p), p.name) for p in kernel.params]
+    if hess and kernel.loss.hessian_policy is not None:
+        args.append(("double", "hessian"))
     args += [("int", "reduction"), ("int", "n_threads")]
     return args
 
 
-def c_name(kernel, real: str) -> str:
-    return f"fl_{kernel.name}_grad_{'f32' if real == 'float' else 'f64'}"
+def c_name(kernel, real: str, hess: bool = False) -> str:
+    return f"fl_{kernel.name}_grad{'_hess' if hess else ''}_{'f32' if real == 'float' else 'f64'}"
 
 
-def signature(kernel, real: str, pyssize: str = "Py_ssize_t") -> str:
-    return ", ".join(f"{t} {n}" for t, n in c_arguments(kernel, real, pyssize))
+def signature(kernel, real: str, pyssize: str = "Py_ssize_t", hess: bool = False) -> str:
+    return ", ".join(f"{t} {n}" for t, n in c_arguments(kernel, real, pyssize, hess))
+
+
+def c_functions(reg):
+    """(kernel, real, hess) of every C-level function, in the order they are declared."""
+    return [(k, real, hess) for k in reg.KERNELS for hess in (False, True) for real in ("float", "double")]
 
 
 def enum_name(kernel) -> str:
@@ -116,6 +126,9 @@ def kernel_table(reg) -> str:
               "    bool input_unit;   // input values in [0, 1]",
               "    bool target_unit;  // target values in [0, 1]",
               "    bool target_sign;  // target values -1 or +1",
+              "    bool target_nonneg;  // target values >= 0",
+              "    bool target_pos;   // target values > 0",
+              "    bool operand;      // takes a second operand (pos_weight, quantile): kernel.pw",
               "    bool ignore_index; // class indices equal to ignore_index count for nothing",
               "    bool probabilities;  // targets are class probabilities shaped like the input",
               "    int n_params;", "};", "",
@@ -127,6 +140,8 @@ def kernel_table(reg) -> str:
             f'    {{"{k.name}", {"ELEMENTWISE" if loss.kind == "elementwise" else "CLASSES"}, '
             f"{DIVISOR_ENUM[kernel_divisor(k)]}, {b(loss.input_domain == 'unit')}, "
             f"{b(loss.target_domain == 'unit')}, {b(loss.target_domain == 'sign')}, "
+            f"{b(loss.target_domain == 'nonnegative')}, {b(loss.target_domain == 'positive')}, "
+            f"{b(loss.operand is not None)}, "
             f"{b(k.ignore_index)}, {b(k.probabilities)}, {len(k.params)}}},")
     lines += ["};", "",
               "// The parameters' domains (fastloss/_registry.py), checked by the C level before any",
@@ -158,27 +173,28 @@ def c_level_pxi(reg) -> str:
     out += [f'        K_{enum_name(k)} "fl::kernel::{enum_name(k)}"' for k in reg.KERNELS]
     out += [""]
     size = max(reg.MAX_PARAMS, 1)
-    for k in reg.KERNELS:
+    for k, real, hess in c_functions(reg):
         loss = k.loss
-        for real in ("float", "double"):
-            out.append(f"cdef api double {c_name(k, real)}({signature(k, real)}) noexcept nogil:")
-            out.append(f"    cdef double params[{size}]")
-            for i in range(size):
-                out.append(f"    params[{i}] = {k.params[i].name if i < len(k.params) else 0}")
-            null = f"<const {real}*>NULL"
-            if loss.kind == "elementwise":
-                w = "weight, weight_len" if loss.weight else f"{null}, 0"
-                pw = "pos_weight, pos_weight_len" if loss.pos_weight else f"{null}, 0"
-                out.append(f"    return elementwise_call(K_{enum_name(k)}, input, target, {w}, {pw}, "
-                           "grad, losses, n, params, reduction, n_threads)")
-            else:
-                t = f"<const int64_t*>NULL, target" if k.probabilities else f"target, {null}"
-                w = "weight" if loss.weight else null
-                kk = "K" if loss.max_input_dims != 2 else "1"
-                ig = "ignore_index" if k.ignore_index else "0"
-                out.append(f"    return classes_call(K_{enum_name(k)}, input, {t}, {w}, grad, losses, "
-                           f"N, C, {kk}, {ig}, params, reduction, n_threads)")
-            out.append("")
+        out.append(f"cdef api double {c_name(k, real, hess)}({signature(k, real, hess=hess)}) noexcept nogil:")
+        out.append(f"    cdef double params[{size}]")
+        for i in range(size):
+            out.append(f"    params[{i}] = {k.params[i].name if i < len(k.params) else 0}")
+        null = f"<const {real}*>NULL"
+        h = "hess, " if hess else f"<{real}*>NULL, "
+        h += "hessian" if hess and loss.hessian_policy is not None else "0"
+        if loss.kind == "elementwise":
+            w = "weight, weight_len" if loss.weight else f"{null}, 0"
+            pw = f"{loss.operand}, {loss.operand}_len" if loss.operand else f"{null}, 0"
+            out.append(f"    return elementwise_call(K_{enum_name(k)}, input, target, {w}, {pw}, "
+                       f"grad, {h}, losses, n, params, reduction, n_threads)")
+        else:
+            t = f"<const int64_t*>NULL, target" if k.probabilities else f"target, {null}"
+            w = "weight" if loss.weight else null
+            kk = "K" if loss.max_input_dims != 2 else "1"
+            ig = "ignore_index" if k.ignore_index else "0"
+            out.append(f"    return classes_call(K_{enum_name(k)}, input, {t}, {w}, grad, {h}, losses, "
+                       f"N, C, {kk}, {ig}, params, reduction, n_threads)")
+        out.append("")
     return "\n".join(out)
 
 
@@ -221,9 +237,8 @@ cdef enum:
 
 def kernels_pxd(reg) -> str:
     out = [PXD_HEAD.format(banner=BANNER)]
-    for k in reg.KERNELS:
-        for real in ("float", "double"):
-            out.append(f"cdef double {c_name(k, real)}({signature(k, real)}) noexcept nogil")
+    for k, real, hess in c_functions(reg):
+        out.append(f"cdef double {c_name(k, real, hess)}({signature(k, real, hess=hess)}) noexcept nogil")
     return "\n".join(out) + "\n"
 
 
@@ -258,9 +273,16 @@ def losses_h(reg) -> str:
             out += wrap(f"{p.name}: {p.domain} (default {p.default!r}); {p.doc}.")
         if k.probabilities:
             out += wrap("target: class probabilities shaped like the input (no ignore_index).")
+        out += wrap(f"_grad_hess: hess receives the Hessian's diagonal: {loss.hessian}.")
+        if loss.hessian_policy is not None:
+            out += wrap("hessian: 0 for the exact Hessian, or a positive constant that replaces every "
+                        "term's second derivative (the Python API's hessian=, whose default is "
+                        f"{loss.hessian_policy!r}).")
         out += [" */"]
-        for real in ("float", "double"):
-            out.append(f"typedef double {c_name(k, real).replace('fl_', 'fastloss_', 1)}_t({signature(k, real)});")
+        for hess in (False, True):
+            for real in ("float", "double"):
+                name = c_name(k, real, hess).replace('fl_', 'fastloss_', 1)
+                out.append(f"typedef double {name}_t({signature(k, real, hess=hess)});")
         out.append("")
     out += ["/* ---- the typedefs above are the exported signatures ---- */",
             "#if defined(__cplusplus) && __cplusplus >= 201103L",
@@ -271,10 +293,9 @@ def losses_h(reg) -> str:
             "#define FASTLOSS_CHECK_SIGNATURE(fn, type) \\",
             "    _Static_assert(_Generic((fn), type*: 1, default: 0), #fn \" does not match \" #type)",
             "#else", "#define FASTLOSS_CHECK_SIGNATURE(fn, type) /* C99: unchecked */", "#endif", ""]
-    for k in reg.KERNELS:
-        for real in ("float", "double"):
-            name = c_name(k, real)
-            out.append(f"FASTLOSS_CHECK_SIGNATURE({name}, {name.replace('fl_', 'fastloss_', 1)}_t);")
+    for k, real, hess in c_functions(reg):
+        name = c_name(k, real, hess)
+        out.append(f"FASTLOSS_CHECK_SIGNATURE({name}, {name.replace('fl_', 'fastloss_', 1)}_t);")
     out += ["", "#endif /* FASTLOSS_LOSSES_H */", ""]
     return "\n".join(out)
 
@@ -286,13 +307,16 @@ def stub_functions(reg) -> list[str]:
     out = []
     for loss in reg.LOSSES:
         kw = [f"{name}: {annotation} = {default!r}" for name, annotation, default in loss.keywords()]
-        for grad in (False, True):
-            name = loss.name + ("_grad" if grad else "")
-            extra = ["out: NDArray[np.floating[Any]] | None = None"] if grad else []
+        array = "NDArray[np.floating[Any]]"
+        for order in (0, 1, 2):
+            name = loss.functions[order]
+            extra = [] if order == 0 else [f"out: {array} | None = None" if order == 1 else
+                                           f"out: tuple[{array}, {array}] | None = None"]
+            extra += [f"{n}: {a} = {d!r}" for n, a, d in loss.hessian_keyword()] if order == 2 else []
             for reduction, result in (('Literal["mean", "sum"] = "mean"', "np.floating[Any]"),
-                                      ('Literal["none"]', "NDArray[np.floating[Any]]")):
+                                      ('Literal["none"]', array)):
                 args = ", ".join(kw + [f"reduction: {reduction}", "n_threads: int | None = None"] + extra)
-                ret = f"tuple[{result}, NDArray[np.floating[Any]]]" if grad else result
+                ret = f"tuple[{', '.join([result] + [array] * order)}]" if order else result
                 out += ["@overload", f"def {name}(input: ArrayLike, target: ArrayLike, *, {args}) -> {ret}: ..."]
     return out
 
@@ -305,7 +329,7 @@ def stubs(reg, module: str) -> str:
         head += ["__version__: str", "",
                  "def get_backend() -> str: ...", "def get_include() -> str: ...",
                  "def get_num_threads() -> int: ...", "def set_num_threads(n: int | None) -> None: ...", ""]
-        names = [n for loss in reg.LOSSES for n in (loss.name, loss.name + "_grad")]
+        names = [n for loss in reg.LOSSES for n in loss.functions]
         head += ["__all__ = ["] + [f'    "{n}",' for n in names + ["get_backend", "get_include",
                                                              "get_num_threads", "set_num_threads"]] + ["]", ""]
     else:
@@ -333,10 +357,16 @@ def docs_losses(reg) -> str:
     for loss in reg.LOSSES:
         out.append(f"| `{loss.name}` | {loss.kind} | {params_of(loss)} | {loss.mean_divisor.replace('_', ' ')} |")
     for loss in reg.LOSSES:
-        out += ["", f"#### `{loss.name}` / `{loss.name}_grad`", "", loss.summary, "",
+        out += ["", f"#### `{loss.name}` / `{loss.name}_grad` / `{loss.name}_grad_hess`", "", loss.summary, "",
                 f"- loss per element (sample): `{loss.formula}`", f"- gradient: `{loss.gradient}`",
+                f"- Hessian (diagonal): `{loss.hessian}`"]
+        if loss.hessian_policy is not None:
+            out.append(f"- `hessian=` policy of `{loss.name}_grad_hess`: default `{loss.hessian_policy!r}`; "
+                       "`\"exact\"` gives the values above, a positive constant replaces every term's "
+                       "second derivative (then weighted and scaled as the exact one)")
+        out += [
                 f"- `\"mean\"` divides by {DIVISOR_WORDS[loss.mean_divisor]}"]
-        domains = {"unit": "in [0, 1]", "sign": "-1 or +1"}
+        domains = {"unit": "in [0, 1]", "sign": "-1 or +1", "nonnegative": ">= 0", "positive": "> 0"}
         if loss.input_domain:
             out.append(f"- input values must be {domains[loss.input_domain]} (else `ValueError`)")
         if loss.target_domain:
@@ -349,9 +379,8 @@ def docs_losses(reg) -> str:
 
 def docs_c_functions(reg) -> str:
     out = ["```c"]
-    for k in reg.KERNELS:
-        for real in ("float", "double"):
-            out.append(f"double {c_name(k, real)}({signature(k, real)});")
+    for k, real, hess in c_functions(reg):
+        out.append(f"double {c_name(k, real, hess)}({signature(k, real, hess=hess)});")
     return "\n".join(out + ["```"])
 
 

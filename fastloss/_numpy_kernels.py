@@ -5,9 +5,10 @@ The public functions computed with it are ``fastloss.numpy_backend``'s (whatever
 (``fastloss._api``) calls it, never the other way round.
 
 Adding a loss: one kernel here, registered under the registry's name with ``@elementwise``
-(per-element math; the weights, reductions and gradient scale are the driver's) or
-``@kernel`` (a class loss: the whole call). A registry kernel without one is an ImportError
-naming it (``fastloss._api.make_public_api`` checks every backend).
+(per-element math; the weights, reductions and gradient scale are the driver's) and its
+second derivative with ``@hessian``, or ``@kernel`` (a class loss: the whole call, Hessian
+included). A registry kernel without one is an ImportError naming it
+(``fastloss._api.make_public_api`` checks every backend).
 
 The backend contract
 --------------------
@@ -19,13 +20,16 @@ three scanners used by the front layer (``fastloss._api``) before anything is co
 
 ``first_outside_unit(a, n_threads)``  the first value of ``a`` not in [0, 1] (NaN included), or None
 ``first_non_sign(a, n_threads)``      the first value of ``a`` that is not -1 or +1, or None
+``first_negative(a, n_threads, strict)``  the first value of ``a`` below 0 (``strict``: at or
+                                      below 0), NaN included, or None
 ``class_target_stats(t, C, ignore_index, w)``
                                 ``(bad, target_weight)``: the first index of ``t`` outside
                                 [0, C) that is not ``ignore_index`` (or None), and the sum of
                                 ``w[t]`` (count when ``w`` is None) over non-ignored targets
 
-Every kernel is called as ``kernel(x, t, w, pw, params, want_none, grad_scale, out, n_threads)``
-and returns ``(total, loss, grad)``. The front layer guarantees:
+Every kernel is called as ``kernel(x, t, w, pw, params, want_none, grad_scale, out, n_threads,
+hessian=None)`` and returns ``(total, loss, grad)``, or ``(total, loss, grad, hess)`` when
+``hessian`` is given. The front layer guarantees:
 
 * elementwise kernels: ``x`` and ``t`` are 1-D C-contiguous arrays of the compute dtype
   (float32 or float64) and equal length n; ``w`` and ``pw`` (pos_weight) are None or 1-D
@@ -41,6 +45,10 @@ and returns ``(total, loss, grad)``. The front layer guarantees:
   times ``grad_scale``, is written into ``out`` (C-contiguous, of ``x``'s shape, possibly
   ``x`` itself) or into a new array when ``out`` is None, and returned as ``grad``.
 * ``n_threads`` >= 1 (this backend runs on one thread and ignores it).
+* ``hessian``: None, or ``(hess_out, c)`` with a gradient asked for: the diagonal of the
+  Hessian of the summed weighted loss, times ``grad_scale``, goes into ``hess_out`` (as
+  ``out``; not overlapping it) or a new array; ``c > 0`` replaces every term's second
+  derivative by ``c`` (the constant policy), ``c == 0`` is the exact Hessian.
 """
 
 from __future__ import annotations
@@ -52,6 +60,7 @@ import numpy as np
 NAME = "numpy"
 
 KERNELS: dict = {}  # kernel name (fastloss._registry.KERNEL_NAMES) -> kernel
+HESSIANS: dict = {}  # elementwise kernel name -> its second derivative (@hessian)
 
 
 def _quiet(kernel):
@@ -76,6 +85,19 @@ def kernel(name):
     return register
 
 
+def hessian(name):
+    """Register ``fn(x, t, pw, *params) -> h``, the second derivative of the elementwise loss
+    ``name`` per element (unweighted, whole: no factor left out)."""
+
+    def register(fn):
+        if name in HESSIANS:
+            raise ValueError(f"two NumPy Hessians for {name!r}")
+        HESSIANS[name] = fn
+        return fn
+
+    return register
+
+
 def elementwise(name, grad_factor=1, flat_zero=False):
     """Register the per-element math ``fn(x, t, pw, *params, want_grad) -> (loss, grad)`` of
     the elementwise loss ``name``; the traits are those of its C++ functor (losses.hpp):
@@ -83,7 +105,7 @@ def elementwise(name, grad_factor=1, flat_zero=False):
     zero gradient that stays 0 whatever the weight."""
 
     def register(fn):
-        kernel(name)(_elementwise_kernel(fn, grad_factor, flat_zero))
+        kernel(name)(_elementwise_kernel(name, fn, grad_factor, flat_zero))
         return fn
 
     return register
@@ -105,6 +127,10 @@ def first_non_sign(a, n_threads):
     return _first(a, (a != 1) & (a != -1))
 
 
+def first_negative(a, n_threads, strict):
+    return _first(a, ~(a > 0) if strict else ~(a >= 0))
+
+
 def float64_sum(a):
     with np.errstate(all="ignore"):  # an infinite weight or an overflowing sum: inf
         return float(np.sum(a, dtype=np.float64))
@@ -121,8 +147,8 @@ def class_target_stats(t, n_classes, ignore_index, w):
     return None, float(np.sum(w[kept], dtype=np.float64))
 
 
-def _elementwise_kernel(math_fn, factor, flat_zero):
-    def kernel(x, t, w, pw, params, want_none, grad_scale, out, n_threads):
+def _elementwise_kernel(name, math_fn, factor, flat_zero):
+    def kernel(x, t, w, pw, params, want_none, grad_scale, out, n_threads, hessian=None):
         want_grad = grad_scale is not None
         # View the flat data as rows of the weights' period so the weights broadcast.
         period = math.lcm(*(a.size for a in (w, pw) if a is not None)) if (w is not None or pw is not None) else 1
@@ -134,24 +160,45 @@ def _elementwise_kernel(math_fn, factor, flat_zero):
         if w2 is not None:
             loss = loss * w2
         total = None if want_none else float(np.sum(loss, dtype=np.float64))
+        hess = None
         if want_grad:
             # g * (w * scale): the weight meets the scale first (a huge weight with a small
             # scale stays finite; an infinite weight makes only its own element NaN).
             scale = x.dtype.type(grad_scale)
-            if w2 is not None:
-                weighted = grad * (w2 * scale)
-                grad = np.where(grad == 0, grad, weighted) if flat_zero else weighted
-            elif scale != 1:
-                grad = grad * scale
+            ws = w2 * scale if w2 is not None else scale
+
+            def weigh(v):
+                if w2 is None:
+                    return v * scale if scale != 1 else v
+                weighted = v * ws
+                return np.where(v == 0, v, weighted) if flat_zero else weighted
+
+            grad = weigh(grad)
             if factor != 1:
                 grad = grad * x.dtype.type(factor)
-            grad = grad.reshape(-1)
-            if out is not None:
-                out[...] = grad
-                grad = out
-        return total, (loss.reshape(-1) if want_none else None), grad
+            if hessian is not None:  # computed before any output is written (out may be x)
+                hess_out, constant = hessian
+                if constant > 0:  # the policy: every term's second derivative is the constant
+                    h = np.full(x2.shape, constant, x.dtype)
+                else:
+                    h = np.asarray(HESSIANS[name](x2, t2, pw2, *params), x.dtype)
+                    h = np.broadcast_to(h, x2.shape)
+                hess = np.asarray(weigh(h), x.dtype).reshape(-1)
+            grad = _into(grad.reshape(-1), out)
+            if hessian is not None:
+                hess = _into(hess, hess_out)
+        loss = loss.reshape(-1) if want_none else None
+        return (total, loss, grad) if hessian is None else (total, loss, grad, hess)
 
     return kernel
+
+
+def _into(values, out):
+    """``values`` written into ``out`` (returned), or ``values`` when ``out`` is None."""
+    if out is None:
+        return values
+    out[...] = values
+    return out
 
 
 # --------------------------------------------------------------------------- elementwise math
@@ -172,10 +219,20 @@ def mse(x, t, pw, want_grad):
     return r * r, (r if want_grad else None)  # gradient 2 r: grad_factor
 
 
+@hessian("mse_loss")
+def mse_hess(x, t, pw):
+    return x.dtype.type(2)
+
+
 @elementwise("l1_loss")
 def l1(x, t, pw, want_grad):
     r = x - t
     return np.abs(r), (_sign(r) if want_grad else None)
+
+
+@hessian("l1_loss")
+def l1_hess(x, t, pw):
+    return x.dtype.type(0)  # exact: 0 (the kink too); the usual policy is a constant
 
 
 @elementwise("huber_loss")
@@ -185,6 +242,12 @@ def huber(x, t, pw, delta, want_grad):
     a = np.abs(r)
     loss = np.where(a < delta, 0.5 * a * a, delta * (a - 0.5 * delta))
     return loss, (np.clip(r, -delta, delta) if want_grad else None)
+
+
+@hessian("huber_loss")
+def huber_hess(x, t, pw, delta):
+    a = np.abs(x - t)
+    return np.where(a < delta, 1, np.where(a >= delta, 0, a)).astype(x.dtype)  # NaN stays NaN
 
 
 @elementwise("smooth_l1_loss")
@@ -199,6 +262,13 @@ def smooth_l1(x, t, pw, beta, want_grad):
     return loss, (np.where(a >= beta, _sign(r), r / beta) if want_grad else None)
 
 
+@hessian("smooth_l1_loss")
+def smooth_l1_hess(x, t, pw, beta):
+    a = np.abs(x - t)
+    inside = x.dtype.type(1) / x.dtype.type(beta) if beta else x.dtype.type(0)
+    return np.where(a < beta, inside, np.where(a >= beta, 0, a)).astype(x.dtype)
+
+
 @elementwise("binary_cross_entropy")
 def bce(x, t, pw, want_grad):
     # Domain x in [0, 1] (checked in front). PyTorch's clamp of each log at -100 keeps
@@ -210,6 +280,15 @@ def bce(x, t, pw, want_grad):
     if not want_grad:
         return loss, None
     return loss, (x - t) / np.maximum((1 - x) * x, x.dtype.type(np.float32(1e-12)))  # PyTorch's float EPSILON
+
+
+@hessian("binary_cross_entropy")
+def bce_hess(x, t, pw):
+    # y / x^2 + (1 - y) / (1 - x)^2 over PyTorch's clamped denominator: two non-negative
+    # terms ((x - y)^2 + y (1 - y)) / d^2, divided twice by d (d^2 underflows in float32).
+    d = np.maximum((1 - x) * x, x.dtype.type(np.float32(1e-12)))
+    r = x - t
+    return (r * r + t * (1 - t)) / d / d
 
 
 @elementwise("binary_cross_entropy_with_logits")
@@ -245,6 +324,18 @@ def _bce_logits(x, t, pw, want_grad):
     return loss, (1 - t) * sig - py * sig_neg
 
 
+@hessian("binary_cross_entropy_with_logits")
+def bce_logits_hess(x, t, pw):
+    # ((1 - y) + p y) sigmoid(x) sigmoid(-x) = (...) e / (1 + e)^2, e = exp(-|x|): no
+    # cancellation, 0 (not NaN) for huge |x|. float32 in float64, rounded once (as the loss).
+    dtype = x.dtype
+    x, t = x.astype(np.float64), t.astype(np.float64)
+    py = t if pw is None else pw.astype(np.float64) * t
+    e = np.exp(-np.abs(x))
+    inv = 1 / (1 + e)
+    return (((1 - t) + py) * (e * inv * inv)).astype(dtype)
+
+
 @elementwise("hinge_loss", flat_zero=True)
 def hinge(x, t, pw, margin, want_grad):
     # z = margin - y * x; loss max(0, z) (NaN propagates); grad -y where z > 0, 0 at the
@@ -253,10 +344,22 @@ def hinge(x, t, pw, margin, want_grad):
     return np.maximum(z, 0), (-t * np.heaviside(z, 0) if want_grad else None)
 
 
+@hessian("hinge_loss")
+def hinge_hess(x, t, pw, margin):
+    z = margin - t * x
+    return np.where(np.isnan(z), z, 0).astype(x.dtype)  # exact: 0 (the kink too), NaN for NaN
+
+
 @elementwise("squared_hinge_loss", grad_factor=2, flat_zero=True)
 def squared_hinge(x, t, pw, margin, want_grad):
     h = np.maximum(margin - t * x, 0)
     return h * h, (-t * h if want_grad else None)  # gradient -2 y h: grad_factor
+
+
+@hessian("squared_hinge_loss")
+def squared_hinge_hess(x, t, pw, margin):
+    z = margin - t * x
+    return np.where(z > 0, 2 * (t * t), np.where(z <= 0, 0, z)).astype(x.dtype)
 
 
 # --------------------------------------------------------------------------- class math
@@ -295,24 +398,46 @@ def _class_weight(w, n_classes, dtype):
     return np.ones(n_classes, dtype) if w is None else w
 
 
-def _finish(loss, grad, want_none, grad_scale, out, dtype, keep=None):
+def _finish(loss, grad, want_none, grad_scale, out, dtype, keep=None, hessian=None, hess=None,
+            hess_keep=None, hess_scaled=False):
     """Sum the loss and scale the gradient; ``keep`` masks ignored samples (N, K), or single
     gradient entries (N, C, K), whose gradient is 0 even when the scale is not finite (an
-    all-ignored batch, or zero class weights: PyTorch's zero gradient)."""
+    all-ignored batch, or zero class weights: PyTorch's zero gradient). With ``hessian`` (the
+    backend contract's pair), ``hess`` (unscaled) is scaled and masked the same way (by
+    ``hess_keep`` when given, else ``keep``) and returned fourth."""
     total = None if want_none else float(np.sum(loss, dtype=np.float64))
+
+    def scaled(v, mask, into, done=False):
+        if grad_scale != 1.0 and not done:
+            v = v * dtype.type(grad_scale)
+        if mask is not None:
+            v = np.where(mask[:, None, :] if mask.ndim == 2 else mask, v, dtype.type(0))
+        return _into(np.asarray(v, dtype), into)
+
     if grad is not None:
-        if grad_scale != 1.0:
-            grad = grad * dtype.type(grad_scale)
-        if keep is not None:
-            grad = np.where(keep[:, None, :] if keep.ndim == 2 else keep, grad, dtype.type(0))
-        if out is not None:
-            out[...] = grad
-            grad = out
-    return total, (loss if want_none else None), grad
+        grad = scaled(grad, keep, out)
+    loss = loss if want_none else None
+    if hessian is None:
+        return total, loss, grad
+    return total, loss, grad, scaled(hess, keep if hess_keep is None else hess_keep, hessian[0], hess_scaled)
+
+
+def _constant_hessian(hessian, w_y, n_classes, dtype, grad_scale):
+    """The constant policy's rows, c * (w_y * scale) at every class of a sample, or None."""
+    if hessian is None or not hessian[1] > 0:
+        return None
+    return np.repeat((dtype.type(hessian[1]) * (w_y * dtype.type(grad_scale)))[:, None, :], n_classes, axis=1)
+
+
+def _softmax_hessian(p, tail, at_max, coef):
+    """The diagonal k p (1 - p) of softmax cross-entropy's Hessian, k = coef (N, 1, K): 1 - p
+    without cancellation where p >= 1/2 (only at a max class: (s - 1) / s from the sums)."""
+    one_minus = np.where(at_max, tail, 1 - p)
+    return p * one_minus * coef
 
 
 @kernel("cross_entropy")
-def cross_entropy(x, t, w, pw, params, want_none, grad_scale, out, n_threads):
+def cross_entropy(x, t, w, pw, params, want_none, grad_scale, out, n_threads, hessian=None):
     ignore_index, eps = params
     dtype = x.dtype
     n_classes = x.shape[1]
@@ -338,26 +463,35 @@ def cross_entropy(x, t, w, pw, params, want_none, grad_scale, out, n_threads):
         if eps > 0:  # the class weights summed in float64 (float32 counts stop at 2**24)
             wsum = dtype.type(np.sum(wc, dtype=np.float64))
             grad = (1 - eps) * grad + (eps / n_classes) * (p * wsum - wc[None, :, None])
-    return _finish(loss, grad, want_none, grad_scale, out, dtype, keep)
+    hess = None
+    if hessian is not None:  # k = the coefficient of p in the gradient (as the compiled kernel)
+        coef = wy if eps == 0 else dtype.type(np.float64(dtype.type(1 - eps) * wy)
+                                              + np.float64(dtype.type(eps / n_classes))
+                                              * np.sum(wc, dtype=np.float64))
+        hess = _softmax_hessian(p, tail, at_max, np.asarray(coef, dtype))
+    return _finish(loss, grad, want_none, grad_scale, out, dtype, keep, hessian, hess)
 
 
 @kernel("cross_entropy_probs")
-def cross_entropy_probs(x, t, w, pw, params, want_none, grad_scale, out, n_threads):
+def cross_entropy_probs(x, t, w, pw, params, want_none, grad_scale, out, n_threads, hessian=None):
     (eps,) = params
     dtype = x.dtype
     n_classes = x.shape[1]
     q = (1 - eps) * t + eps / n_classes if eps > 0 else t
     wq = q if w is None else q * w[None, :, None]
-    logp, p, _, _ = _log_softmax(x)
+    logp, p, tail, at_max = _log_softmax(x)
     loss = -np.sum(logp * wq, axis=1, dtype=np.float64).astype(dtype)
-    grad = None
+    grad = hess = None
     if grad_scale is not None:
-        grad = p * np.sum(wq, axis=1, keepdims=True, dtype=np.float64).astype(dtype) - wq
-    return _finish(loss, grad, want_none, grad_scale, out, dtype)
+        coef = np.sum(wq, axis=1, keepdims=True, dtype=np.float64).astype(dtype)
+        grad = p * coef - wq
+        if hessian is not None:
+            hess = _softmax_hessian(p, tail, at_max, coef)
+    return _finish(loss, grad, want_none, grad_scale, out, dtype, None, hessian, hess)
 
 
 @kernel("nll_loss")
-def nll(x, t, w, pw, params, want_none, grad_scale, out, n_threads):
+def nll(x, t, w, pw, params, want_none, grad_scale, out, n_threads, hessian=None):
     (ignore_index,) = params
     dtype = x.dtype
     n_classes = x.shape[1]
@@ -366,17 +500,22 @@ def nll(x, t, w, pw, params, want_none, grad_scale, out, n_threads):
     w_y = np.where(keep, wc[np.clip(t, 0, n_classes - 1)], 0).astype(dtype)
     loss = np.where(keep, -w_y * _gather(x, t), 0).astype(dtype)
     grad = None
+    row_keep = keep
     if grad_scale is not None:
         hot = _onehot(t, n_classes, dtype)
         grad = -w_y[:, None, :] * hot
         # only the target entries carry the scale: with a zero weight sum ("mean" divides by
         # 0) they are NaN and the others stay 0, as in PyTorch and the compiled kernel
         keep = keep[:, None, :] & (hot > 0)
-    return _finish(loss, grad, want_none, grad_scale, out, dtype, keep)
+    # the loss is linear in x: the exact Hessian is 0 (not scaled), or the policy's rows
+    hess = _constant_hessian(hessian, w_y, n_classes, dtype, grad_scale)
+    if hessian is not None and hess is None:
+        hess, row_keep = np.zeros(x.shape, dtype), np.zeros(x.shape, bool)
+    return _finish(loss, grad, want_none, grad_scale, out, dtype, keep, hessian, hess, row_keep, True)
 
 
 @kernel("multi_margin_loss")
-def multi_margin(x, t, w, pw, params, want_none, grad_scale, out, n_threads):
+def multi_margin(x, t, w, pw, params, want_none, grad_scale, out, n_threads, hessian=None):
     # z_c = margin - x_y + x_c for c != y; terms with z_c > 0 count (NaN counts as not > 0,
     # as in PyTorch); loss = w_y / C * sum_c z_c**p. z_c with one rounding where it matters:
     # d = x_c - x_y and its rounding error (TwoSum, 0 when d is not finite), then
@@ -410,5 +549,14 @@ def multi_margin(x, t, w, pw, params, want_none, grad_scale, out, n_threads):
         g = np.where(active, slopes * factor, 0)  # an inactive term is 0 whatever the weight
         g_y = -(np.sum(g, axis=1, keepdims=True, dtype=np.float64) * grad_scale)
         grad = np.where(not_target > 0, g * dtype.type(grad_scale), g_y.astype(dtype)).astype(dtype)
-        grad_scale = 1.0  # applied above
-    return _finish(loss, grad, want_none, grad_scale, out, dtype)
+    hess = None
+    if hessian is not None:
+        hess = _constant_hessian(hessian, w_y, n_classes, dtype, grad_scale)
+        if hess is None:
+            # p = 2: the factor 2 w_y / C * scale at each active term, their float64 sum at
+            # y (the compiled kernel's order); p = 1: 0
+            factor = dtype.type(2) * (w_y[:, None, :] / n_classes * dtype.type(grad_scale)).astype(dtype)
+            h = np.where(active & (p == 2), factor, 0).astype(dtype)
+            h_y = np.sum(h, axis=1, keepdims=True, dtype=np.float64).astype(dtype)
+            hess = np.where(not_target > 0, h, h_y).astype(dtype)
+    return _finish(loss, grad, want_none, 1.0, out, dtype, None, hessian, hess)

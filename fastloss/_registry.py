@@ -136,15 +136,29 @@ class Loss:
     pos_weight: bool = False  # binary_cross_entropy_with_logits only
     mean_divisor: str = "count"
     input_domain: str | None = None  # "unit": values must lie in [0, 1]
-    target_domain: str | None = None  # "unit" or "sign" (values in {-1, +1})
+    target_domain: str | None = None  # "unit", "sign" (values in {-1, +1}), "nonnegative", "positive"
     ignore_index: bool = False  # takes ``ignore_index`` (class losses)
     probability_target: bool = False  # target may be class probabilities (cross_entropy)
     max_input_dims: int | None = None  # multi_margin_loss: (N, C) or (C,)
     notes: tuple[str, ...] = field(default=())
+    # The diagonal of the Hessian (the third twin, NAME_grad_hess): the per-element second
+    # derivative with respect to the input, for the docs.
+    hessian: str = ""
+    # None: the Hessian is always the exact one. Otherwise the second derivative is zero on
+    # whole regions (L1, hinge, ...) and NAME_grad_hess takes ``hessian=`` with this default:
+    # "exact", or a positive constant c that replaces the second derivative of every term
+    # (then weighted and scaled as the exact one), as tree boosters need.
+    hessian_policy: object = None
 
     @property
     def kernel_name(self) -> str:
         return self.name
+
+    @property
+    def operand(self) -> str | None:
+        """The name of the second elementwise operand the kernel reads (``p`` of the
+        functor): ``pos_weight``, or None."""
+        return "pos_weight" if self.pos_weight else None
 
     def keywords(self) -> list[tuple[str, str, object]]:
         """The keyword-only parameters of the public functions before ``reduction``, in
@@ -159,6 +173,17 @@ class Loss:
             kw.append(("ignore_index", "int", -100))
         kw += [(p.name, p.type.__name__, p.default) for p in self.params]
         return kw
+
+    @property
+    def functions(self) -> tuple[str, ...]:
+        """The public functions of the loss: NAME and its twins (TWINS)."""
+        return tuple(self.name + suffix for suffix in TWINS)
+
+    def hessian_keyword(self) -> list[tuple[str, str, object]]:
+        """The extra keyword of NAME_grad_hess: ``hessian`` where the loss has a policy."""
+        if self.hessian_policy is None:
+            return []
+        return [("hessian", 'float | Literal["exact"]', self.hessian_policy)]
 
 
 @dataclass(frozen=True)
@@ -184,6 +209,10 @@ class Kernel:
         return "count" if self.probabilities else self.loss.mean_divisor
 
 
+# The public functions of a loss NAME: NAME (the loss), NAME_grad (loss, gradient) and
+# NAME_grad_hess (loss, gradient, the Hessian's diagonal), in this order.
+TWINS = ("", "_grad", "_grad_hess")
+
 FINITE = Interval(finite=True)
 MARGIN = Param("margin", 1.0, float, FINITE, "the margin of the hinge")
 
@@ -192,12 +221,14 @@ LOSSES: tuple[Loss, ...] = (
         "mse_loss", "elementwise", "Mean squared error.",
         functor="Mse",
         formula="w * (x - y)**2", gradient="2 * w * (x - y)",
+        hessian="2 * w",
         weight="elementwise", mean_divisor="weight_sum",
     ),
     Loss(
         "l1_loss", "elementwise", "Mean absolute error (L1).",
         functor="L1",
         formula="w * |x - y|", gradient="w * sign(x - y)  (0 at x == y, and at NaN, as PyTorch)",
+        hessian="0 (the kink at x == y: 0 too)", hessian_policy=1.0,
         weight="elementwise", mean_divisor="weight_sum",
     ),
     Loss(
@@ -205,6 +236,7 @@ LOSSES: tuple[Loss, ...] = (
         functor="Huber",
         formula="w * (0.5 * r**2 if |r| < delta else delta * (|r| - 0.5 * delta)),  r = x - y",
         gradient="w * clip(r, -delta, delta)",
+        hessian="w where |r| < delta, else 0", hessian_policy="exact",
         params=(Param("delta", 1.0, float, Interval(0, None, "neither"),
                       "where the loss turns from quadratic to linear"),),
         weight="elementwise", mean_divisor="count",
@@ -216,6 +248,7 @@ LOSSES: tuple[Loss, ...] = (
         functor="SmoothL1",
         formula="0.5 * r**2 / beta if |r| < beta else |r| - 0.5 * beta,  r = x - y",
         gradient="r / beta if |r| < beta else sign(r)",
+        hessian="1 / beta where |r| < beta, else 0", hessian_policy="exact",
         params=(Param("beta", 1.0, float, Interval(0, None, "left"),
                       "where the loss turns from quadratic to linear; 0 gives l1_loss"),),
     ),
@@ -224,6 +257,7 @@ LOSSES: tuple[Loss, ...] = (
         functor="Bce",
         formula="-w * (y * max(log(x), -100) + (1 - y) * max(log1p(-x), -100))",
         gradient="w * (x - y) / max(x * (1 - x), 1e-12)",
+        hessian="w * ((x - y)**2 + y * (1 - y)) / max(x * (1 - x), 1e-12)**2  (the derivative of the gradient)",
         weight="elementwise", input_domain="unit", target_domain="unit",
     ),
     Loss(
@@ -232,6 +266,7 @@ LOSSES: tuple[Loss, ...] = (
         functor="BceLogits",
         formula="w * ((1 - y) * softplus(x) + p * y * softplus(-x)),  p = pos_weight",
         gradient="w * ((1 - y) * sigmoid(x) - p * y * sigmoid(-x))",
+        hessian="w * ((1 - y) + p * y) * sigmoid(x) * sigmoid(-x)",
         weight="elementwise", pos_weight=True,
     ),
     Loss(
@@ -241,6 +276,9 @@ LOSSES: tuple[Loss, ...] = (
                  "probabilities: -sum_c w[c] * q[c] * logp[c],  q = (1 - eps) * y + eps / C"),
         gradient=("indices: (1 - eps) * w[y] * (p - onehot(y)) + eps / C * (p * sum(w) - w); "
                   "probabilities: p * sum_c(w[c] * q[c]) - w * q,  p = softmax(x)"),
+        hessian=("the diagonal, exact: k * p * (1 - p) with k the coefficient of p in the gradient "
+                 "(indices: (1 - eps) * w[y] + eps / C * sum(w); probabilities: sum_c w[c] * q[c]); "
+                 "the off-diagonal entries -k * p[c] * p[c'] are not returned"),
         params=(Param("label_smoothing", 0.0, float, Interval(0, 1),
                       "eps, the share of the target spread evenly over the classes"),),
         weight="class", mean_divisor="target_weight", ignore_index=True,
@@ -252,6 +290,7 @@ LOSSES: tuple[Loss, ...] = (
         "nll_loss", "classes", "Negative log-likelihood from log-probabilities.",
         functor="Nll",
         formula="-w[y] * x[y]", gradient="-w[y] * onehot(y)",
+        hessian="0 (the loss is linear in x)", hessian_policy=1.0,
         weight="class", mean_divisor="target_weight", ignore_index=True,
     ),
     Loss(
@@ -259,6 +298,8 @@ LOSSES: tuple[Loss, ...] = (
         functor="MultiMargin",
         formula="w[y] / C * sum_{c != y} max(0, margin - x[y] + x[c])**p",
         gradient="for c != y with z_c = margin - x[y] + x[c] > 0: +w[y] * p * z_c**(p-1) / C at c, minus the same at y",
+        hessian=("p = 1: 0; p = 2: 2 * w[y] / C at each class c != y with z_c > 0, and their sum at y "
+                 "(the diagonal)"), hessian_policy=1.0,
         params=(Param("p", 1, int, OneOf((1, 2)), "the power of the hinge"),
                 MARGIN),
         weight="class", max_input_dims=2,
@@ -268,6 +309,7 @@ LOSSES: tuple[Loss, ...] = (
         functor="Hinge",
         formula="w * max(0, margin - y * x)",
         gradient="-w * y where margin - y * x > 0, 0 where it is <= 0 (the kink included), NaN where NaN",
+        hessian="0 (the kink included)", hessian_policy=1.0,
         params=(MARGIN,), weight="elementwise", mean_divisor="weight_sum",
         target_domain="sign",
     ),
@@ -275,6 +317,7 @@ LOSSES: tuple[Loss, ...] = (
         "squared_hinge_loss", "elementwise", "Squared binary hinge loss with labels in {-1, +1}.",
         functor="SquaredHinge",
         formula="w * max(0, margin - y * x)**2", gradient="-2 * w * y * max(0, margin - y * x)",
+        hessian="2 * w where margin - y * x > 0, else 0",
         params=(MARGIN,), weight="elementwise", mean_divisor="weight_sum",
         target_domain="sign",
     ),

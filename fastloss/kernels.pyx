@@ -52,7 +52,8 @@ cdef extern from "dispatch.hpp" namespace "fl" nogil:
         const char* name
         Kind kind
         Divisor divisor
-        bint input_unit, target_unit, target_sign, ignore_index, probabilities
+        bint input_unit, target_unit, target_sign, target_nonneg, target_pos, operand
+        bint ignore_index, probabilities
         int n_params
     const Facts* FACTS "fl::FACTS"
     const int KERNEL_COUNT "fl::kernel::COUNT"
@@ -71,9 +72,11 @@ cdef extern from "dispatch.hpp" namespace "fl" nogil:
         idx pw_period
         T* loss
         T* grad
+        T* hess
         T scale
         idx n
         const double* params
+        double hess_const
 
     cdef cppclass ClassArgs[T]:
         const T* x
@@ -83,9 +86,11 @@ cdef extern from "dispatch.hpp" namespace "fl" nogil:
         idx N, C, K
         T* loss
         T* grad
+        T* hess
         T scale
         int64_t ignore_index
         const double* params
+        double hess_const
 
     # except +: a failed scratch allocation (std::bad_alloc, thrown before anything is
     # written) becomes MemoryError.
@@ -95,6 +100,7 @@ cdef extern from "dispatch.hpp" namespace "fl" nogil:
     void fail_allocations_c "fl::fail_allocations"(long k)
     idx first_outside_unit_c "fl::first_outside_unit"[T](const T* a, idx n, int n_threads)
     idx first_non_sign_c "fl::first_non_sign"[T](const T* a, idx n, int n_threads)
+    idx first_negative_c "fl::first_negative"[T](const T* a, idx n, int n_threads, bint strict)
     double float64_sum_c "fl::float64_sum"[T](const T* a, idx n)
     idx class_target_stats_c "fl::class_target_stats"[T](const int64_t* t, idx n, idx C, bint has_ignore,
                                                         int64_t ignore_index, const T* w, double* weight_sum)
@@ -105,11 +111,11 @@ cdef extern from "reduction.hpp" namespace "fl" nogil:
 
 cdef extern from "capi.hpp" namespace "fl::capi" nogil:
     double elementwise_call[T](int kernel, const T* x, const T* t, const T* w, idx w_len,
-                               const T* pw, idx pw_len, T* grad, T* losses, idx n,
-                               const double* params, int reduction, int n_threads)
+                               const T* pw, idx pw_len, T* grad, T* hess, double hess_const,
+                               T* losses, idx n, const double* params, int reduction, int n_threads)
     double classes_call[T](int kernel, const T* x, const int64_t* t, const T* probs, const T* w,
-                           T* grad, T* losses, idx N, idx C, idx K, int64_t ignore_index,
-                           const double* params, int reduction, int n_threads)
+                           T* grad, T* hess, double hess_const, T* losses, idx N, idx C, idx K,
+                           int64_t ignore_index, const double* params, int reduction, int n_threads)
 
 
 if register_atfork() != 0:
@@ -188,6 +194,8 @@ cdef inline bint is_f32(cnp.ndarray a) noexcept:
 cdef enum ValueRule:
     UNIT_INTERVAL  # values in [0, 1]
     SIGN           # values -1 or +1
+    NONNEGATIVE    # values >= 0
+    POSITIVE       # values > 0
 
 
 cdef inline idx scan(int rule, bint f32, void* p, idx n, int n_threads) noexcept nogil:
@@ -195,6 +203,10 @@ cdef inline idx scan(int rule, bint f32, void* p, idx n, int n_threads) noexcept
         if f32:
             return first_outside_unit_c[float](<const float*>p, n, n_threads)
         return first_outside_unit_c[double](<const double*>p, n, n_threads)
+    if rule == NONNEGATIVE or rule == POSITIVE:
+        if f32:
+            return first_negative_c[float](<const float*>p, n, n_threads, rule == POSITIVE)
+        return first_negative_c[double](<const double*>p, n, n_threads, rule == POSITIVE)
     if f32:
         return first_non_sign_c[float](<const float*>p, n, n_threads)
     return first_non_sign_c[double](<const double*>p, n, n_threads)
@@ -219,6 +231,10 @@ def first_outside_unit(cnp.ndarray a, int n_threads):
 
 def first_non_sign(cnp.ndarray a, int n_threads):
     return first_breaking(SIGN, a, n_threads)
+
+
+def first_negative(cnp.ndarray a, int n_threads, bint strict):
+    return first_breaking(POSITIVE if strict else NONNEGATIVE, a, n_threads)
 
 
 def float64_sum(cnp.ndarray a):
@@ -332,7 +348,9 @@ def kernel_table():
     the test that the build used the registry the Python code reads."""
     return [dict(name=FACTS[i].name.decode(), kind=int(FACTS[i].kind), divisor=int(FACTS[i].divisor),
                  input_unit=FACTS[i].input_unit, target_unit=FACTS[i].target_unit,
-                 target_sign=FACTS[i].target_sign, ignore_index=FACTS[i].ignore_index,
+                 target_sign=FACTS[i].target_sign, target_nonneg=FACTS[i].target_nonneg,
+                 target_pos=FACTS[i].target_pos, operand=FACTS[i].operand,
+                 ignore_index=FACTS[i].ignore_index,
                  probabilities=FACTS[i].probabilities, n_params=FACTS[i].n_params)
             for i in range(KERNEL_COUNT)]
 
@@ -378,7 +396,7 @@ cdef class _Elementwise:
 
     cdef readonly int kernel
     cdef double default_params[MAX_PARAMS_CAP]
-    cdef bint input_unit, target_unit, target_sign
+    cdef bint input_unit, target_unit, target_sign, target_nonneg, target_pos
 
     def __init__(self, spec, int kernel):
         init_defaults(self.default_params, spec)
@@ -386,9 +404,12 @@ cdef class _Elementwise:
         self.input_unit = FACTS[kernel].input_unit
         self.target_unit = FACTS[kernel].target_unit
         self.target_sign = FACTS[kernel].target_sign
+        self.target_nonneg = FACTS[kernel].target_nonneg
+        self.target_pos = FACTS[kernel].target_pos
 
     cdef double run(self, cnp.ndarray x, cnp.ndarray t, object w, object pw,
-                    const double* prm, object loss, object grad, double scale, int n_threads):
+                    const double* prm, object loss, object grad, double scale, int n_threads,
+                    object hess=None, double hess_const=0):
         cdef idx n = cnp.PyArray_SIZE(x)
         cdef double total
         cdef ElementwiseArgs[float] af
@@ -399,6 +420,7 @@ cdef class _Elementwise:
             af.w_period = w.size if w is not None else 0
             af.pw_period = pw.size if pw is not None else 0
             af.loss, af.grad, af.scale, af.n = <float*>data(loss), <float*>data(grad), <float>scale, n
+            af.hess, af.hess_const = <float*>data(hess), hess_const
             af.params = prm
             if n >= NOGIL_FROM:
                 with nogil:
@@ -411,6 +433,7 @@ cdef class _Elementwise:
             ad.w_period = w.size if w is not None else 0
             ad.pw_period = pw.size if pw is not None else 0
             ad.loss, ad.grad, ad.scale, ad.n = <double*>data(loss), <double*>data(grad), scale, n
+            ad.hess, ad.hess_const = <double*>data(hess), hess_const
             ad.params = prm
             if n >= NOGIL_FROM:
                 with nogil:
@@ -420,16 +443,21 @@ cdef class _Elementwise:
         return total
 
     def __call__(self, cnp.ndarray x, cnp.ndarray t, w, pw, tuple params, bint want_none,
-                 grad_scale, out, int n_threads):
+                 grad_scale, out, int n_threads, hessian=None):
         cdef idx n = cnp.PyArray_SIZE(x)
         cdef double prm[MAX_PARAMS_CAP]
         load_params(prm, params, 0)
         loss = np.empty(n, x.dtype) if want_none else None
-        grad = None
+        grad = hess = None
         if grad_scale is not None:
             grad = out if out is not None else np.empty(n, x.dtype)
+        if hessian is not None:
+            hess = hessian[0] if hessian[0] is not None else np.empty(n, x.dtype)
         cdef double scale = grad_scale if grad_scale is not None else 1.0
-        total = self.run(x, t, w, pw, prm, loss, grad, scale, n_threads)
+        total = self.run(x, t, w, pw, prm, loss, grad, scale, n_threads, hess,
+                         hessian[1] if hessian is not None else 0.0)
+        if hessian is not None:
+            return (None if want_none else total), loss, grad, hess
         return (None if want_none else total), loss, grad
 
     def fast(self, input, target, reduction, n_threads, out, bint want_grad):
@@ -454,6 +482,10 @@ cdef class _Elementwise:
             return None
         if self.target_sign and first_breaking(SIGN, t, nt) is not None:
             return None
+        if self.target_nonneg and first_breaking(NONNEGATIVE, t, nt) is not None:
+            return None
+        if self.target_pos and first_breaking(POSITIVE, t, nt) is not None:
+            return None
         loss = empty_like_shape(x, typenum) if red == 2 else None
         grad = grad_buffer(out, x, typenum, want_grad)
         total = self.run(x, t, None, None, self.default_params, loss, grad, mean_scale_c(red, n), nt)
@@ -474,7 +506,8 @@ cdef class _Classes:
         self.by_target_weight = FACTS[kernel].divisor == DIVIDE_BY_TARGET_WEIGHT
 
     cdef double run(self, cnp.ndarray x, object t, object w, int64_t ignore, const double* prm,
-                    object loss, object grad, double scale, int n_threads):
+                    object loss, object grad, double scale, int n_threads, object hess=None,
+                    double hess_const=0):
         cdef idx N = x.shape[0], C = x.shape[1], K = x.shape[2] if x.ndim == 3 else 1
         cdef int kernel = self.kernel
         cdef bint probs = FACTS[kernel].probabilities
@@ -489,6 +522,7 @@ cdef class _Classes:
             af.probs = <const float*>data(t) if probs else NULL
             af.N, af.C, af.K = N, C, K
             af.loss, af.grad, af.scale = <float*>data(loss), <float*>data(grad), <float>scale
+            af.hess, af.hess_const = <float*>data(hess), hess_const
             af.ignore_index, af.params = ignore, prm
             if N * C * K >= NOGIL_FROM:
                 with nogil:
@@ -500,6 +534,7 @@ cdef class _Classes:
             ad.probs = <const double*>data(t) if probs else NULL
             ad.N, ad.C, ad.K = N, C, K
             ad.loss, ad.grad, ad.scale = <double*>data(loss), <double*>data(grad), scale
+            ad.hess, ad.hess_const = <double*>data(hess), hess_const
             ad.ignore_index, ad.params = ignore, prm
             if N * C * K >= NOGIL_FROM:
                 with nogil:
@@ -509,7 +544,7 @@ cdef class _Classes:
         return total
 
     def __call__(self, cnp.ndarray x, cnp.ndarray t, w, pw, tuple params, bint want_none,
-                 grad_scale, out, int n_threads):
+                 grad_scale, out, int n_threads, hessian=None):
         cdef idx N = x.shape[0], C = x.shape[1], K = x.shape[2]
         cdef int64_t ignore = params[0] if self.has_ignore else 0
         cdef double prm[MAX_PARAMS_CAP]
@@ -517,11 +552,16 @@ cdef class _Classes:
         # registry params
         load_params(prm, params, 1 if self.has_ignore else 0)
         loss = np.empty((N, K), x.dtype) if want_none else None
-        grad = None
+        grad = hess = None
         if grad_scale is not None:
             grad = out if out is not None else np.empty((N, C, K), x.dtype)
+        if hessian is not None:
+            hess = hessian[0] if hessian[0] is not None else np.empty((N, C, K), x.dtype)
         cdef double scale = grad_scale if grad_scale is not None else 1.0
-        total = self.run(x, t, w, ignore, prm, loss, grad, scale, n_threads)
+        total = self.run(x, t, w, ignore, prm, loss, grad, scale, n_threads, hess,
+                         hessian[1] if hessian is not None else 0.0)
+        if hessian is not None:
+            return (None if want_none else total), loss, grad, hess
         return (None if want_none else total), loss, grad
 
     def fast(self, input, target, ignore_index, reduction, n_threads, out, bint want_grad):

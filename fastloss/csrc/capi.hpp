@@ -70,13 +70,31 @@ struct NormalWeights {
     NormalWeights& operator=(const NormalWeights&) = delete;
 };
 
+// The Hessian policy of a C-level call: 0 is the exact Hessian, a finite positive value the
+// constant policy; anything else is refused.
+inline bool bad_hess_const(double c) { return !(c == 0 || (c > 0 && std::isfinite(c))); }
+
+// The outputs besides the loss: the gradient may overwrite the input exactly (in place), so
+// may the Hessian (not both); neither may overlap any other operand or each other.
+inline bool bad_outputs(const void* x, idx x_bytes, const void* grad, const void* hess, idx out_bytes,
+                        const void* const* others, const idx* other_bytes, int n_others) {
+    if (hess && !grad) return true;  // the Hessian comes with the gradient
+    for (const void* o : {grad, hess}) {
+        if (!o) continue;
+        for (int i = 0; i < n_others; ++i)
+            if (overlap(o, out_bytes, others[i], other_bytes[i])) return true;
+        if (o != x && overlap(o, out_bytes, x, x_bytes)) return true;
+    }
+    return overlap(grad, out_bytes, hess, out_bytes);
+}
+
 template <typename T>
 double elementwise_call(int kernel, const T* x, const T* t, const T* w, idx w_len, const T* pw,
-                        idx pw_len, T* grad, T* losses, idx n, const double* params, int reduction,
-                        int n_threads) {
+                        idx pw_len, T* grad, T* hess, double hess_const, T* losses, idx n,
+                        const double* params, int reduction, int n_threads) {
     if (kernel < 0 || kernel >= kernel::COUNT || FACTS[kernel].kind != ELEMENTWISE) return NaN;
     const Facts& f = FACTS[kernel];
-    if (!params_ok(kernel, params)) return NaN;
+    if (!params_ok(kernel, params) || bad_hess_const(hess_const)) return NaN;
     n_threads = c_level_threads(n_threads);
     const idx size = sizeof(T);
     // ----- sizes and pointers: nothing is read past what they announce
@@ -86,18 +104,21 @@ double elementwise_call(int kernel, const T* x, const T* t, const T* w, idx w_le
     if ((w && (w_len < 1 || n % w_len != 0)) || (pw && (pw_len < 1 || n % pw_len != 0))) return NaN;
     if ((!w && w_len != 0) || (!pw && pw_len != 0)) return NaN;  // a NULL buffer with a size
     const idx bytes = n * size, w_bytes = w ? w_len * size : 0, pw_bytes = pw ? pw_len * size : 0;
-    // The gradient may overwrite the input exactly (in place); no other output may overlap.
-    if (grad && (overlap(grad, bytes, t, bytes) || overlap(grad, bytes, w, w_bytes) ||
-                 overlap(grad, bytes, pw, pw_bytes) || (grad != x && overlap(grad, bytes, x, bytes))))
-        return NaN;
+    {
+        const void* others[] = {t, w, pw};
+        const idx other_bytes[] = {bytes, w_bytes, pw_bytes};
+        if (bad_outputs(x, bytes, grad, hess, bytes, others, other_bytes, 3)) return NaN;
+    }
     if (losses && (overlap(losses, bytes, x, bytes) || overlap(losses, bytes, t, bytes) ||
                    overlap(losses, bytes, w, w_bytes) || overlap(losses, bytes, pw, pw_bytes) ||
-                   overlap(losses, bytes, grad, bytes)))
+                   overlap(losses, bytes, grad, bytes) || overlap(losses, bytes, hess, bytes)))
         return NaN;
     // ----- values
     if (f.input_unit && first_outside_unit(x, n, n_threads) >= 0) return NaN;
     if (f.target_unit && first_outside_unit(t, n, n_threads) >= 0) return NaN;
     if (f.target_sign && first_non_sign(t, n, n_threads) >= 0) return NaN;
+    if (f.target_nonneg && first_negative(t, n, n_threads, false) >= 0) return NaN;
+    if (f.target_pos && first_negative(t, n, n_threads, true) >= 0) return NaN;
     // ----- the Python API's call
     double divisor = (double)n;
     if (f.divisor == DIVIDE_BY_WEIGHT_SUM && w) divisor = float64_sum(w, w_len) * (double)(n / w_len);
@@ -114,6 +135,8 @@ double elementwise_call(int kernel, const T* x, const T* t, const T* w, idx w_le
         a.pw_period = pw ? pw_len : 0;
         a.loss = losses;
         a.grad = grad;
+        a.hess = hess;
+        a.hess_const = hess_const;
         a.scale = (T)mean_scale(reduction, divisor);
         a.n = n;
         a.params = params;
@@ -127,11 +150,11 @@ double elementwise_call(int kernel, const T* x, const T* t, const T* w, idx w_le
 // CROSS_ENTROPY_PROBS, class probabilities `probs` shaped like the input instead of indices.
 template <typename T>
 double classes_call(int kernel, const T* x, const int64_t* t, const T* probs, const T* w, T* grad,
-                    T* losses, idx N, idx C, idx K, int64_t ignore_index, const double* params,
-                    int reduction, int n_threads) {
+                    T* hess, double hess_const, T* losses, idx N, idx C, idx K, int64_t ignore_index,
+                    const double* params, int reduction, int n_threads) {
     if (kernel < 0 || kernel >= kernel::COUNT || FACTS[kernel].kind != CLASSES) return NaN;
     const Facts& f = FACTS[kernel];
-    if (!params_ok(kernel, params)) return NaN;
+    if (!params_ok(kernel, params) || bad_hess_const(hess_const)) return NaN;
     n_threads = c_level_threads(n_threads);
     const idx size = sizeof(T);
     const bool by_probs = f.probabilities, has_ignore = f.ignore_index;
@@ -143,11 +166,14 @@ double classes_call(int kernel, const T* x, const int64_t* t, const T* probs, co
     const void* target = by_probs ? (const void*)probs : (const void*)t;
     const idx t_bytes = by_probs ? in_bytes : rows * (idx)sizeof(int64_t);
     if ((n_in > 0 && !x) || (rows > 0 && !target)) return NaN;
-    if (grad && (overlap(grad, in_bytes, target, t_bytes) || overlap(grad, in_bytes, w, w_bytes) ||
-                 (grad != x && overlap(grad, in_bytes, x, in_bytes))))
-        return NaN;
+    {
+        const void* others[] = {target, w};
+        const idx other_bytes[] = {t_bytes, w_bytes};
+        if (bad_outputs(x, in_bytes, grad, hess, in_bytes, others, other_bytes, 2)) return NaN;
+    }
     if (losses && (overlap(losses, row_bytes, x, in_bytes) || overlap(losses, row_bytes, target, t_bytes) ||
-                   overlap(losses, row_bytes, w, w_bytes) || overlap(losses, row_bytes, grad, in_bytes)))
+                   overlap(losses, row_bytes, w, w_bytes) || overlap(losses, row_bytes, grad, in_bytes) ||
+                   overlap(losses, row_bytes, hess, in_bytes)))
         return NaN;
     // ----- values: class indices in [0, C) or ignore_index; the "mean" divisor
     double divisor = (double)rows;  // probabilities and multi-margin: the sample count
@@ -170,6 +196,8 @@ double classes_call(int kernel, const T* x, const int64_t* t, const T* probs, co
         a.K = K;
         a.loss = losses;
         a.grad = grad;
+        a.hess = hess;
+        a.hess_const = hess_const;
         a.scale = (T)mean_scale(reduction, divisor);
         a.ignore_index = has_ignore ? ignore_index : 0;
         a.params = params;

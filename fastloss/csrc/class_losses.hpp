@@ -14,7 +14,7 @@
 // Included once per instruction-set namespace (isa.inc).
 
 template <typename T, bool CONTIG>
-inline T softmax_sample(const ClassArgs<T>& a, const T* x, const T* prob, int64_t y, T* g,
+inline T softmax_sample(const ClassArgs<T>& a, const T* x, const T* prob, int64_t y, T* g, T* h,
                         idx stride_if_strided, double wsum, bool stream) {
     const idx st = CONTIG ? 1 : stride_if_strided;
     const idx C = a.C;
@@ -62,8 +62,35 @@ inline T softmax_sample(const ClassArgs<T>& a, const T* x, const T* prob, int64_
         if (!g) return loss;
         const T inv_s = T(1.0 / s), scale = a.scale;
         // Element c reads x_c before writing g_c: safe in place (g == x).
+        // With the Hessian (h): its diagonal k p_c (1 - p_c) with k = coef_p, in the same loop
+        // (element c reads x_c before writing g_c and h_c: either may be in place). 1 - p_c
+        // without cancellation: p_c >= 1/2 only where e_c = exp(x_c - m) is 1, and there
+        // 1 - p_c = (s - 1) / s exactly from the float64 sums (s - e_c = s - 1).
+        const T sm1_over_s = T(s_minus_1) * inv_s;
+        auto hess_of = [&](T e) {
+            const T p = e * inv_s;
+            return p * (e == T(1) ? sm1_over_s : T(1) - p) * coef_p * scale;
+        };
         auto write = [&](auto target_term) {
-            if (CONTIG && buffered && stream) {  // the row computed in place in ebuf, then streamed
+            if (h) {
+                if (buffered) {
+#pragma omp simd
+                    for (idx c = 0; c < C; ++c) {
+                        const T e = ebuf[c];
+                        const T gv = (e * inv_s * coef_p - target_term(c)) * scale, hv = hess_of(e);
+                        g[c * st] = gv;
+                        h[c * st] = hv;
+                    }
+                } else {
+#pragma omp simd
+                    for (idx c = 0; c < C; ++c) {
+                        const T e = vm::exp_nonpos(x[c * st] - m);
+                        const T gv = (e * inv_s * coef_p - target_term(c)) * scale, hv = hess_of(e);
+                        g[c * st] = gv;
+                        h[c * st] = hv;
+                    }
+                }
+            } else if (CONTIG && buffered && stream) {  // the row computed in place in ebuf, then streamed
 #pragma omp simd
                 for (idx c = 0; c < C; ++c) ebuf[c] = (ebuf[c] * inv_s * coef_p - target_term(c)) * scale;
                 stream_row(g, ebuf, C);
@@ -91,14 +118,29 @@ inline T softmax_sample(const ClassArgs<T>& a, const T* x, const T* prob, int64_
     return w ? finish([w](idx c) { return w[c]; }) : finish([](idx) { return T(1); });
 }
 
-// NLL of one sample: loss -w_y x_y; gradient -w_y at y, 0 elsewhere.
+// The Hessian row of a sample under a constant policy (ClassArgs::hess_const > 0): every
+// entry c * w_y * scale.
 template <typename T>
-inline T nll_sample(const ClassArgs<T>& a, const T* x, int64_t y, T* g, idx stride) {
+inline void constant_hess_row(const ClassArgs<T>& a, T w_y, T* h, idx stride) {
+    const T v = T(a.hess_const) * (w_y * a.scale);
+    for (idx c = 0; c < a.C; ++c) h[c * stride] = v;
+}
+
+// NLL of one sample: loss -w_y x_y; gradient -w_y at y, 0 elsewhere; the loss is linear in
+// x: the exact Hessian is 0 (or the policy's constant row).
+template <typename T>
+inline T nll_sample(const ClassArgs<T>& a, const T* x, int64_t y, T* g, T* h, idx stride) {
     const T w_y = a.w ? a.w[y] : T(1);
     const T x_y = x[y * stride];  // read before g is written (in place)
     if (g) {
         for (idx c = 0; c < a.C; ++c) g[c * stride] = T(0);
         g[y * stride] = -w_y * a.scale;
+    }
+    if (h) {
+        if (a.hess_const > 0)
+            constant_hess_row(a, w_y, h, stride);
+        else
+            for (idx c = 0; c < a.C; ++c) h[c * stride] = T(0);
     }
     return -w_y * x_y;
 }
@@ -133,8 +175,13 @@ inline T multi_margin_value(T w_y, double sum, idx C) {
 // loss = w_y / C sum z_c^p (summed in float64); gradient +w_y p z_c^(p-1) / C at c != y,
 // their negated sum at y. Three branch-free passes over the row (in cache): the loss, the
 // sum for g_y, then the gradient, which reads x_c before writing g_c (safe in place).
+//
+// Hessian (the diagonal): p = 1: 0; p = 2: 2 w_y / C at each active c != y (the factor of
+// the gradient, without z_c), and at y the float64 sum of those (one per active term),
+// rounded once; or the policy's constant row. Computed in the gradient's loops (element c
+// reads x_c before g_c and h_c are written: either may be in place).
 template <typename T>
-inline T multi_margin_sample(const ClassArgs<T>& a, const T* x, int64_t y, T* g, idx stride) {
+inline T multi_margin_sample(const ClassArgs<T>& a, const T* x, int64_t y, T* g, T* h, idx stride) {
     const idx C = a.C;
     const bool squared = a.params[0] == 2;
     const T margin = T(a.params[1]), x_y = x[y * stride];
@@ -166,11 +213,25 @@ inline T multi_margin_sample(const ClassArgs<T>& a, const T* x, int64_t y, T* g,
             return h > T(0) ? slope * factor : T(0);
         };
         const T g_y = T(over_others([&](idx c) { return double(grad_c(c)); }));
+        if (h && !(a.hess_const > 0)) {
+            auto hess_c = [&](idx c) { return squared && hinge(c) > T(0) ? factor : T(0); };
+            const T h_y = T(over_others([&](idx c) { return double(hess_c(c)); }));
+            for (idx c = 0; c < C; ++c) {
+                if (c == y) continue;
+                const T gv = grad_c(c), hv = hess_c(c);
+                g[c * stride] = gv;
+                h[c * stride] = hv;
+            }
+            g[y * stride] = -g_y;
+            h[y * stride] = h_y;
+        } else {
 #pragma omp simd
-        for (idx c = 0; c < y; ++c) g[c * stride] = grad_c(c);
+            for (idx c = 0; c < y; ++c) g[c * stride] = grad_c(c);
 #pragma omp simd
-        for (idx c = y + 1; c < C; ++c) g[c * stride] = grad_c(c);
-        g[y * stride] = -g_y;
+            for (idx c = y + 1; c < C; ++c) g[c * stride] = grad_c(c);
+            g[y * stride] = -g_y;
+            if (h) constant_hess_row(a, w_y, h, stride);  // after the gradient: h may be x
+        }
     }
     return multi_margin_value(w_y, sum, C);
 }
@@ -313,8 +374,8 @@ struct CrossEntropy {  // class indices
     static void tile(const ClassArgs<T>& a, idx first, const int64_t* ys, T* losses) { softmax_tile(a, first, ys, losses); }
     static constexpr bool streams = true;
     template <bool CONTIG>
-    T sample(const ClassArgs<T>& a, idx offset, int64_t y, T* g, bool stream) const {
-        return softmax_sample<T, CONTIG>(a, a.x + offset, nullptr, y, g, a.K, wsum, stream);
+    T sample(const ClassArgs<T>& a, idx offset, int64_t y, T* g, T* h, bool stream) const {
+        return softmax_sample<T, CONTIG>(a, a.x + offset, nullptr, y, g, h, a.K, wsum, stream);
     }
 };
 
@@ -325,8 +386,8 @@ struct CrossEntropyProbs {  // class probabilities shaped like the input
     static void tile(const ClassArgs<T>&, idx, const int64_t*, T*) {}
     static constexpr bool streams = true;
     template <bool CONTIG>
-    T sample(const ClassArgs<T>& a, idx offset, int64_t, T* g, bool stream) const {
-        return softmax_sample<T, CONTIG>(a, a.x + offset, a.probs + offset, 0, g, a.K, 0.0, stream);
+    T sample(const ClassArgs<T>& a, idx offset, int64_t, T* g, T* h, bool stream) const {
+        return softmax_sample<T, CONTIG>(a, a.x + offset, a.probs + offset, 0, g, h, a.K, 0.0, stream);
     }
 };
 
@@ -337,8 +398,8 @@ struct Nll {
     static void tile(const ClassArgs<T>&, idx, const int64_t*, T*) {}
     static constexpr bool streams = false;
     template <bool CONTIG>
-    T sample(const ClassArgs<T>& a, idx offset, int64_t y, T* g, bool) const {
-        return nll_sample(a, a.x + offset, y, g, a.K);
+    T sample(const ClassArgs<T>& a, idx offset, int64_t y, T* g, T* h, bool) const {
+        return nll_sample(a, a.x + offset, y, g, h, a.K);
     }
 };
 
@@ -349,7 +410,7 @@ struct MultiMargin {
     static void tile(const ClassArgs<T>& a, idx first, const int64_t* ys, T* losses) { multi_margin_tile(a, first, ys, losses); }
     static constexpr bool streams = false;
     template <bool CONTIG>
-    T sample(const ClassArgs<T>& a, idx offset, int64_t y, T* g, bool) const {
-        return multi_margin_sample(a, a.x + offset, y, g, a.K);
+    T sample(const ClassArgs<T>& a, idx offset, int64_t y, T* g, T* h, bool) const {
+        return multi_margin_sample(a, a.x + offset, y, g, h, a.K);
     }
 };

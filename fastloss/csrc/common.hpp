@@ -76,9 +76,11 @@ struct ElementwiseArgs {
     idx pw_period;     // > 0 when pw is given
     T* loss;      // per-element weighted loss ("none"), or null
     T* grad;      // gradient times scale, or null (may equal x: in place)
+    T* hess;      // diagonal of the Hessian times scale, or null (only with grad)
     T scale;
     idx n;
     const double* params;
+    double hess_const;  // > 0: every term's second derivative is this constant (a policy); 0: exact
 };
 
 template <typename T>
@@ -90,9 +92,11 @@ struct ClassArgs {
     idx N, C, K;
     T* loss;  // (N, K) per-sample weighted loss ("none"), or null
     T* grad;  // (N, C, K) gradient times scale, or null (may equal x)
+    T* hess;  // (N, C, K) diagonal of the Hessian times scale, or null (only with grad)
     T scale;
     int64_t ignore_index;
     const double* params;
+    double hess_const;  // > 0: every entry's second derivative is this constant (a policy); 0: exact
 };
 
 // The entry points of one instruction-set level (defined in isa.inc, instantiated for float
@@ -103,6 +107,7 @@ struct ClassArgs {
     template <typename T> double classes(int kernel, const ClassArgs<T>& a, int n_threads);       \
     template <typename T> idx first_outside_unit(const T* a, idx n, int n_threads);              \
     template <typename T> idx first_non_sign(const T* a, idx n, int n_threads);                  \
+    template <typename T> idx first_negative(const T* a, idx n, int n_threads, bool strict);     \
     template <typename T> double float64_sum(const T* a, idx n);                                 \
     template <typename T>                                                                          \
     idx class_target_stats(const int64_t* t, idx n, idx C, bool has_ignore, int64_t ignore_index, \

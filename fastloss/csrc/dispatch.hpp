@@ -108,6 +108,11 @@ idx first_non_sign(const T* a, idx n, int n_threads) {
 }
 
 template <typename T>
+idx first_negative(const T* a, idx n, int n_threads, bool strict) {
+    FL_DISPATCH(first_negative<T>(a, n, usable_threads(n_threads), strict))
+}
+
+template <typename T>
 double float64_sum(const T* a, idx n) {
     FL_DISPATCH(float64_sum<T>(a, n))
 }

@@ -207,19 +207,44 @@ inline void stream_fence() {
 // its elements in order, so the sums have the same bits with or without streaming.
 constexpr int UNROLL = 2;
 
+// What a run writes besides the loss sum: the per-element losses, the gradient and the
+// Hessian's diagonal (each optional: compile-time flags LOSS, GRAD, HESS), and the Hessian
+// policy (hc > 0: every term's second derivative is the constant hc).
+template <typename T>
+struct Outputs {
+    T* lo;
+    T* go;
+    T* ho;
+    T scale;
+    T hc;
+    bool hconst;
+};
+
+// The Hessian entry of an element: the second derivative h (or the policy's constant) times
+// ws = w * scale, as the gradient; a selected zero (flat_zero) stays 0 whatever the weight.
+template <class Op, typename T>
+FL_OP T weighted_hess(T h, T ws, const Outputs<T>& o) {
+    const T v = (o.hconst ? o.hc : h);
+    const T r = v * ws;
+    return flat_zero_of<Op>::value ? (v == T(0) ? T(0) : r) : r;
+}
+
 // Elements [i, end) (fewer than a chunk) into lanes (lane0 + k) % LANES, k = 0, 1, ...
-template <class Op, typename T, bool W, bool PW, bool LOSS, bool GRAD>
-__attribute__((noinline)) void run_rest(const Op& op, const T* x, const T* y, const T* w, const T* pw, T* lo, T* go,
-                     T scale, idx i, idx end, double* acc) {
+template <class Op, typename T, bool W, bool PW, bool LOSS, bool GRAD, bool HESS>
+__attribute__((noinline)) void run_rest(const Op& op, const T* x, const T* y, const T* w, const T* pw,
+                                        const Outputs<T>& o, idx i, idx end, double* acc) {
     constexpr int CHUNK = UNROLL * LANES;
+    const T scale = o.scale;
     if (i < end && !heavy_op<Op>::value) {  // cheap math: one element at a time
         for (int j = 0; i < end; ++i, j = (j + 1) % LANES) {
-            T l, g;
-            op(x[i], y[i], PW ? pw[i] : T(1), l, g);
+            T l, g, h;
+            op(x[i], y[i], PW ? pw[i] : T(1), l, g, h);
+            const T ws = W ? w[i] * scale : scale;
             if (W) l *= w[i];
             acc[j] += double(l);
-            if (LOSS) lo[i] = l;
-            if (GRAD) go[i] = weighted<Op>(g, W ? w[i] * scale : scale);
+            if (LOSS) o.lo[i] = l;
+            if (GRAD) o.go[i] = weighted<Op>(g, ws);
+            if (HESS) o.ho[i] = weighted_hess<Op>(h, ws, o);
         }
     }
     if (i < end) {
@@ -228,7 +253,7 @@ __attribute__((noinline)) void run_rest(const Op& op, const T* x, const T* y, co
         // a vector one. Each element's math is the same whatever its position, and only the
         // rem real ones are stored and summed, in the same lanes and order.
         const idx rem = end - i;
-        T xb[CHUNK], yb[CHUNK], wb[CHUNK], pwb[CHUNK], ls[CHUNK], gs[CHUNK];
+        T xb[CHUNK], yb[CHUNK], wb[CHUNK], pwb[CHUNK], ls[CHUNK], gs[CHUNK], hs[CHUNK];
         for (int j = 0; j < CHUNK; ++j) {
             xb[j] = j < rem ? x[i + j] : T(0);
             yb[j] = j < rem ? y[i + j] : T(0);
@@ -237,32 +262,40 @@ __attribute__((noinline)) void run_rest(const Op& op, const T* x, const T* y, co
         }
 #pragma omp simd
         for (int j = 0; j < CHUNK; ++j) {
-            T l, g;
-            op(xb[j], yb[j], PW ? pwb[j] : T(1), l, g);
+            T l, g, h;
+            op(xb[j], yb[j], PW ? pwb[j] : T(1), l, g, h);
+            const T ws = W ? wb[j] * scale : scale;
             if (W) l *= wb[j];
             ls[j] = l;
-            gs[j] = weighted<Op>(g, W ? wb[j] * scale : scale);
+            gs[j] = weighted<Op>(g, ws);
+            if (HESS) hs[j] = weighted_hess<Op>(h, ws, o);
         }
         for (idx j = 0; j < rem; ++j) {
             acc[j % LANES] += double(ls[j]);
-            if (LOSS) lo[i + j] = ls[j];
-            if (GRAD) go[i + j] = gs[j];
+            if (LOSS) o.lo[i + j] = ls[j];
+            if (GRAD) o.go[i + j] = gs[j];
+            if (HESS) o.ho[i + j] = hs[j];
         }
     }
 }
 
-template <class Op, typename T, bool W, bool PW, bool LOSS, bool GRAD>
-__attribute__((noinline)) double run(const Op& op, const T* x, const T* y, const T* w, const T* pw, T* lo, T* go,
-                  T scale, idx len, bool stream) {
+template <class Op, typename T, bool W, bool PW, bool LOSS, bool GRAD, bool HESS>
+__attribute__((noinline)) double run(const Op& op, const T* x, const T* y, const T* w, const T* pw,
+                                     const Outputs<T>& o, idx len, bool stream) {
     double acc[LANES] = {0.0};
     constexpr int CHUNK = UNROLL * LANES;
+    T* const lo = o.lo;
+    T* const go = o.go;
+    T* const ho = o.ho;
+    const T scale = o.scale;
     idx i = 0;
     int h = 0;  // head: elements before the first 64-byte boundary of go (streaming only)
-    stream = GRAD && stream && len >= 4 * CHUNK && reinterpret_cast<uintptr_t>(go) % sizeof(T) == 0;
+    // (with a Hessian the two outputs' alignments differ: plain stores)
+    stream = GRAD && !HESS && stream && len >= 4 * CHUNK && reinterpret_cast<uintptr_t>(go) % sizeof(T) == 0;
     if (stream) {
         const uintptr_t mis = reinterpret_cast<uintptr_t>(go) % STREAM_ALIGN;
         h = mis ? int((STREAM_ALIGN - mis) / sizeof(T)) : 0;
-        run_rest<Op, T, W, PW, LOSS, GRAD>(op, x, y, w, pw, lo, go, scale, 0, h, acc);
+        run_rest<Op, T, W, PW, LOSS, GRAD, HESS>(op, x, y, w, pw, o, 0, h, acc);
         i = h;
     }
     double racc[LANES];  // racc[j] is lane (h + j) % LANES
@@ -272,8 +305,8 @@ __attribute__((noinline)) double run(const Op& op, const T* x, const T* y, const
             T ls[CHUNK], gs[CHUNK];
 #pragma omp simd
             for (int j = 0; j < CHUNK; ++j) {
-                T l, g;
-                op(x[i + j], y[i + j], PW ? pw[i + j] : T(1), l, g);
+                T l, g, hh;
+                op(x[i + j], y[i + j], PW ? pw[i + j] : T(1), l, g, hh);
                 if (W) l *= w[i + j];
                 ls[j] = l;
                 gs[j] = weighted<Op>(g, W ? w[i + j] * scale : scale);
@@ -289,38 +322,46 @@ __attribute__((noinline)) double run(const Op& op, const T* x, const T* y, const
             T ls[CHUNK];
 #pragma omp simd
             for (int j = 0; j < CHUNK; ++j) {
-                T l, g;
-                op(x[i + j], y[i + j], PW ? pw[i + j] : T(1), l, g);
+                T l, g, hh;
+                op(x[i + j], y[i + j], PW ? pw[i + j] : T(1), l, g, hh);
+                const T ws = W ? w[i + j] * scale : scale;
                 if (W) l *= w[i + j];
                 ls[j] = l;
                 if (LOSS) lo[i + j] = l;
-                if (GRAD) go[i + j] = weighted<Op>(g, W ? w[i + j] * scale : scale);
+                if (GRAD) go[i + j] = weighted<Op>(g, ws);
+                if (HESS) ho[i + j] = weighted_hess<Op>(hh, ws, o);
             }
             for (int u = 0; u < UNROLL; ++u)
                 for (int j = 0; j < LANES; ++j) racc[j] += double(ls[u * LANES + j]);
         }
     }
-    run_rest<Op, T, W, PW, LOSS, GRAD>(op, x, y, w, pw, lo, go, scale, i, len, racc);
+    run_rest<Op, T, W, PW, LOSS, GRAD, HESS>(op, x, y, w, pw, o, i, len, racc);
     for (int j = 0; j < LANES; ++j) acc[(h + j) % LANES] = racc[j];
     return sum_lanes(acc);
 }
 
+// The outputs of a run starting at element i.
+template <typename T>
+inline Outputs<T> outputs_at(const ElementwiseArgs<T>& a, idx i) {
+    return Outputs<T>{a.loss ? a.loss + i : nullptr, a.grad ? a.grad + i : nullptr,
+                      a.hess ? a.hess + i : nullptr, a.scale, T(a.hess_const), a.hess_const > 0};
+}
+
 // One block [begin, end): split into runs that cross no weight period boundary.
-template <class Op, typename T, bool W, bool PW, bool LOSS, bool GRAD>
+template <class Op, typename T, bool W, bool PW, bool LOSS, bool GRAD, bool HESS>
 inline double block(const Op& op, const ElementwiseArgs<T>& a, idx begin, idx end, bool stream) {
     if (!W && !PW)
-        return run<Op, T, W, PW, LOSS, GRAD>(op, a.x + begin, a.y + begin, nullptr, nullptr,
-                                             a.loss + (LOSS ? begin : 0), a.grad + (GRAD ? begin : 0),
-                                             a.scale, end - begin, stream);
+        return run<Op, T, W, PW, LOSS, GRAD, HESS>(op, a.x + begin, a.y + begin, nullptr, nullptr,
+                                                   outputs_at(a, begin), end - begin, stream);
     double total = 0.0;
     idx w_phase = W ? begin % a.w_period : 0, pw_phase = PW ? begin % a.pw_period : 0;
     for (idx i = begin; i < end;) {
         idx len = end - i;
         if (W) len = std::min(len, a.w_period - w_phase);
         if (PW) len = std::min(len, a.pw_period - pw_phase);
-        total += run<Op, T, W, PW, LOSS, GRAD>(op, a.x + i, a.y + i, W ? a.w + w_phase : nullptr,
-                                               PW ? a.pw + pw_phase : nullptr, a.loss + (LOSS ? i : 0),
-                                               a.grad + (GRAD ? i : 0), a.scale, len, stream);
+        total += run<Op, T, W, PW, LOSS, GRAD, HESS>(op, a.x + i, a.y + i, W ? a.w + w_phase : nullptr,
+                                                     PW ? a.pw + pw_phase : nullptr, outputs_at(a, i), len,
+                                                     stream);
         i += len;
         if (W && (w_phase += len) == a.w_period) w_phase = 0;
         if (PW && (pw_phase += len) == a.pw_period) pw_phase = 0;
@@ -328,30 +369,37 @@ inline double block(const Op& op, const ElementwiseArgs<T>& a, idx begin, idx en
     return total;
 }
 
-template <class Op, typename T, bool W, bool PW, bool LOSS, bool GRAD>
+template <class Op, typename T, bool W, bool PW, bool LOSS, bool GRAD, bool HESS>
 double drive(const Op& op, const ElementwiseArgs<T>& a, int n_threads) {
     idx nblocks = (a.n + BLOCK - 1) / BLOCK;
     const bool stream = GRAD && a.n * idx(sizeof(T)) * 3 >= STREAM_FROM_BYTES;
     return sum_blocks(nblocks, a.n >= SERIAL_BELOW, n_threads, [&](idx b) {
-        return block<Op, T, W, PW, LOSS, GRAD>(op, a, b * BLOCK, std::min(a.n, (b + 1) * BLOCK), stream);
+        return block<Op, T, W, PW, LOSS, GRAD, HESS>(op, a, b * BLOCK, std::min(a.n, (b + 1) * BLOCK), stream);
     });
 }
 
 // Pick the specialisation for which operands are present (each a compile-time flag, so
-// the hot loop has no branches).
-template <class Op, typename T>
+// the hot loop has no branches). A Hessian comes only with a gradient; the second operand
+// (pos_weight, quantile) only for the kernels that take one (OPERAND, from the registry's
+// FACTS): the others are not instantiated with it.
+template <bool OPERAND, class Op, typename T>
 double dispatch_flags(const Op& op, const ElementwiseArgs<T>& a, int n_threads) {
-    const bool w = a.w != nullptr, pw = a.pw != nullptr, lo = a.loss != nullptr, g = a.grad != nullptr;
-#define FL_CASE(W, PW, LO, G) \
-    if (w == W && pw == PW && lo == LO && g == G) return drive<Op, T, W, PW, LO, G>(op, a, n_threads);
-    FL_CASE(false, false, false, false) FL_CASE(false, false, false, true)
-    FL_CASE(false, false, true, false)  FL_CASE(false, false, true, true)
-    FL_CASE(true, false, false, false)  FL_CASE(true, false, false, true)
-    FL_CASE(true, false, true, false)   FL_CASE(true, false, true, true)
-    FL_CASE(false, true, false, false)  FL_CASE(false, true, false, true)
-    FL_CASE(false, true, true, false)   FL_CASE(false, true, true, true)
-    FL_CASE(true, true, false, false)   FL_CASE(true, true, false, true)
-    FL_CASE(true, true, true, false)    FL_CASE(true, true, true, true)
+    const bool w = a.w != nullptr, pw = OPERAND && a.pw != nullptr, lo = a.loss != nullptr,
+               g = a.grad != nullptr, hs = g && a.hess != nullptr;
+#define FL_CASE(W, PW, LO, G, H)                                                          \
+    if (w == W && pw == PW && lo == LO && g == G && hs == H)                              \
+        return drive<Op, T, W, PW && OPERAND, LO, G, H>(op, a, n_threads);
+#define FL_CASES(W, PW)                                                                   \
+    FL_CASE(W, PW, false, false, false) FL_CASE(W, PW, false, true, false)               \
+    FL_CASE(W, PW, true, false, false)  FL_CASE(W, PW, true, true, false)                \
+    FL_CASE(W, PW, false, true, true)   FL_CASE(W, PW, true, true, true)
+    FL_CASES(false, false)
+    FL_CASES(true, false)
+    if (OPERAND) {
+        FL_CASES(false, true)
+        FL_CASES(true, true)
+    }
+#undef FL_CASES
 #undef FL_CASE
     return std::numeric_limits<double>::quiet_NaN();
 }
@@ -432,10 +480,10 @@ double classes_of(const ClassArgs<T>& a, int n_threads) {
     auto in_range = [&](int64_t y) { return (uint64_t)y < (uint64_t)a.C; };
     // Few classes, (N, C) rows: TILE rows at a time across SIMD lanes (bitwise the per-row
     // results, see softmax_tile), for the functors that have tiles.
-    const bool tiles = INDICES && contig && Row::tiles(a);
+    const bool tiles = INDICES && contig && !a.hess && Row::tiles(a);
     // Large softmax gradients (logits + gradient at least STREAM_FROM_BYTES, rows of at least
     // a few cache lines) are streamed row by row, as the elementwise gradients are.
-    const bool stream = Row::streams && a.grad && contig && !tiles && a.C >= 64 &&
+    const bool stream = Row::streams && a.grad && !a.hess && contig && !tiles && a.C >= 64 &&
                         samples * a.C * idx(sizeof(T)) * 2 >= STREAM_FROM_BYTES;
     auto block_sum = [&](idx b) {
         double acc[LANES] = {0.0};
@@ -465,19 +513,24 @@ double classes_of(const ClassArgs<T>& a, int n_threads) {
             idx n = contig ? s : s / a.K, k = contig ? 0 : s % a.K;
             idx offset = n * a.C * a.K + k;
             T* g = a.grad ? a.grad + offset : nullptr;
+            T* h = g && a.hess ? a.hess + offset : nullptr;
             const int64_t y = INDICES ? read_once(a.target + s) : 0;
             T loss;
             if (INDICES && IGNORES && y == a.ignore_index) {
-                loss = 0;  // ignored sample: no loss, zero gradient
+                loss = 0;  // ignored sample: no loss, zero gradient and Hessian
                 if (g)
                     for (idx c = 0; c < a.C; ++c) g[c * a.K] = T(0);
+                if (h)
+                    for (idx c = 0; c < a.C; ++c) h[c * a.K] = T(0);
             } else if (INDICES && !in_range(y)) {  // changed since validated (see in_range)
                 loss = std::numeric_limits<T>::quiet_NaN();
                 if (g)
                     for (idx c = 0; c < a.C; ++c) g[c * a.K] = loss;
+                if (h)
+                    for (idx c = 0; c < a.C; ++c) h[c * a.K] = loss;
             } else {
-                loss = contig ? row.template sample<true>(a, offset, y, g, stream)
-                              : row.template sample<false>(a, offset, y, g, false);
+                loss = contig ? row.template sample<true>(a, offset, y, g, h, stream)
+                              : row.template sample<false>(a, offset, y, g, h, false);
             }
             add(s, loss);
             ++s;
@@ -541,6 +594,13 @@ idx first_outside_unit(const T* a, idx n, int n_threads) {
 template <typename T>
 idx first_non_sign(const T* a, idx n, int n_threads) {
     return first_where(a, n, n_threads, [](T v) { return (v != T(1)) & (v != T(-1)); });
+}
+
+// The first value below zero (strict: at or below zero); NaN counts too.
+template <typename T>
+idx first_negative(const T* a, idx n, int n_threads, bool strict) {
+    if (strict) return first_where(a, n, n_threads, [](T v) { return !(v > T(0)); });
+    return first_where(a, n, n_threads, [](T v) { return !(v >= T(0)); });
 }
 
 // First target outside [0, C) that is not ignore_index (-1 if none), and into *weight_sum

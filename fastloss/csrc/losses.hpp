@@ -4,14 +4,18 @@
 //
 // A functor is a template on the float type T, constructed from the loss's parameters
 // (`const double* p`, registry order, checked before), and called per element as
-// op(x, y, p, l, g): for input x, target y and pos_weight p (1 when absent) it sets the loss
-// l and its derivative g with respect to x, in T, branch-free (selects) so loops vectorise.
+// op(x, y, p, l, g, h): for input x, target y and the second operand p (pos_weight, or
+// pinball's quantile; 1 when absent) it sets the loss l, its derivative g and its second
+// derivative h with respect to x, in T, branch-free (selects) so loops vectorise. h is
+// computed always and dropped by the compiler where no Hessian is stored (pure arithmetic);
+// it never changes l or g (each is its own expression, -ffp-contract=off).
 // Optional traits (read by drivers.hpp):
 //   static constexpr bool heavy = true;      exp/log math: tails go through the vector loop
 //   static constexpr int grad_factor = k;    g leaves out a constant factor k, multiplied in
 //                                            last (2 r cannot overflow where 2 r w s is finite)
-//   static constexpr bool flat_zero = true;  a zero g is a selected constant (a hinge's flat
-//                                            side): it stays 0 whatever the weight
+//   static constexpr bool flat_zero = true;  a zero g (or h) is a selected constant (a hinge's
+//                                            flat side): it stays 0 whatever the weight
+// h is the whole second derivative (no factor left out); the driver weighs it as g.
 // Numerics: each functor states its domain, formula and stability trick. Included once per
 // instruction-set namespace (isa.inc), like vecmath.hpp whose vm:: functions it uses.
 
@@ -25,20 +29,22 @@ template <typename T>
 struct Mse {
     static constexpr int grad_factor = 2;  // gradient 2 r
     explicit Mse(const double*) {}
-    FL_OP void operator()(T x, T y, T, T& l, T& g) const {
+    FL_OP void operator()(T x, T y, T, T& l, T& g, T& h) const {
         T r = x - y;
         l = r * r;
         g = r;
+        h = T(2);
     }
 };
 
 template <typename T>
 struct L1 {
     explicit L1(const double*) {}
-    FL_OP void operator()(T x, T y, T, T& l, T& g) const {
+    FL_OP void operator()(T x, T y, T, T& l, T& g, T& h) const {
         T r = x - y;
         l = std::abs(r);
         g = sign_or_zero(r);
+        h = T(0);  // exact: 0 (the kink too); the usual policy is a constant (Outputs::hc)
     }
 };
 
@@ -47,11 +53,12 @@ struct Huber {
     // Quadratic for |r| < delta, linear with slope delta outside; delta > 0.
     T delta, half_delta;
     explicit Huber(const double* p) : delta(T(p[0])), half_delta(T(0.5 * p[0])) {}
-    FL_OP void operator()(T x, T y, T, T& l, T& g) const {
+    FL_OP void operator()(T x, T y, T, T& l, T& g, T& h) const {
         T r = x - y, a = std::abs(r);
         T quadratic = T(0.5) * a * a, linear = delta * (a - half_delta);
         l = a < delta ? quadratic : linear;
         g = std::min(std::max(r, -delta), delta);  // clip(r); NaN passes through both
+        h = a < delta ? T(1) : (a >= delta ? T(0) : a);  // 1 inside, 0 outside (the kink), NaN for NaN
     }
 };
 
@@ -73,9 +80,12 @@ struct SmoothL1 {
         : beta(T(p[0])), half_beta(T(0.5 * p[0])),
           up(std::isfinite(T(1) / T(p[0])) ? T(1) : T(std::ldexp(1.0, std::numeric_limits<T>::digits))),
           inv_beta(T(1) / (T(p[0]) * up)), is_l1(p[0] == 0 ? 1 : 0) {}
-    FL_OP void operator()(T x, T y, T, T& l, T& g) const {
+    FL_OP void operator()(T x, T y, T, T& l, T& g, T& h) const {
         T r = x - y, a = std::abs(r);
         T quadratic = T(0.5) * a * (a * up) * inv_beta, linear = a - half_beta;
+        // second derivative 1 / beta inside (up * inv_beta: finite for a subnormal beta only
+        // as far as 1 / beta is), 0 outside and at the kink, NaN for NaN r
+        h = a < beta ? up * inv_beta : (a >= beta ? T(0) : a);
         T slope = r * up * inv_beta, unit = sign_or_zero(r);
         T inner = is_l1 != T(0) ? unit : slope;  // NaN r: slope (NaN), or L1's 0
         l = a < beta ? quadratic : linear;
@@ -89,11 +99,17 @@ struct Bce {
     // finite; log1p(-x) keeps 1 - x accurate for small x. Gradient (x - y) / max(x(1-x), 1e-12).
     static constexpr bool heavy = true;
     explicit Bce(const double*) {}
-    FL_OP void operator()(T x, T y, T, T& l, T& g) const {
+    FL_OP void operator()(T x, T y, T, T& l, T& g, T& h) const {
         T log_x = vm::log_clamped_unit(x);
         T log_1mx = vm::log1m_clamped_unit(x);
         l = vm::mad(y - T(1), log_1mx, -(y * log_x));
-        g = (x - y) / std::max((T(1) - x) * x, T(1e-12f));  // PyTorch's EPSILON is a float
+        const T d = std::max((T(1) - x) * x, T(1e-12f));  // PyTorch's EPSILON is a float
+        g = (x - y) / d;
+        // The derivative of that gradient, y / x^2 + (1 - y) / (1 - x)^2 over the same
+        // clamped denominator: ((x - y)^2 + y (1 - y)) / d^2, two non-negative terms for y in
+        // [0, 1] (no cancellation); divided twice by d (d^2 underflows in float32).
+        const T r = x - y;
+        h = (r * r + y * (T(1) - y)) / d / d;
     }
 };
 
@@ -105,7 +121,7 @@ struct BceLogits {
     // grad = (1 - y) sigmoid(x) - p y sigmoid(-x), both sigmoids from e = exp(-|x|) <= 1.
     static constexpr bool heavy = true;
     explicit BceLogits(const double*) {}
-    FL_OP void operator()(T x, T y, T p, T& l, T& g) const {
+    FL_OP void operator()(T x, T y, T p, T& l, T& g, T& h) const {
         T e = vm::exp_nonpos(-std::abs(x));
         T inv = T(1) / (T(1) + e);
         T log_term = vm::log1p_unit(e, inv);
@@ -120,6 +136,9 @@ struct BceLogits {
         bool pos = x >= T(0);
         T sig = pos ? inv : sig_small, sig_neg = pos ? sig_small : inv;
         g = neg * sig - py * sig_neg;
+        // h = ((1 - y) + p y) sigmoid(x) sigmoid(-x) = (...) e / (1 + e)^2: no cancellation,
+        // underflows to 0 (not NaN) for huge |x| (e = 0)
+        h = (neg + py) * (sig_small * inv);
     }
 };
 
@@ -130,11 +149,12 @@ struct Hinge {
     static constexpr bool flat_zero = true;
     T margin;
     explicit Hinge(const double* p) : margin(T(p[0])) {}
-    FL_OP void operator()(T x, T y, T, T& l, T& g) const {
+    FL_OP void operator()(T x, T y, T, T& l, T& g, T& h) const {
         T z = margin - y * x;
         T neg_y = -y, flat = z <= T(0) ? T(0) : z;  // flat: 0 on the flat side, NaN if NaN
         l = z < T(0) ? T(0) : z;
         g = z > T(0) ? neg_y : flat;
+        h = z > T(0) ? T(0) : flat;  // exact: 0 (the kink too), NaN for NaN z
     }
 };
 
@@ -144,11 +164,12 @@ struct SquaredHinge {
     static constexpr bool flat_zero = true;
     T margin;
     explicit SquaredHinge(const double* p) : margin(T(p[0])) {}
-    FL_OP void operator()(T x, T y, T, T& l, T& g) const {
+    FL_OP void operator()(T x, T y, T, T& l, T& g, T& hess) const {
         T z = margin - y * x;
         T h = z < T(0) ? T(0) : z;  // NaN propagates
         l = h * h;
         g = -y * h;
+        hess = z > T(0) ? T(2) * (y * y) : (z <= T(0) ? T(0) : z);  // 2 y^2 = 2 on the active side
     }
 };
 

@@ -37,26 +37,31 @@ _capsule_pointer = ctypes.pythonapi.PyCapsule_GetPointer
 _capsule_pointer.restype, _capsule_pointer.argtypes = ctypes.c_void_p, [ctypes.py_object, ctypes.c_char_p]
 
 
-def c_kernel_name(loss: str, dtype, probabilities: bool = False) -> str:
+def c_kernel_name(loss: str, dtype, probabilities: bool = False, hess: bool = False) -> str:
     base = "cross_entropy_probs" if probabilities else loss
-    return f"fl_{base}_grad_{'f32' if np.dtype(dtype) == np.float32 else 'f64'}"
+    return f"fl_{base}_grad{'_hess' if hess else ''}_{'f32' if np.dtype(dtype) == np.float32 else 'f64'}"
 
 
-def c_signature(spec, probabilities: bool = False):
-    """The argument types of the loss's C kernel, from the registry."""
+def c_signature(spec, probabilities: bool = False, hess: bool = False):
+    """The argument types of the loss's C kernel, from the registry (``hess``: its
+    ``_grad_hess`` twin: the Hessian's buffer after ``grad``, and ``hessian`` before
+    ``reduction`` where the loss has a policy)."""
     scalars = [INT if p.type is int else DBL for p in spec.params]
+    if hess and spec.hessian_policy is not None:
+        scalars.append(DBL)
+    outs = [P, P, P] if hess else [P, P]
     if spec.kind == "elementwise":
-        return ([P, P] + ([P, N_] if spec.weight else []) + ([P, N_] if spec.pos_weight else [])
-                + [P, P, N_] + scalars + [INT, INT])
+        return ([P, P] + ([P, N_] if spec.weight else []) + ([P, N_] if spec.operand else [])
+                + outs + [N_] + scalars + [INT, INT])
     sizes = [N_, N_] + ([] if spec.max_input_dims == 2 else [N_])
     ignore = [I64] if spec.ignore_index and not probabilities else []
-    return [P, P, P, P, P] + sizes + ignore + scalars + [INT, INT]
+    return [P, P, P] + outs + sizes + ignore + scalars + [INT, INT]
 
 
-def c_kernel(loss: str, dtype, probabilities: bool = False):
-    capsule = kernels.__pyx_capi__[c_kernel_name(loss, dtype, probabilities)]
+def c_kernel(loss: str, dtype, probabilities: bool = False, hess: bool = False):
+    capsule = kernels.__pyx_capi__[c_kernel_name(loss, dtype, probabilities, hess)]
     address = _capsule_pointer(capsule, _capsule_name(capsule))
-    return ctypes.CFUNCTYPE(DBL, *c_signature(BY_NAME[loss], probabilities))(address)
+    return ctypes.CFUNCTYPE(DBL, *c_signature(BY_NAME[loss], probabilities, hess))(address)
 
 
 def ptr(a):
@@ -64,8 +69,8 @@ def ptr(a):
 
 
 def test_every_loss_and_dtype_is_exported():
-    names = {c_kernel_name(s.name, d) for s in LOSSES for d in DTYPES}
-    names |= {c_kernel_name("cross_entropy", d, probabilities=True) for d in DTYPES}
+    names = {c_kernel_name(s.name, d, hess=h) for s in LOSSES for d in DTYPES for h in (False, True)}
+    names |= {c_kernel_name("cross_entropy", d, probabilities=True, hess=h) for d in DTYPES for h in (False, True)}
     assert set(kernels.__pyx_capi__) == names
 
 
@@ -83,34 +88,44 @@ def weight_block(w, shape):
     return full, full.size
 
 
-def call_c(loss, x, t, kwargs, reduction, grad=None, losses=None, n_threads=0, override=()):
+def call_c(loss, x, t, kwargs, reduction, grad=None, losses=None, n_threads=0, override=(), hess=False):
     """Call the loss's C kernel on the same operands as the Python API call
-    ``loss(x, t, **kwargs)``; ``override`` replaces C arguments by name (for the error tests)."""
+    ``loss(x, t, **kwargs)``; ``override`` replaces C arguments by name (for the error tests).
+    ``hess``: the ``_grad_hess`` kernel; False, or the Hessian's buffer (None for NULL)."""
+    with_hess = hess is not False
     spec = BY_NAME[loss]
     probabilities = spec.probability_target and np.asarray(t).dtype.kind == "f"
     args = {"input": ptr(x), "target": ptr(t)}
     blocks = []  # keeps the weight blocks alive during the call
     if spec.kind == "elementwise":
-        for name, taken in (("weight", spec.weight), ("pos_weight", spec.pos_weight)):
+        for name, taken in (("weight", spec.weight), (spec.operand, spec.operand)):
             if taken:
                 w = kwargs.get(name)
                 block, size = (None, 0) if w is None else weight_block(w, x.shape)
                 blocks.append(block)
                 args[name], args[f"{name}_len"] = ptr(block), size
-        args.update(grad=ptr(grad), losses=ptr(losses), n=x.size)
+        args.update(grad=ptr(grad))
+        if with_hess:
+            args["hess"] = ptr(hess)
+        args.update(losses=ptr(losses), n=x.size)
     else:
         shape = x.shape if x.ndim > 1 else (1,) + x.shape
-        args.update(weight=ptr(kwargs.get("weight")), grad=ptr(grad), losses=ptr(losses),
-                    N=shape[0], C=shape[1])
+        args.update(weight=ptr(kwargs.get("weight")), grad=ptr(grad))
+        if with_hess:
+            args["hess"] = ptr(hess)
+        args.update(losses=ptr(losses), N=shape[0], C=shape[1])
         if spec.max_input_dims != 2:
             args["K"] = math.prod(shape[2:])
         if spec.ignore_index and not probabilities:
             args["ignore_index"] = kwargs.get("ignore_index", -100)
     for p in spec.params:
         args[p.name] = kwargs.get(p.name, p.default)
+    if with_hess and spec.hessian_policy is not None:  # 0: exact, as the Python "exact"
+        policy = kwargs.get("hessian", spec.hessian_policy)
+        args["hessian"] = 0.0 if policy == "exact" else float(policy)
     args.update(reduction=reduction, n_threads=n_threads)
     args.update(dict(override))
-    return c_kernel(loss, x.dtype, probabilities)(*args.values())
+    return c_kernel(loss, x.dtype, probabilities, with_hess)(*args.values())
 
 
 def loss_shape(spec, x):
@@ -322,3 +337,60 @@ def test_extreme_weight_sums_give_the_python_bits(loss, weight_value):
     assert np.float32(c_loss).tobytes() == py_loss.tobytes(), (c_loss, py_loss)
     assert_bitwise(grad, py_grad)
     assert np.isfinite(grad).all()
+
+
+# --------------------------------------------------------------------------- second order
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("case", CASES, ids=str)
+def test_c_grad_hess_kernel_equals_python_api(case, dtype):
+    x, t, kwargs = case.generate(dtype)
+    x, t = np.ascontiguousarray(x), np.ascontiguousarray(t)
+    fn = getattr(API, case.loss + "_grad_hess")
+    policies = [{}]
+    if case.spec.hessian_policy is not None:
+        policies += [{"hessian": "exact"}, {"hessian": 0.5}]
+    for policy in policies:
+        kw = dict(kwargs, **policy)
+        for reduction, code in (("mean", MEAN), ("sum", SUM)):
+            expected_loss, expected_grad, expected_hess = fn(x, t, reduction=reduction, **kw)
+            grad, hess = np.full_like(x, np.nan), np.full_like(x, np.nan)
+            got = call_c(case.loss, x, t, kw, code, grad=grad, hess=hess)
+            assert_bitwise(x.dtype.type(got), expected_loss, f"{reduction} loss {policy}")
+            assert_bitwise(grad, expected_grad, f"{reduction} gradient {policy}")
+            assert_bitwise(hess, expected_hess, f"{reduction} hessian {policy}")
+
+
+@pytest.mark.parametrize("name", [s.name for s in LOSSES])
+def test_c_grad_hess_refusals_write_nothing(name):
+    case = next(c for c in CASES if c.loss == name)
+    x, t, kwargs = case.generate(np.float64)
+    x, t = np.ascontiguousarray(x), np.ascontiguousarray(t)
+    spec = BY_NAME[name]
+    both = np.full((2,) + x.shape, 7.0)
+    grad, hess = both[0], both[1]
+    refusals = [
+        ("a Hessian without a gradient", dict(grad=None, hess=hess)),
+        ("grad and hess the same buffer", dict(grad=grad, hess=grad)),
+        ("hess over the target", dict(grad=grad, hess=t if t.dtype == x.dtype else x[..., :0])),
+    ]
+    if spec.hessian_policy is not None:
+        for bad in (-1.0, math.nan, math.inf):
+            refusals.append((f"hessian={bad}", dict(grad=grad, hess=hess, override=(("hessian", bad),))))
+    for what, kw in refusals:
+        if kw.get("hess") is not None and kw["hess"].size == 0:
+            continue  # integer targets: the overlap is tested through the gradient's own checks
+        before = (x.copy(), np.array(t, copy=True))
+        got = call_c(name, x, t, kwargs, MEAN, grad=kw.get("grad"), hess=kw.get("hess"),
+                     override=kw.get("override", ()))
+        assert math.isnan(got), what
+        assert np.all(both == 7.0), what
+        np.testing.assert_array_equal(x, before[0])
+        np.testing.assert_array_equal(t, before[1])
+    # in place: the Hessian may overwrite the input
+    expected = getattr(API, name + "_grad_hess")(x, t, **kwargs)
+    xin = x.copy()
+    got = call_c(name, xin, t, kwargs, MEAN, grad=grad, hess=xin)
+    assert_bitwise(x.dtype.type(got), expected[0], "loss, hess in place")
+    assert_bitwise(xin, expected[2], "hess in place")

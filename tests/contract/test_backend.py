@@ -19,7 +19,7 @@ from cases import DTYPES, all_cases
 from fastloss._registry import LOSSES, REDUCTIONS
 from helpers import assert_bitwise, assert_grad_close, assert_value_close, loss_fn, rtol_for
 
-LOSS_FUNCTIONS = [name for spec in LOSSES for name in (spec.name, spec.name + "_grad")]
+LOSS_FUNCTIONS = [name for spec in LOSSES for name in spec.functions]
 HELPERS = ["get_backend", "get_include", "get_num_threads", "set_num_threads"]
 
 
@@ -185,12 +185,13 @@ def test_every_public_function_has_a_docstring(module):
         doc = inspect.getdoc(getattr(module, name))
         assert doc and len(doc.strip()) > 20, name
     for spec in LOSSES:
-        for name in (spec.name, spec.name + "_grad"):
+        for name in spec.functions:
             doc = inspect.getdoc(getattr(module, name))
             assert spec.summary in doc, name
             for p in spec.params:
                 assert p.name in doc, (name, p.name)
         assert "out" in inspect.getdoc(getattr(module, spec.name + "_grad"))
+        assert "hess_out" in inspect.getdoc(getattr(module, spec.name + "_grad_hess"))
 
 
 # --------------------------------------------------------------------------- agreement

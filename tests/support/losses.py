@@ -87,6 +87,11 @@ class LossReference:
     # (loss, grad, terms); classes: (z, target, w, params) -> (loss, grad list, terms list),
     # ``terms`` the magnitude of the largest quantity the gradient subtracts (0 if none)
     exact: Callable = REQUIRED
+    # float64 formula of the Hessian's diagonal (NAME_grad_hess, the exact policy):
+    # (x, t, **kwargs) -> d2/dx2 of the summed weighted terms, same kwargs as ``formula``
+    # (test_second_order.py: against fastloss, and against finite differences of
+    # ``formula``'s gradient)
+    hessian: Callable = REQUIRED
     # PyTorch: None is torch.nn.functional.<name>; a loss PyTorch lacks gives its formula
     # written in torch, (x, t, *, reduction, **kwargs) -> tensor
     torch_formula: Callable | None = None
@@ -241,6 +246,22 @@ def f_smooth_l1(x, t, beta=1.0):
     return per, float(x.size), np.clip(r / beta, -1.0, 1.0)
 
 
+def h_mse(x, t, weight=None):
+    return 2.0 * broadcast(weight, x.shape)
+
+
+def h_l1(x, t, weight=None):
+    return np.zeros(x.shape)
+
+
+def h_huber(x, t, delta=1.0, weight=None):
+    return broadcast(weight, x.shape) * (np.abs(x - t) < delta)
+
+
+def h_smooth_l1(x, t, beta=1.0):
+    return (np.abs(x - t) < beta) / beta if beta else np.zeros(x.shape)
+
+
 def exact_mse(x, y, w, pw, params):
     r = exact_sub(x, y)
     return w * r * r, 2 * w * r, mpmath_module().mpf(0)
@@ -298,7 +319,7 @@ RESIDUAL_SIGNS = dict(non_negative_if=always, gradient_sign="x - y", gradient_su
 MSE = LossReference(
     "mse_loss",
     cases=LossCases(residual_inputs(), ELEMENTWISE_SHAPES, ({},) + WEIGHTS),
-    formula=f_mse, exact=exact_mse, torch_expand_weight=True, **RESIDUAL_SIGNS,
+    formula=f_mse, exact=exact_mse, hessian=h_mse, torch_expand_weight=True, **RESIDUAL_SIGNS,
     accuracy_variants=residual_accuracy(),
     ulp_bounds={F32: (2.0, 1.0), F64: (2.0, 1.0)},
     huge_terms=lambda big, n: (np.sqrt(big.astype(np.float64)).astype(np.float32), np.zeros(n, np.float32), {}),
@@ -309,7 +330,7 @@ MSE = LossReference(
 L1 = LossReference(
     "l1_loss",
     cases=LossCases(residual_inputs(), ELEMENTWISE_SHAPES, ({},) + WEIGHTS),
-    formula=f_l1, exact=exact_l1, torch_expand_weight=True, **RESIDUAL_SIGNS,
+    formula=f_l1, exact=exact_l1, hessian=h_l1, torch_expand_weight=True, **RESIDUAL_SIGNS,
     accuracy_variants=residual_accuracy(),
     ulp_bounds={F32: (1.0, 0.0), F64: (1.0, 0.0)},  # the gradient w * sign(r) is exact
     # at r = 0: |r| = 0, gradient sign(0) = 0
@@ -325,7 +346,7 @@ HUBER = LossReference(
         ({}, {"delta": 0.5}, {"delta": 2.5, "weight": "full"}, {"weight": "last"},
          {"weight": "scalar", "delta": 1.5}, {"weight": "column", "delta": 0.3}),
     ),
-    formula=f_huber, exact=exact_huber, torch_expand_weight=True, **RESIDUAL_SIGNS,
+    formula=f_huber, exact=exact_huber, hessian=h_huber, torch_expand_weight=True, **RESIDUAL_SIGNS,
     accuracy_variants=tuple(
         (f"delta={delta}",
          lambda d, delta=delta: (*finite_residual(*residual_pairs(d, (delta,)), d), {"delta": delta}))
@@ -346,7 +367,7 @@ SMOOTH_L1 = LossReference(
         residual_inputs("beta"), ELEMENTWISE_SHAPES,
         ({}, {"beta": 0.5}, {"beta": 2.0}, {"beta": 0.0}),
     ),
-    formula=f_smooth_l1, exact=exact_smooth_l1, **RESIDUAL_SIGNS,
+    formula=f_smooth_l1, exact=exact_smooth_l1, hessian=h_smooth_l1, **RESIDUAL_SIGNS,
     accuracy_variants=tuple(
         (f"beta={beta}", lambda d, beta=beta: (*residual_pairs(d, (beta,) if beta else ()), {"beta": beta}))
         for beta in (1.0, 0.375, 2.0, 0.0)
@@ -380,6 +401,13 @@ def f_bce(x, t, weight=None):
     return per, float(x.size), grad
 
 
+def h_bce(x, t, weight=None):
+    # d/dx of PyTorch's gradient (x - t) / max(x (1 - x), eps): y / x^2 + (1 - y) / (1 - x)^2
+    # away from the clamp
+    d = np.maximum(x * (1.0 - x), BCE_GRAD_EPSILON)
+    return broadcast(weight, x.shape) * ((x - t) ** 2 + t * (1.0 - t)) / d ** 2
+
+
 def exact_bce(x, y, w, pw, params):
     mp = mpmath_module()
     log_x = max(mp.log(x), mp.mpf(-100)) if x > 0 else mp.mpf(-100)
@@ -402,7 +430,7 @@ BCE = LossReference(
         make_bce, ELEMENTWISE_SHAPES, ({},) + WEIGHTS,
         to_int=lambda x: np.rint(x), to_bool=lambda x: x > 0.5,
     ),
-    formula=f_bce, exact=exact_bce, torch_expand_weight=True,
+    formula=f_bce, exact=exact_bce, hessian=h_bce, torch_expand_weight=True,
     gradient_support="everywhere", non_negative_if=always, gradient_sign="x - y",
     accuracy_variants=(
         ("plain", lambda d: (*grid(BCE_X[d], BCE_Y, d), {})),
@@ -437,6 +465,11 @@ def f_bce_logits(x, t, weight=None, pos_weight=None):
     return w * per, float(x.size), w * grad
 
 
+def h_bce_logits(x, t, weight=None, pos_weight=None):
+    pw = broadcast(pos_weight, x.shape)
+    return broadcast(weight, x.shape) * ((1.0 - t) + pw * t) * expit(x) * expit(-x)
+
+
 def exact_bce_logits(x, y, w, pw, params):
     neg, pos = 1 - y, pw * y
     value = w * (exact_times(neg, exact_softplus(x)) + exact_times(pos, exact_softplus(-x)))
@@ -461,7 +494,7 @@ BCE_LOGITS = LossReference(
             {"pos_weight": "full", "weight": "scalar"}, {"pos_weight": "last", "weight": "column"},
         ),
     ),
-    formula=f_bce_logits, exact=exact_bce_logits, gradient_support="everywhere",
+    formula=f_bce_logits, exact=exact_bce_logits, hessian=h_bce_logits, gradient_support="everywhere",
     # any real target is accepted (as PyTorch); the loss is a sum of non-negative terms, and
     # so non-negative, for targets in [0, 1]
     non_negative_if=lambda t: ((t >= 0) & (t <= 1)).all(),
@@ -531,6 +564,22 @@ def f_cross_entropy(x, t, weight=None, ignore_index=-100, label_smoothing=0.0):
     return per.reshape(lshape), float(wy.sum()), back(grad)
 
 
+def h_cross_entropy(x, t, weight=None, ignore_index=-100, label_smoothing=0.0):
+    # the diagonal k p (1 - p), k the coefficient of p in the gradient
+    z, tt, back, lshape = rows(x, t)
+    n_classes = z.shape[1]
+    w = np.ones(n_classes) if weight is None else np.asarray(weight, np.float64)
+    eps = label_smoothing
+    p = np.exp(log_softmax_rows(z))
+    if tt.ndim == 2:
+        k = (w * ((1.0 - eps) * tt + eps / n_classes)).sum(axis=1, keepdims=True)
+    else:
+        kept = tt != ignore_index
+        wy = np.where(kept, w[np.where(kept, tt, 0)], 0.0)
+        k = ((1.0 - eps) * wy + np.where(kept, eps / n_classes * w.sum(), 0.0))[:, None]
+    return back(k * p * (1.0 - p))
+
+
 def exact_cross_entropy(z, target, w, params):
     mp = mpmath_module()
     n_classes = len(z)
@@ -593,7 +642,7 @@ CROSS_ENTROPY = LossReference(
         },
         large_shape=(5000, 40),
     ),
-    formula=f_cross_entropy, exact=exact_cross_entropy, gradient_support="kept samples",
+    formula=f_cross_entropy, exact=exact_cross_entropy, hessian=h_cross_entropy, gradient_support="kept samples",
     non_negative_if=always,
     gradient_sign="target class",  # class indices: <= 0 at the target class, >= 0 elsewhere
     accuracy_variants=(
@@ -657,6 +706,10 @@ def f_nll(x, t, weight=None, ignore_index=-100):
     return per.reshape(lshape), float(wy.sum()), back(grad)
 
 
+def h_nll(x, t, weight=None, ignore_index=-100):
+    return np.zeros(x.shape)  # linear in x
+
+
 def exact_nll(z, target, w, params):
     zeros = [mpmath_module().mpf(0)] * len(z)
     if target == params.get("ignore_index", -100):
@@ -680,7 +733,7 @@ NLL = LossReference(
         },
         large_shape=(5000, 40),
     ),
-    formula=f_nll, exact=exact_nll, gradient_support="kept targets",
+    formula=f_nll, exact=exact_nll, hessian=h_nll, gradient_support="kept targets",
     non_negative_if=None,  # the one loss that may be negative: its input is any log-probability
     gradient_sign="target class only",  # <= 0 at the target class, 0 elsewhere
     accuracy_variants=(
@@ -736,6 +789,19 @@ def f_multi_margin(x, t, p=1, margin=1.0, weight=None):
     return per.reshape(lshape), float(len(tt)), back(grad)
 
 
+def h_multi_margin(x, t, p=1, margin=1.0, weight=None):
+    z, tt, back, lshape = rows(x, t)
+    n_classes = z.shape[1]
+    w = np.ones(n_classes) if weight is None else np.asarray(weight, np.float64)
+    idx = np.arange(len(tt))
+    hinge = margin - z[idx, tt][:, None] + z
+    active = hinge > 0
+    active[idx, tt] = False
+    h = np.where(active, (0.0 if p == 1 else 2.0) * w[tt][:, None] / n_classes, 0.0)
+    h[idx, tt] = h.sum(axis=1)
+    return back(h)
+
+
 def exact_multi_margin(z, target, w, params):
     mp = mpmath_module()
     n_classes = len(z)
@@ -771,7 +837,7 @@ MULTI_MARGIN = LossReference(
         forms=("indices",),
         large_shape=(5000, 40),
     ),
-    formula=f_multi_margin, exact=exact_multi_margin, gradient_support="everywhere",
+    formula=f_multi_margin, exact=exact_multi_margin, hessian=h_multi_margin, gradient_support="everywhere",
     non_negative_if=always, gradient_sign="target class",
     accuracy_variants=tuple(
         (f"p={p},margin={margin}", lambda d, p=p, m=margin: (*margin_rows(d, m), {"p": p, "margin": m}))
@@ -838,6 +904,14 @@ def f_squared_hinge(x, t, margin=1.0, weight=None):
     return w * h * h, w.sum(), -2.0 * w * t * h
 
 
+def h_hinge(x, t, margin=1.0, weight=None):
+    return np.zeros(x.shape)
+
+
+def h_squared_hinge(x, t, margin=1.0, weight=None):
+    return 2.0 * broadcast(weight, x.shape) * t * t * (margin - t * x > 0)
+
+
 def exact_hinge(x, y, w, pw, params):
     zero = mpmath_module().mpf(0)
     z = exact_sub(params["margin"], y * x)
@@ -876,7 +950,7 @@ HINGE_FACTS = dict(
 
 HINGE = LossReference(
     "hinge_loss",
-    formula=f_hinge, exact=exact_hinge, torch_formula=torch_hinge(square=False), **HINGE_FACTS,
+    formula=f_hinge, exact=exact_hinge, hessian=h_hinge, torch_formula=torch_hinge(square=False), **HINGE_FACTS,
     ulp_bounds={F32: (1.5, 0.0), F64: (1.5, 0.0)},
     # at margin - y x = 0: loss 0, gradient 0 (the kink counts as the flat side)
     kinks=(Kink({}, [1.0, -1.0, 0.5], [1.0, -1.0, -1.0], [0, 0, 1.5], [0, 0, 1]),
@@ -886,7 +960,7 @@ HINGE = LossReference(
 
 SQUARED_HINGE = LossReference(
     "squared_hinge_loss",
-    formula=f_squared_hinge, exact=exact_squared_hinge, torch_formula=torch_hinge(square=True), **HINGE_FACTS,
+    formula=f_squared_hinge, exact=exact_squared_hinge, hessian=h_squared_hinge, torch_formula=torch_hinge(square=True), **HINGE_FACTS,
     ulp_bounds={F32: (2.5, 1.5), F64: (2.0, 1.5)},
     kinks=(Kink({"margin": 2.0}, [2.0, -2.0], [1.0, -1.0], [0, 0], [0, 0]),),
     huge_terms=lambda big, n: (-np.sqrt(big.astype(np.float64)).astype(np.float32), np.ones(n, np.float32),
