@@ -113,32 +113,43 @@ struct Bce {
     }
 };
 
+// BCE with logits, given e = exp(-|x|): the math of BceLogits, shared with SigmoidFocal
+// (whose gamma = 0 is BCE with logits bit for bit). Also returns the pieces the focal loss
+// reuses: inv = 1 / (1 + e), log_term = log1p(e), sigmoid(x) and sigmoid(-x).
+template <typename T>
+FL_OP void bce_logits_terms(T x, T y, T p, T e, T& l, T& g, T& h, T& inv, T& log_term, T& sig, T& sig_neg) {
+    inv = T(1) / (T(1) + e);
+    log_term = vm::log1p_unit(e, inv);
+    T py = p * y;
+    T sp_pos = std::max(x, T(0)) + log_term;
+    T sp_neg = std::max(-x, T(0)) + log_term;
+    // A term whose coefficient is 0 is 0 even at x = +-inf (the exact limit; 0 * inf
+    // would be NaN).
+    T neg = T(1) - y, neg_term = neg * sp_pos, pos_term = py * sp_neg;
+    l = (neg == T(0) ? T(0) : neg_term) + (py == T(0) ? T(0) : pos_term);
+    T sig_small = e * inv;  // sigmoid(-|x|)
+    bool pos = x >= T(0);
+    sig = pos ? inv : sig_small;
+    sig_neg = pos ? sig_small : inv;
+    g = neg * sig - py * sig_neg;
+    // h = ((1 - y) + p y) sigmoid(x) sigmoid(-x) = (...) e / (1 + e)^2: no cancellation,
+    // underflows to 0 (not NaN) for huge |x| (e = 0)
+    h = (neg + py) * (sig_small * inv);
+}
+
 template <typename T>
 struct BceLogits {
     // Any real x. loss = (1 - y) softplus(x) + p y softplus(-x) with
     // softplus(+-x) = max(+-x, 0) + log1p(exp(-|x|)): no overflow, and for y in [0, 1] both
     // terms are >= 0, so tiny losses keep full relative accuracy (x=-40, y=0: 4.2e-18).
     // grad = (1 - y) sigmoid(x) - p y sigmoid(-x), both sigmoids from e = exp(-|x|) <= 1.
+    // (The math: bce_logits_terms.)
     static constexpr bool heavy = true;
     explicit BceLogits(const double*) {}
     FL_OP void operator()(T x, T y, T p, T& l, T& g, T& h) const {
         T e = vm::exp_nonpos(-std::abs(x));
-        T inv = T(1) / (T(1) + e);
-        T log_term = vm::log1p_unit(e, inv);
-        T py = p * y;
-        T sp_pos = std::max(x, T(0)) + log_term;
-        T sp_neg = std::max(-x, T(0)) + log_term;
-        // A term whose coefficient is 0 is 0 even at x = +-inf (the exact limit; 0 * inf
-        // would be NaN).
-        T neg = T(1) - y, neg_term = neg * sp_pos, pos_term = py * sp_neg;
-        l = (neg == T(0) ? T(0) : neg_term) + (py == T(0) ? T(0) : pos_term);
-        T sig_small = e * inv;  // sigmoid(-|x|)
-        bool pos = x >= T(0);
-        T sig = pos ? inv : sig_small, sig_neg = pos ? sig_small : inv;
-        g = neg * sig - py * sig_neg;
-        // h = ((1 - y) + p y) sigmoid(x) sigmoid(-x) = (...) e / (1 + e)^2: no cancellation,
-        // underflows to 0 (not NaN) for huge |x| (e = 0)
-        h = (neg + py) * (sig_small * inv);
+        T inv, log_term, sig, sig_neg;
+        bce_logits_terms(x, y, p, e, l, g, h, inv, log_term, sig, sig_neg);
     }
 };
 
@@ -299,8 +310,10 @@ struct SigmoidFocal {
     // exact at small x (from the same range reduction as e = exp(-|x|)).
     // m^gamma = exp(gamma log m): for hard labels log m = -(A + log1p(e)) with A =
     // max(-+x, 0) exact, and gamma A is formed exactly (two_prod_lo): a logit of 40 costs no
-    // 2^-18 relative as exp(rounded gamma log m) would. Soft labels: log m = vm::log(m),
-    // |log m| <= -log(min(y, 1 - y)), its rounding scaled by gamma.
+    // 2^-18 relative as exp(rounded gamma log m) would (gamma times the rest of log m too).
+    // Soft labels: log m = vm::log(m), |log m| <= -log(min(y, 1 - y)): m's rounding (and
+    // log's) is scaled by gamma, the condition number of m^gamma (measured, gamma = 2: 3.6
+    // resp. 5 ulp; gamma = 4.5: 8 resp. 13 ulp; hard labels: within BCE's bounds + 1).
     // gamma = 0 is BCE with logits (alpha < 0: alpha_t = 1) bit for bit: m^0 = 1 and the
     // gamma terms are selected away (0 * inf at m = 0, -0 + 0 would change bits); the BCE
     // part is BceLogits's operations with p = 1 (p y == y exactly).
@@ -319,50 +332,66 @@ struct SigmoidFocal {
     }
     FL_OP void operator()(T x, T y, T p, T& l, T& g, T& h) const {
         const T big = sizeof(T) == 4 ? T(1e30) : T(1e300);  // |x| beyond: no split (lo = 0)
+        const T scale_from = sizeof(T) == 4 ? T(64) : T(600);  // e = exp(-|x|) < 2^-92 resp. 2^-865
         T ax = std::abs(x);
-        T e;
-        T em1 = vm::expm1_exp_nonpos(-ax, e);
-        // --- BCE with logits (BceLogits's operations, pos_weight p = 1)
-        T inv = T(1) / (T(1) + e);
-        T log_term = vm::log1p_unit(e, inv);
-        T py = p * y;
-        T sp_pos = std::max(x, T(0)) + log_term;
-        T sp_neg = std::max(-x, T(0)) + log_term;
-        T neg = T(1) - y, neg_term = neg * sp_pos, pos_term = py * sp_neg;
-        T ce = (neg == T(0) ? T(0) : neg_term) + (py == T(0) ? T(0) : pos_term);
-        T sig_small = e * inv;
+        T e, e_up;
+        T em1 = vm::expm1_exp_nonpos(-ax, e, e_up);
+        // --- BCE with logits (BceLogits's math; p = 1: the focal loss has no pos_weight)
+        T ce, ce1, ce2, inv, log_term, sig, sig_neg;
+        bce_logits_terms(x, y, p, e, ce, ce1, ce2, inv, log_term, sig, sig_neg);
         bool pos = x >= T(0);
-        T sig = pos ? inv : sig_small, sig_neg = pos ? sig_small : inv;
-        T ce1 = neg * sig - py * sig_neg;
-        T ss = sig * sig_neg;
-        T ce2 = ss;
+        // 1 - y rounds (y = 0.3 in float64); its error c_lo = (1 - neg) - y is exact for y in
+        // [0, 1] (Sterbenz) and corrects, to first order, every quantity below that the
+        // documented formula has with the exact 1 - y (BCE's own ce, ce' keep the rounding:
+        // gamma = 0 with alpha < 0 is BCE bit for bit). 0 for hard labels.
+        T neg = T(1) - y, c_lo = (T(1) - neg) - y;
+        c_lo = std::abs(c_lo) < T(1) ? c_lo : T(0);  // targets outside [0, 1]: no correction
+        bool bce_bits = is_bce != T(0) && weighted == T(0);
+        T ce_c = vm::mad(c_lo, std::max(x, T(0)) + log_term, ce);
+        ce_c = c_lo == T(0) || bce_bits || !(ce < std::numeric_limits<T>::infinity()) ? ce : ce_c;  // inf: no inf - inf
+        T ce1_c = bce_bits ? ce1 : vm::mad(c_lo, sig, ce1);
+        // The Hessian's terms are all multiples of sigmoid(-|x|) s(|x|), subnormal for large
+        // |x| where ce ~ |x| multiplies them: they are formed scaled by 2^OFF there (from
+        // e_up, normal) and the Hessian is scaled back in its last product (one rounding).
+        bool scaled = ax > scale_from;
+        T up = scaled ? vm::exp_nonpos_up<T>() : T(1), down = scaled ? vm::exp_nonpos_unscale<T>() : T(1);
+        T small_s = (scaled ? e_up : e) * inv, large_s = inv * up;  // sigmoid(-+|x|) * up
+        T sig_s = pos ? large_s : small_s, sig_neg_s = pos ? small_s : large_s;
+        T ss_s = small_s * inv;  // s(x) s(-x) up
         // --- the modulating factor m = 1 - p_t, d = m' / m, m^gamma
-        T m = y * sig_neg + neg * sig;
+        // m = v / (1 + e), v = y e + (1 - y) (x >= 0) or y + (1 - y) e (x < 0): one division
+        // (y = 1/2 gives m = 1/2 exactly), and log m = log v - log1p(e) below
+        T v = pos ? vm::mad(y, e, neg) : vm::mad(neg, e, y);
+        v = vm::mad(c_lo, pos ? T(1) : e, v);
+        T m = v / (T(1) + e);
         bool y0 = y == T(0), y1 = y == T(1);
-        T d_soft = (T(1) - (y + y)) * ss / m;
-        T d = y0 ? sig_neg : (y1 ? -sig : d_soft);
-        T a_exact = y0 ? std::max(-x, T(0)) : (y1 ? std::max(x, T(0)) : T(0));
-        T log_rest = y0 || y1 ? -log_term : vm::log(m);
+        T d_s = y0 ? sig_neg_s : (y1 ? -sig_s : (T(1) - (y + y)) * ss_s / m);
+        T d = d_s * down;
+        T k_ln2_hi;  // log v = k ln2_hi + v_rest, k ln2_hi exact
+        T v_rest = vm::log_parts(v, k_ln2_hi);
+        T a_exact = y0 ? std::max(-x, T(0)) : (y1 ? std::max(x, T(0)) : -k_ln2_hi);
+        T log_rest = y0 || y1 ? -log_term : v_rest - log_term;
         T p1 = gamma * a_exact;
         T p2 = two_prod_lo(a_exact < big ? a_exact : T(0), p1, gamma_hi, gamma_lo);
         p2 = a_exact < big ? p2 : T(0);
-        T q = gamma * log_rest;
-        T z = q - p1, zb = z - q;  // z + z_lo = q - p1 - p2 exactly (TwoSum)
-        T z_lo = ((q - (z - zb)) + (-p1 - zb)) - p2;
+        T q = gamma * log_rest;  // |log_rest| < 2^104 (m >= min(y, 1 - y) or log1p(e) <= log 2)
+        T q2 = two_prod_lo(log_rest, q, gamma_hi, gamma_lo);
+        T z = q - p1, zb = z - q;  // z + z_lo = q + q2 - p1 - p2 exactly (TwoSum)
+        T z_lo = ((q - (z - zb)) + (-p1 - zb)) + (q2 - p2);
         z_lo = std::abs(z_lo) < T(1) ? z_lo : T(0);  // inf - inf at infinite x: no correction
         T mg_exp = vm::exp_nonpos(z);
         T mg = is_bce != T(0) ? T(1) : vm::mad(mg_exp, z_lo, mg_exp);
         // --- alpha_t
-        T at = weighted != T(0) ? alpha * y + one_m_alpha * neg : T(1);
+        T at = weighted != T(0) ? vm::mad(one_m_alpha, c_lo, alpha * y + one_m_alpha * neg) : T(1);
         T zero_or_nan = x == x ? T(0) : x;
         // --- loss, gradient, Hessian
-        T cd = d == T(0) ? T(0) : ce * d;
-        T t1 = is_bce != T(0) ? ce1 : ce1 + gamma * cd;
+        T cd = d == T(0) ? T(0) : ce_c * d;
+        T t1 = is_bce != T(0) ? ce1_c : ce1_c + gamma * cd;
         T one_m_2s = pos ? em1 * inv : -(em1 * inv);
-        T t2 = ce2 + T(2) * gamma * ce1 * d + gamma * cd * (gamma_m1 * d + one_m_2s);
-        t2 = is_bce != T(0) ? ce2 : t2;
-        l = at == T(0) ? zero_or_nan : at * (ce * mg);
+        T cd_s = d_s == T(0) ? T(0) : ce_c * d_s;
+        T t2_s = ss_s + T(2) * gamma * ce1_c * d_s + gamma * cd_s * (gamma_m1 * d + one_m_2s);
+        l = at == T(0) ? zero_or_nan : at * (ce_c * mg);
         g = at == T(0) ? zero_or_nan : at * (mg * t1);
-        h = at == T(0) ? zero_or_nan : at * (mg * t2);
+        h = at == T(0) ? zero_or_nan : (bce_bits ? ce2 : (at * (mg * (is_bce != T(0) ? ss_s : t2_s))) * down);
     }
 };

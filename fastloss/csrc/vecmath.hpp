@@ -296,13 +296,22 @@ FL_VM_INLINE double expm1_poly<double>(double r) {  // exp_poly<double>'s operat
     return mad(r2, q, r);
 }
 
-// Returns expm1(x), sets e = exp(x) (bitwise exp_nonpos(x)); x <= 0 or NaN (-inf: -1, 0).
+// 2^OFF and 2^-OFF of exp_nonpos's scaling step (OFF = 60 resp. 600).
 template <typename T>
-FL_VM_INLINE T expm1_exp_nonpos(T x, T& e) {
+FL_VM_INLINE T exp_nonpos_up() { return sizeof(T) == 4 ? T(1152921504606846976.0) : T(4.149515568880993e+180); }
+template <typename T>
+FL_VM_INLINE T exp_nonpos_unscale() {
+    return sizeof(T) == 4 ? T(8.67361737988403547206e-19) : T(2.40991986510288411774e-181);
+}
+
+// Returns expm1(x), sets e = exp(x) (bitwise exp_nonpos(x): e = e_up * exp_nonpos_unscale())
+// and e_up = exp(x) 2^OFF (normal for x >= exp_lo: not rounded to the subnormal grid where
+// e is subnormal; 0 below exp_lo, as e); x <= 0 or NaN (-inf: -1, 0, 0).
+template <typename T>
+FL_VM_INLINE T expm1_exp_nonpos(T x, T& e, T& e_up) {
     using B = Bits<T>;
     using I = typename B::I;
     constexpr int off = sizeof(T) == 4 ? 60 : 600;
-    const T unscale = sizeof(T) == 4 ? T(8.67361737988403547206e-19) : T(2.40991986510288411774e-181);  // 2^-OFF
     constexpr I low = -(B::mantissa + 3);  // 2^n - 1 and 2^n p exact down to here
     T xc = x < B::exp_lo ? B::exp_lo : x;  // NaN stays NaN
     T shifted = mad(xc, T(1.44269504088896340736), B::round_magic);
@@ -310,9 +319,38 @@ FL_VM_INLINE T expm1_exp_nonpos(T x, T& e) {
     I k = I(to_bits(shifted) - to_bits(B::round_magic));
     T r = mad(-n, T(B::ln2_lo), mad(-n, T(B::ln2_hi), xc));  // n ln2_hi is exact
     T p = expm1_poly(r);
-    e = (T(1) + p) * pow2<T>(k + off) * unscale;
+    T up = (T(1) + p) * pow2<T>(k + off);
+    e = up * exp_nonpos_unscale<T>();
+    e_up = x < B::exp_lo ? T(0) : up;  // below exp_lo: exp(x) 2^OFF < 2^-89 resp. 2^-476
     T scale = pow2<T>(k < low ? low : k);
     return scale * p + (scale - T(1));
+}
+
+// log(m) = k ln2_hi + rest for m > 0 (subnormal included; NaN: rest NaN), as log_core
+// computes it but unsummed: k ln2_hi is exact and rest = k ln2_lo + log(f), |rest| <= 0.35 +
+// |k| ln2_lo, keeps its own precision (about 2^-(digits+1) absolute where log(m) itself
+// would round at ulp(log m), up to 4x coarser for m in [2^-3, 2^-1]): for exp(g log m).
+template <typename T>
+FL_VM_INLINE T log_parts(T m, T& k_ln2_hi) {
+    using B = Bits<T>;
+    using U = typename B::U;
+    using I = typename B::I;
+    T safe = m > T(0) && m < std::numeric_limits<T>::infinity() ? m : T(1);
+    bool sub = safe < B::min_normal;
+    T mm = sub ? safe * B::subnormal_scale : safe;
+    U bits = to_bits(mm);
+    I k = I(bits >> B::mantissa) - B::bias - (sub ? B::subnormal_shift : 0);
+    const U mant_mask = (U(1) << B::mantissa) - 1;
+    T f = from_bits<T>((bits & mant_mask) | (U(B::bias) << B::mantissa));  // [1, 2)
+    bool big = f > T(1.41421356237309504880);
+    T f_half = f * T(0.5);
+    f = big ? f_half : f;
+    k = big ? k + 1 : k;
+    T s = (f - T(1)) / (f + T(1));
+    T kf = T(k);
+    k_ln2_hi = kf * T(B::ln2_hi);
+    T rest = mad(kf, T(B::ln2_lo), log_series(s));
+    return safe == m ? rest : (m == m ? log(m) : m);  // 0: -inf, inf: inf, NaN: NaN
 }
 
 #undef FL_VM_INLINE
