@@ -320,11 +320,13 @@ struct SigmoidFocal {
     // alpha_t = 0 (alpha = 1 at y = 0, alpha = 0 at y = 1) gives 0 even at x = +-inf (a zero
     // coefficient, as BceLogits), NaN for NaN x.
     static constexpr bool heavy = true;
-    T alpha, one_m_alpha, weighted, gamma, gamma_m1, gamma_hi, gamma_lo, is_bce;
+    // (flags are T values: the selects test T comparisons only, never && or || of bools,
+    // which make GCC branch and leave the loop scalar, 15x slower)
+    T alpha, one_m_alpha, weighted, gamma, gamma_m1, gamma_hi, gamma_lo, is_bce, bce_bits;
     explicit SigmoidFocal(const double* p)
         : alpha(T(p[0])), one_m_alpha(T(1.0 - p[0])), weighted(p[0] >= 0 ? 1 : 0), gamma(T(p[1])),
           gamma_m1(T(p[1] - 1.0)), gamma_hi(split_hi(T(p[1]))), gamma_lo(T(p[1]) - split_hi(T(p[1]))),
-          is_bce(p[1] == 0 ? 1 : 0) {}
+          is_bce(p[1] == 0 ? 1 : 0), bce_bits(p[1] == 0 && p[0] < 0 ? 1 : 0) {}
     static T split_hi(T v) {
         const T split = sizeof(T) == 4 ? T(4097) : T(134217729);
         T c = v * split;  // gamma < max / split: parameters beyond 1e34 (float) are absurd but
@@ -346,10 +348,11 @@ struct SigmoidFocal {
         // gamma = 0 with alpha < 0 is BCE bit for bit). 0 for hard labels.
         T neg = T(1) - y, c_lo = (T(1) - neg) - y;
         c_lo = std::abs(c_lo) < T(1) ? c_lo : T(0);  // targets outside [0, 1]: no correction
-        bool bce_bits = is_bce != T(0) && weighted == T(0);
         T ce_c = vm::mad(c_lo, std::max(x, T(0)) + log_term, ce);
-        ce_c = c_lo == T(0) || bce_bits || !(ce < std::numeric_limits<T>::infinity()) ? ce : ce_c;  // inf: no inf - inf
-        T ce1_c = bce_bits ? ce1 : vm::mad(c_lo, sig, ce1);
+        ce_c = ce < std::numeric_limits<T>::infinity() ? ce_c : ce;  // inf (or NaN): no inf - inf
+        ce_c = c_lo == T(0) ? ce : ce_c;
+        ce_c = bce_bits != T(0) ? ce : ce_c;
+        T ce1_c = bce_bits != T(0) ? ce1 : vm::mad(c_lo, sig, ce1);
         // The Hessian's terms are all multiples of sigmoid(-|x|) s(|x|), subnormal for large
         // |x| where ce ~ |x| multiplies them: they are formed scaled by 2^OFF there (from
         // e_up, normal) and the Hessian is scaled back in its last product (one rounding).
@@ -370,7 +373,7 @@ struct SigmoidFocal {
         T k_ln2_hi;  // log v = k ln2_hi + v_rest, k ln2_hi exact
         T v_rest = vm::log_parts(v, k_ln2_hi);
         T a_exact = y0 ? std::max(-x, T(0)) : (y1 ? std::max(x, T(0)) : -k_ln2_hi);
-        T log_rest = y0 || y1 ? -log_term : v_rest - log_term;
+        T log_rest = y0 ? -log_term : (y1 ? -log_term : v_rest - log_term);
         T p1 = gamma * a_exact;
         T p2 = two_prod_lo(a_exact < big ? a_exact : T(0), p1, gamma_hi, gamma_lo);
         p2 = a_exact < big ? p2 : T(0);
@@ -392,6 +395,6 @@ struct SigmoidFocal {
         T t2_s = ss_s + T(2) * gamma * ce1_c * d_s + gamma * cd_s * (gamma_m1 * d + one_m_2s);
         l = at == T(0) ? zero_or_nan : at * (ce_c * mg);
         g = at == T(0) ? zero_or_nan : at * (mg * t1);
-        h = at == T(0) ? zero_or_nan : (bce_bits ? ce2 : (at * (mg * (is_bce != T(0) ? ss_s : t2_s))) * down);
+        h = at == T(0) ? zero_or_nan : (bce_bits != T(0) ? ce2 : (at * (mg * (is_bce != T(0) ? ss_s : t2_s))) * down);
     }
 };

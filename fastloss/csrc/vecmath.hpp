@@ -335,7 +335,9 @@ FL_VM_INLINE T log_parts(T m, T& k_ln2_hi) {
     using B = Bits<T>;
     using U = typename B::U;
     using I = typename B::I;
-    T safe = m > T(0) && m < std::numeric_limits<T>::infinity() ? m : T(1);
+    // (selects on T comparisons only, no && or ||: those make GCC branch, and the loop scalar)
+    T safe = m > T(0) ? m : T(1);
+    safe = safe < std::numeric_limits<T>::infinity() ? safe : T(1);
     bool sub = safe < B::min_normal;
     T mm = sub ? safe * B::subnormal_scale : safe;
     U bits = to_bits(mm);
@@ -350,7 +352,10 @@ FL_VM_INLINE T log_parts(T m, T& k_ln2_hi) {
     T kf = T(k);
     k_ln2_hi = kf * T(B::ln2_hi);
     T rest = mad(kf, T(B::ln2_lo), log_series(s));
-    return safe == m ? rest : (m == m ? log(m) : m);  // 0: -inf, inf: inf, NaN: NaN
+    T special = m == T(0) ? -std::numeric_limits<T>::infinity()
+                          : (m > T(0) ? m : std::numeric_limits<T>::quiet_NaN());  // 0: -inf, inf: inf
+    special = m != m ? m : special;  // NaN: NaN
+    return safe == m ? rest : special;
 }
 
 #undef FL_VM_INLINE
