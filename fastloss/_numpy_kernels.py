@@ -564,6 +564,117 @@ def tweedie_deviance_hess(x, t, pw, power):
     return _deviance(x, t, power)[2]
 
 
+def _in_float64(fn):
+    """float32 computed in float64 and rounded once (as bce_logits): the float64 math is
+    accurate to a few float64 ULP, far below float32's."""
+
+    def wrapped(x, t, *args):
+        if x.dtype != np.float32:
+            return fn(x, t, *args)
+        out = fn(x.astype(np.float64), t.astype(np.float64), *args)
+        if isinstance(out, tuple):
+            return tuple(None if v is None else v.astype(np.float32) for v in out)
+        return out.astype(np.float32)
+
+    return wrapped
+
+
+def _log_cosh_terms(x, t):
+    """(log cosh r, tanh r, sech(r)**2) of r = x - t, and the residual's rounding error da
+    (|x - t| = |r| + da exactly, TwoSum; 0 where x - t overflows). No overflow at any r:
+    log cosh r = |r| - log 2 + log1p(exp(-2|r|)) for |r| >= 1; below, log1p(s**2 / (2 (1 + s)))
+    with s = expm1(-|r|) (cosh r - 1 = (1 - e^-|r|)**2 / (2 e^-|r|): no cancellation)."""
+    r = x - t
+    rb = r - x
+    r_lo = (x - (r - rb)) + (-t - rb)
+    da = np.where(np.isfinite(r_lo), np.where(r < 0, -r_lo, r_lo), 0)
+    a = np.abs(r)
+    u = np.exp(-2 * a)
+    s = np.expm1(-a)
+    small = np.log1p(s * s / (2 * (1 + s)))
+    large = (a - math.log(2)) + np.log1p(u)
+    th = np.tanh(a)
+    # sech**2 = 1 - tanh**2 (tanh**2 <= 1/4 below 0.55), else 4u / (1 + u)**2 (underflows to 0)
+    hess = np.where(a < 0.55, 1 - th * th, 4 * u / (1 + u * (2 + u)))
+    return np.where(a < 1, small, large), th, hess, da
+
+
+@elementwise("log_cosh_loss")
+@_in_float64
+def log_cosh(x, t, pw, want_grad):
+    # The residual's rounding is corrected to first order (float64; float32 computes r
+    # exactly in float64): loss + tanh da, grad + sech**2 da.
+    loss, th, hess, da = _log_cosh_terms(x, t)
+    loss = loss + th * da
+    if not want_grad:
+        return loss, None
+    g = th + hess * da
+    return loss, np.where(x - t < 0, -g, g)  # NaN r: NaN
+
+
+@hessian("log_cosh_loss")
+@_in_float64
+def log_cosh_hess(x, t, pw):
+    _, th, hess, da = _log_cosh_terms(x, t)
+    return hess - 2 * th * hess * da  # sech**2 of |x - t| = |r| + da
+
+
+def _focal_terms(x, t, alpha, gamma, want_hess):
+    """torchvision's sigmoid focal loss in float64 (the compiled functor SigmoidFocal states the
+    derivation): ce = BCE with logits, m = 1 - p_t, M = m**gamma, alpha_t, and the gradient
+    and Hessian with d = m' / m. gamma = 0 is BCE with logits' own operations."""
+    ce, ce1 = _bce_logits(x, t, None, True)
+    at = alpha * t + (1 - alpha) * (1 - t) if alpha >= 0 else np.ones_like(x)
+    zero_or_nan = np.where(np.isnan(x), x, 0)
+    if gamma == 0:
+        h = bce_logits_hess(x, t, None) if want_hess else None
+        return at, ce, ce1, h, zero_or_nan
+    a = np.abs(x)
+    pos = x >= 0
+    # e = exp(-|x|), and e_up = e 2**600 from exp(-|x|/2)**2: not rounded to the subnormal
+    # grid where the Hessian's terms (all multiples of e, times ce ~ |x|) are below 2**-1022
+    half = np.exp(-a / 2)
+    e = np.exp(-a)
+    e_up = np.ldexp(half, 300) ** 2
+    inv = 1 / (1 + e)
+    sig = np.where(pos, inv, e * inv)
+    sig_neg = np.where(pos, e * inv, inv)
+    m = t * sig_neg + (1 - t) * sig
+    mg = np.power(m, gamma)
+    d = np.where(t == 0, sig_neg, np.where(t == 1, -sig, (1 - 2 * t) * (sig * sig_neg) / m))
+    cd = np.where(d == 0, 0, ce * d)
+    g = mg * (ce1 + gamma * cd)
+    h = None
+    if want_hess:
+        small_up, large_up = e_up * inv, np.ldexp(inv, 600)
+        sig_up, sig_neg_up = np.where(pos, large_up, small_up), np.where(pos, small_up, large_up)
+        ss_up = small_up * inv
+        d_up = np.where(t == 0, sig_neg_up, np.where(t == 1, -sig_up, (1 - 2 * t) * ss_up / m))
+        cd_up = np.where(d_up == 0, 0, ce * d_up)
+        em1 = np.expm1(-a)
+        one_m_2s = np.where(pos, em1 * inv, -em1 * inv)  # sigmoid(-x) - sigmoid(x), exactly
+        t2 = ss_up + 2 * gamma * ce1 * d_up + gamma * cd_up * ((gamma - 1) * d + one_m_2s)
+        h = np.ldexp(at * (mg * t2), -600)
+    return at, ce * mg, g, h, zero_or_nan
+
+
+@elementwise("sigmoid_focal_loss")
+@_in_float64
+def sigmoid_focal(x, t, pw, alpha, gamma, want_grad):
+    # alpha_t = 0 (alpha = 1 at y = 0, alpha = 0 at y = 1): a zero coefficient gives 0 even at
+    # x = +-inf (NaN for NaN x), as BCE with logits.
+    at, loss, g, _, zero_or_nan = _focal_terms(x, t, alpha, gamma, False)
+    loss = np.where(at == 0, zero_or_nan, at * loss)
+    return loss, (np.where(at == 0, zero_or_nan, at * g) if want_grad else None)
+
+
+@hessian("sigmoid_focal_loss")
+@_in_float64
+def sigmoid_focal_hess(x, t, pw, alpha, gamma):
+    at, _, _, h, zero_or_nan = _focal_terms(x, t, alpha, gamma, True)
+    return np.where(at == 0, zero_or_nan, at * h if gamma == 0 else h)
+
+
 # --------------------------------------------------------------------------- class math
 # x is (N, C, K); t is (N, K) int64 (or (N, C, K) probabilities); w is (C,) or None.
 

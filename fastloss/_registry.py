@@ -415,6 +415,42 @@ LOSSES: tuple[Loss, ...] = (
                "phi(z) = e**z - 1 - z, u = x - log(y): two non-negative terms, no cancellation near "
                "the optimum mu = y, where the loss is accurate to a few ulp of 2 * y**(2-p)."),
     ),
+    Loss(
+        "log_cosh_loss", "elementwise",
+        "Log-cosh loss: quadratic near 0, linear far out, smooth everywhere (no overflow at any residual).",
+        functor="LogCosh",
+        formula="w * log(cosh(x - y))", gradient="w * tanh(x - y)",
+        hessian="w * (1 - tanh(x - y)**2)  (sech(x - y)**2: underflows to 0 for large residuals)",
+        weight="elementwise", mean_divisor="weight_sum",
+        notes=("PyTorch has no log-cosh loss; this is its formula, with PyTorch's conventions for "
+               "weight and 'mean' (as mse_loss).",
+               "Stable for every residual r: log(cosh(r)) = |r| - log(2) + log1p(exp(-2|r|)) for "
+               "large |r| (cosh itself would overflow), its series r**2/2 - r**4/12 + ... for small.",),
+    ),
+    Loss(
+        "sigmoid_focal_loss", "elementwise",
+        "Focal loss from logits (torchvision.ops.sigmoid_focal_loss), stable for any logit.",
+        functor="SigmoidFocal",
+        formula=("alpha_t * ce * (1 - p_t)**gamma,  ce = binary_cross_entropy_with_logits(x, y) per element, "
+                 "p = sigmoid(x), p_t = p * y + (1 - p) * (1 - y), "
+                 "alpha_t = alpha * y + (1 - alpha) * (1 - y) (1 when alpha < 0)"),
+        gradient=("alpha_t * (1 - p_t)**gamma * ((p - y) + gamma * ce * d),  "
+                  "d = (1 - 2 * y) * p * (1 - p) / (1 - p_t)"),
+        hessian=("alpha_t * (1 - p_t)**gamma * (p * (1 - p) + 2 * gamma * (p - y) * d "
+                 "+ gamma * ce * d * ((gamma - 1) * d + 1 - 2 * p))"),
+        params=(Param("alpha", 0.25, float, Interval(None, 1, finite=True),
+                      "the weight of the targets 1 (1 - alpha: of the targets 0); negative: no weighting"),
+                Param("gamma", 2.0, float, Interval(0, None, finite=True),
+                      "the focusing exponent; 0 gives binary_cross_entropy_with_logits"),),
+        target_domain="unit",
+        notes=("torchvision's formula and parameters, but reduction='mean' by default (torchvision's "
+               "default is 'none'), as every fastloss loss; no weight (torchvision has none).",
+               "Targets are probabilities in [0, 1] (soft labels allowed), checked (unlike "
+               "binary_cross_entropy_with_logits): outside, 1 - p_t can be negative and its power "
+               "undefined. alpha above 1 (a negative weight) is refused.",
+               "gamma=0 with a negative alpha is binary_cross_entropy_with_logits bit for bit "
+               "(loss, gradient and Hessian).",),
+    ),
 )
 
 BY_NAME: dict[str, Loss] = {loss.name: loss for loss in LOSSES}

@@ -113,32 +113,43 @@ struct Bce {
     }
 };
 
+// BCE with logits, given e = exp(-|x|): the math of BceLogits, shared with SigmoidFocal
+// (whose gamma = 0 is BCE with logits bit for bit). Also returns the pieces the focal loss
+// reuses: inv = 1 / (1 + e), log_term = log1p(e), sigmoid(x) and sigmoid(-x).
+template <typename T>
+FL_OP void bce_logits_terms(T x, T y, T p, T e, T& l, T& g, T& h, T& inv, T& log_term, T& sig, T& sig_neg) {
+    inv = T(1) / (T(1) + e);
+    log_term = vm::log1p_unit(e, inv);
+    T py = p * y;
+    T sp_pos = std::max(x, T(0)) + log_term;
+    T sp_neg = std::max(-x, T(0)) + log_term;
+    // A term whose coefficient is 0 is 0 even at x = +-inf (the exact limit; 0 * inf
+    // would be NaN).
+    T neg = T(1) - y, neg_term = neg * sp_pos, pos_term = py * sp_neg;
+    l = (neg == T(0) ? T(0) : neg_term) + (py == T(0) ? T(0) : pos_term);
+    T sig_small = e * inv;  // sigmoid(-|x|)
+    bool pos = x >= T(0);
+    sig = pos ? inv : sig_small;
+    sig_neg = pos ? sig_small : inv;
+    g = neg * sig - py * sig_neg;
+    // h = ((1 - y) + p y) sigmoid(x) sigmoid(-x) = (...) e / (1 + e)^2: no cancellation,
+    // underflows to 0 (not NaN) for huge |x| (e = 0)
+    h = (neg + py) * (sig_small * inv);
+}
+
 template <typename T>
 struct BceLogits {
     // Any real x. loss = (1 - y) softplus(x) + p y softplus(-x) with
     // softplus(+-x) = max(+-x, 0) + log1p(exp(-|x|)): no overflow, and for y in [0, 1] both
     // terms are >= 0, so tiny losses keep full relative accuracy (x=-40, y=0: 4.2e-18).
     // grad = (1 - y) sigmoid(x) - p y sigmoid(-x), both sigmoids from e = exp(-|x|) <= 1.
+    // (The math: bce_logits_terms.)
     static constexpr bool heavy = true;
     explicit BceLogits(const double*) {}
     FL_OP void operator()(T x, T y, T p, T& l, T& g, T& h) const {
         T e = vm::exp_nonpos(-std::abs(x));
-        T inv = T(1) / (T(1) + e);
-        T log_term = vm::log1p_unit(e, inv);
-        T py = p * y;
-        T sp_pos = std::max(x, T(0)) + log_term;
-        T sp_neg = std::max(-x, T(0)) + log_term;
-        // A term whose coefficient is 0 is 0 even at x = +-inf (the exact limit; 0 * inf
-        // would be NaN).
-        T neg = T(1) - y, neg_term = neg * sp_pos, pos_term = py * sp_neg;
-        l = (neg == T(0) ? T(0) : neg_term) + (py == T(0) ? T(0) : pos_term);
-        T sig_small = e * inv;  // sigmoid(-|x|)
-        bool pos = x >= T(0);
-        T sig = pos ? inv : sig_small, sig_neg = pos ? sig_small : inv;
-        g = neg * sig - py * sig_neg;
-        // h = ((1 - y) + p y) sigmoid(x) sigmoid(-x) = (...) e / (1 + e)^2: no cancellation,
-        // underflows to 0 (not NaN) for huge |x| (e = 0)
-        h = (neg + py) * (sig_small * inv);
+        T inv, log_term, sig, sig_neg;
+        bce_logits_terms(x, y, p, e, l, g, h, inv, log_term, sig, sig_neg);
     }
 };
 
@@ -471,3 +482,218 @@ double dispatch_flags(const TweedieDeviance<T>& op, const ElementwiseArgs<T>& a,
     if (op.mode == 1) return dispatch_flags<OPERAND>(GammaDeviance<T>(nullptr), a, n_threads);
     return dispatch_flags<OPERAND>(TweediePower<T>(op.c), a, n_threads);
 }
+
+// log_cosh_loss's small-|r| pieces, polynomials in z = r^2 on z <= 0.64 resp. 0.3025 (the
+// Chebyshev fits of docs/fit_log_cosh.py, evaluated by Estrin's scheme as vecmath.hpp's):
+//   log cosh(a) = z / 2 + z^2 log_cosh_poly(z)   for a < 0.8,  fit error < 2^-59 resp. 2^-31
+//   tanh(a) = a + a z tanh_poly(z)               for a < 0.55, fit error < 2^-58 resp. 2^-27
+// (relative to the result; the series converge up to |a| = pi / 2, the poles of tanh).
+template <typename T>
+FL_OP T log_cosh_poly(T z);
+
+template <>
+FL_OP float log_cosh_poly<float>(float z) {
+    float z2 = z * z, z4 = z2 * z2;
+    float b0 = vm::mad(z, 2.22220398e-2f, -8.33333317e-2f), b1 = vm::mad(z, 2.16363509e-3f, -6.74265077e-3f),
+          b2 = vm::mad(z, 1.37232893e-4f, -6.63652915e-4f);
+    return vm::mad(z4, b2, vm::mad(z2, b1, b0));
+}
+
+template <>
+FL_OP double log_cosh_poly<double>(double z) {
+    double z2 = z * z, z4 = z2 * z2, z8 = z4 * z4;
+    double b0 = vm::mad(z, 2.2222222222206802e-2, -8.3333333333333299e-2);
+    double b1 = vm::mad(z, 2.1869488197122612e-3, -6.7460317448784193e-3);
+    double b2 = vm::mad(z, 2.5657589707119424e-4, -7.3860244379128232e-4);
+    double b3 = vm::mad(z, 3.2675468657484581e-5, -9.0962633505700661e-5);
+    double b4 = vm::mad(z, 3.9246751807751934e-6, -1.1685651773531035e-5);
+    double b5 = vm::mad(z, 1.6272442965915467e-7, -1.0633081355543171e-6);
+    double d0 = vm::mad(z2, b1, b0), d1 = vm::mad(z2, b3, b2), d2 = vm::mad(z2, b5, b4);
+    return vm::mad(z8, d2, vm::mad(z4, d1, d0));
+}
+
+template <typename T>
+FL_OP T tanh_poly(T z);
+
+template <>
+FL_OP float tanh_poly<float>(float z) {
+    float z2 = z * z, z4 = z2 * z2;
+    float b0 = vm::mad(z, 1.33331137e-1f, -3.3333332e-1f), b1 = vm::mad(z, 2.13093887e-2f, -5.39094288e-2f);
+    return vm::mad(z4, -6.61022783e-3f, vm::mad(z2, b1, b0));
+}
+
+template <>
+FL_OP double tanh_poly<double>(double z) {
+    double z2 = z * z, z4 = z2 * z2, z8 = z4 * z4;
+    double b0 = vm::mad(z, 1.3333333333332715e-1, -3.3333333333333333e-1);
+    double b1 = vm::mad(z, 2.1869488493666942e-2, -5.3968253967434015e-2);
+    double b2 = vm::mad(z, 3.5921103786890239e-3, -8.8632343978143548e-3);
+    double b3 = vm::mad(z, 5.8893605200740578e-4, -1.455661830100716e-3);
+    double b4 = vm::mad(z, 8.5113136855776715e-5, -2.3463474108872371e-4);
+    double d0 = vm::mad(z2, b1, b0), d1 = vm::mad(z2, b3, b2), d2 = vm::mad(z2, -2.0602765376366342e-5, b4);
+    return vm::mad(z8, d2, vm::mad(z4, d1, d0));
+}
+
+template <typename T>
+struct LogCosh {
+    // Any real r = x - y; loss log(cosh r), grad tanh(r), hess sech(r)^2 = 1 - tanh(r)^2.
+    // No overflow at any residual (cosh itself overflows beyond |r| = 89 resp. 710), and an
+    // infinite r (x - y overflowing) gives inf, +-1, 0. With a = |r| and u = exp(-2a) <= 1:
+    //   loss: a < 0.8:  z/2 + z^2 P(z), z = a^2 (the series: no cancellation, tiny a gives a^2/2)
+    //         a >= 0.8: (a - log 2) + log1p(u), log 2 split in ln2_hi + ln2_lo (a - ln2_hi is
+    //                   exact near a = 1, and log1p(u) < (a - log 2) + log1p(u) there)
+    //   grad: a < 0.55: a + a z Q(z);  a >= 0.55: 1 - 2u / (1 + u) (2u / (1 + u) <= 1/2)
+    //   hess: a < 0.55: 1 - tanh^2 (tanh^2 <= 1/4);  a >= 0.55: 4u / (1 + u (2 + u)): its
+    //         rounding of u weighs (1 - u) / (1 + u) < 1; it underflows gracefully to 0
+    //         (a > 52 resp. 373), never 0 * inf or inf / inf.
+    // The residual's rounding is corrected to first order: x - y = r + r_lo exactly (TwoSum),
+    // |x - y| = a + da, loss + tanh da, grad + hess da, hess - 2 tanh hess da. The Hessian's
+    // relative condition number is 2 a tanh(a): without it a residual of 40 would cost ~40 ulp.
+    // Measured against mpmath (tests/numerics): loss 1.6, grad 1.35, hess 2.2 ulp.
+    static constexpr bool heavy = true;
+    explicit LogCosh(const double*) {}
+    FL_OP void operator()(T x, T y, T, T& l, T& g, T& h) const {
+        using B = vm::Bits<T>;
+        T r = x - y, a = std::abs(r);
+        T rb = r - x, r_lo = (x - (r - rb)) + (-y - rb);  // TwoSum; NaN when x - y overflows
+        T da = r < T(0) ? -r_lo : r_lo;
+        da = std::abs(da) < T(1) ? da : T(0);  // (|r_lo| <= ulp(r) / 2: only NaN is cut)
+        T u = vm::exp_nonpos(-(a + a));
+        T w = T(1) + u, inv = T(1) / w;
+        T z = a * a;  // inf for huge a: the polynomial pieces are then not selected
+        T l_small = vm::mad(z * z, log_cosh_poly(z), z * T(0.5));
+        T l_large = (a - T(B::ln2_hi)) + (vm::log1p_unit(u, inv) - T(B::ln2_lo));
+        T l0 = a < T(0.8) ? l_small : l_large;
+        T th_small = vm::mad(a * z, tanh_poly(z), a);
+        T th_large = T(1) - (u + u) * inv;
+        bool small = a < T(0.55);
+        T th = small ? th_small : th_large;
+        T h_small = vm::mad(-th_small, th_small, T(1));
+        T h_large = (T(4) * u) / vm::mad(u, T(2) + u, T(1));
+        T h0 = small ? h_small : h_large;
+        l = vm::mad(th, da, l0);
+        T g0 = vm::mad(h0, da, th);
+        g = r < T(0) ? -g0 : g0;  // NaN r: NaN
+        h = vm::mad(T(-2) * th * h0, da, h0);
+    }
+};
+
+// a * b = hi + lo exactly (Dekker's product with Veltkamp's split, plain IEEE operations: the
+// same bits at every SIMD level, FMA or not). b_hi + b_lo is b split by the caller (a constant
+// split once); |a| must stay below max / 2^(digits/2 + 1) (callers select lo = 0 beyond).
+template <typename T>
+FL_OP T two_prod_lo(T a, T hi, T b_hi, T b_lo) {
+    const T split = sizeof(T) == 4 ? T(4097) : T(134217729);  // 2^12 + 1, 2^27 + 1
+    T c = a * split;
+    T a_hi = c - (c - a), a_lo = a - a_hi;
+    return ((a_hi * b_hi - hi) + a_lo * b_hi + a_hi * b_lo) + a_lo * b_lo;
+}
+
+template <typename T>
+struct SigmoidFocal {
+    // torchvision.ops.sigmoid_focal_loss: any real logit x, target y in [0, 1] (soft labels
+    // allowed, not enforced), alpha <= 1 (negative: alpha_t = 1), gamma >= 0, finite.
+    //   s = sigmoid(x), ce = (1 - y) softplus(x) + y softplus(-x)   (BCE with logits, p = 1)
+    //   m = 1 - p_t = y s(-x) + (1 - y) s(x)    (no cancellation: two non-negative terms)
+    //   loss = alpha_t ce m^gamma,  alpha_t = alpha y + (1 - alpha) (1 - y)
+    // Derivatives (' = d/dx; s' = s s(-x)): ce' = s - y (BceLogits's gradient), ce'' =
+    // s s(-x) (its Hessian), m' = (1 - 2y) s s(-x), m'' = m' (1 - 2s). With d = m' / m,
+    // bounded (|d| <= 1: for y <= 1/2, m >= (1 - y) s, so |d| <= s(-x) (1 - 2y) / (1 - y)),
+    //   loss'  = alpha_t m^gamma (ce' + gamma ce d)
+    //   loss'' = alpha_t m^gamma (ce'' + 2 gamma ce' d + gamma ce d ((gamma - 1) d + 1 - 2s))
+    // (m^(gamma-1) m' = m^gamma d, m^(gamma-2) m'^2 = m^gamma d^2, m^(gamma-1) m'' =
+    // m^gamma d (1 - 2s)): no negative power of m, so m = 0 (a perfect prediction, or m
+    // underflowing) is no 0 * inf. Hard labels take d exactly: y = 0: m = s(x), d = s(-x);
+    // y = 1: m = s(-x), d = -s(x). ce d is 0 where d is 0 (x = +-inf: the exact limit,
+    // ce ~ |x| against d ~ e^-|x|). 1 - 2s = s(-x) - s(x) = -+expm1(-|x|) / (1 + e^-|x|),
+    // exact at small x (from the same range reduction as e = exp(-|x|)).
+    // m^gamma = exp(gamma log m): for hard labels log m = -(A + log1p(e)) with A =
+    // max(-+x, 0) exact, and gamma A is formed exactly (two_prod_lo): a logit of 40 costs no
+    // 2^-18 relative as exp(rounded gamma log m) would (gamma times the rest of log m too).
+    // Soft labels: log m = vm::log(m), |log m| <= -log(min(y, 1 - y)): m's rounding (and
+    // log's) is scaled by gamma, the condition number of m^gamma (measured, gamma = 2: 3.6
+    // resp. 5 ulp; gamma = 4.5: 8 resp. 13 ulp; hard labels: within BCE's bounds + 1).
+    // gamma = 0 is BCE with logits (alpha < 0: alpha_t = 1) bit for bit: m^0 = 1 and the
+    // gamma terms are selected away (0 * inf at m = 0, -0 + 0 would change bits); the BCE
+    // part is BceLogits's operations with p = 1 (p y == y exactly).
+    // alpha_t = 0 (alpha = 1 at y = 0, alpha = 0 at y = 1) gives 0 even at x = +-inf (a zero
+    // coefficient, as BceLogits), NaN for NaN x.
+    static constexpr bool heavy = true;
+    // (flags are T values: the selects test T comparisons only, never && or || of bools,
+    // which make GCC branch and leave the loop scalar, 15x slower)
+    T alpha, one_m_alpha, weighted, gamma, gamma_m1, gamma_hi, gamma_lo, is_bce, bce_bits;
+    explicit SigmoidFocal(const double* p)
+        : alpha(T(p[0])), one_m_alpha(T(1.0 - p[0])), weighted(p[0] >= 0 ? 1 : 0), gamma(T(p[1])),
+          gamma_m1(T(p[1] - 1.0)), gamma_hi(split_hi(T(p[1]))), gamma_lo(T(p[1]) - split_hi(T(p[1]))),
+          is_bce(p[1] == 0 ? 1 : 0), bce_bits(p[1] == 0 && p[0] < 0 ? 1 : 0) {}
+    static T split_hi(T v) {
+        const T split = sizeof(T) == 4 ? T(4097) : T(134217729);
+        T c = v * split;  // gamma < max / split: parameters beyond 1e34 (float) are absurd but
+        return std::isfinite(c) ? c - (c - v) : v;  // still get a finite split (lo = 0)
+    }
+    FL_OP void operator()(T x, T y, T p, T& l, T& g, T& h) const {
+        const T big = sizeof(T) == 4 ? T(1e30) : T(1e300);  // |x| beyond: no split (lo = 0)
+        const T scale_from = sizeof(T) == 4 ? T(64) : T(600);  // e = exp(-|x|) < 2^-92 resp. 2^-865
+        T ax = std::abs(x);
+        T e, e_up;
+        T em1 = vm::expm1_exp_nonpos(-ax, e, e_up);
+        // --- BCE with logits (BceLogits's math; p = 1: the focal loss has no pos_weight)
+        T ce, ce1, ce2, inv, log_term, sig, sig_neg;
+        bce_logits_terms(x, y, p, e, ce, ce1, ce2, inv, log_term, sig, sig_neg);
+        bool pos = x >= T(0);
+        // 1 - y rounds (y = 0.3 in float64); its error c_lo = (1 - neg) - y is exact for y in
+        // [0, 1] (Sterbenz) and corrects, to first order, every quantity below that the
+        // documented formula has with the exact 1 - y (BCE's own ce, ce' keep the rounding:
+        // gamma = 0 with alpha < 0 is BCE bit for bit). 0 for hard labels.
+        T neg = T(1) - y, c_lo = (T(1) - neg) - y;
+        c_lo = std::abs(c_lo) < T(1) ? c_lo : T(0);  // targets outside [0, 1]: no correction
+        T ce_c = vm::mad(c_lo, std::max(x, T(0)) + log_term, ce);
+        ce_c = ce < std::numeric_limits<T>::infinity() ? ce_c : ce;  // inf (or NaN): no inf - inf
+        ce_c = c_lo == T(0) ? ce : ce_c;
+        ce_c = bce_bits != T(0) ? ce : ce_c;
+        T ce1_c = bce_bits != T(0) ? ce1 : vm::mad(c_lo, sig, ce1);
+        // The Hessian's terms are all multiples of sigmoid(-|x|) s(|x|), subnormal for large
+        // |x| where ce ~ |x| multiplies them: they are formed scaled by 2^OFF there (from
+        // e_up, normal) and the Hessian is scaled back in its last product (one rounding).
+        bool scaled = ax > scale_from;
+        T up = scaled ? vm::exp_nonpos_up<T>() : T(1), down = scaled ? vm::exp_nonpos_unscale<T>() : T(1);
+        T small_s = (scaled ? e_up : e) * inv, large_s = inv * up;  // sigmoid(-+|x|) * up
+        T sig_s = pos ? large_s : small_s, sig_neg_s = pos ? small_s : large_s;
+        T ss_s = small_s * inv;  // s(x) s(-x) up
+        // --- the modulating factor m = 1 - p_t, d = m' / m, m^gamma
+        // m = v / (1 + e), v = y e + (1 - y) (x >= 0) or y + (1 - y) e (x < 0): one division
+        // (y = 1/2 gives m = 1/2 exactly), and log m = log v - log1p(e) below
+        T v = pos ? vm::mad(y, e, neg) : vm::mad(neg, e, y);
+        v = vm::mad(c_lo, pos ? T(1) : e, v);
+        T m = v / (T(1) + e);
+        bool y0 = y == T(0), y1 = y == T(1);
+        T d_s = y0 ? sig_neg_s : (y1 ? -sig_s : (T(1) - (y + y)) * ss_s / m);
+        T d = d_s * down;
+        T k_ln2_hi;  // log v = k ln2_hi + v_rest, k ln2_hi exact
+        T v_rest = vm::log_parts(v, k_ln2_hi);
+        T a_exact = y0 ? std::max(-x, T(0)) : (y1 ? std::max(x, T(0)) : -k_ln2_hi);
+        T log_rest = y0 ? -log_term : (y1 ? -log_term : v_rest - log_term);
+        T p1 = gamma * a_exact;
+        T p2 = two_prod_lo(a_exact < big ? a_exact : T(0), p1, gamma_hi, gamma_lo);
+        p2 = a_exact < big ? p2 : T(0);
+        T q = gamma * log_rest;  // |log_rest| < 2^104 (m >= min(y, 1 - y) or log1p(e) <= log 2)
+        T q2 = two_prod_lo(log_rest, q, gamma_hi, gamma_lo);
+        T z = q - p1, zb = z - q;  // z + z_lo = q + q2 - p1 - p2 exactly (TwoSum)
+        T z_lo = ((q - (z - zb)) + (-p1 - zb)) + (q2 - p2);
+        z_lo = std::abs(z_lo) < T(1) ? z_lo : T(0);  // inf - inf at infinite x: no correction
+        T mg_exp = vm::exp_nonpos(z);
+        T mg = is_bce != T(0) ? T(1) : vm::mad(mg_exp, z_lo, mg_exp);
+        // --- alpha_t
+        T at = weighted != T(0) ? vm::mad(one_m_alpha, c_lo, alpha * y + one_m_alpha * neg) : T(1);
+        T zero_or_nan = x == x ? T(0) : x;
+        // --- loss, gradient, Hessian
+        T cd = d == T(0) ? T(0) : ce_c * d;
+        T t1 = is_bce != T(0) ? ce1_c : ce1_c + gamma * cd;
+        T one_m_2s = pos ? em1 * inv : -(em1 * inv);
+        T cd_s = d_s == T(0) ? T(0) : ce_c * d_s;
+        T t2_s = ss_s + T(2) * gamma * ce1_c * d_s + gamma * cd_s * (gamma_m1 * d + one_m_2s);
+        l = at == T(0) ? zero_or_nan : at * (ce_c * mg);
+        g = at == T(0) ? zero_or_nan : at * (mg * t1);
+        h = at == T(0) ? zero_or_nan : (bce_bits != T(0) ? ce2 : (at * (mg * (is_bce != T(0) ? ss_s : t2_s))) * down);
+    }
+};

@@ -398,5 +398,100 @@ FL_VM_INLINE double expm1mx_poly<double>(double z) {
 }
 // --------------------------------------------------------------------- end deviance helpers
 
+// ---- expm1 with exp, for log_cosh_loss and sigmoid_focal_loss (separate from any other
+// expm1 of this file: its own name, expm1_exp_nonpos).
+// expm1(x) and exp(x) for x <= 0 or NaN from one range reduction x = n ln2 + r (as
+// exp_nonpos): p = exp(r) - 1 = r + r^2 q(r) with exp_poly's q (no cancellation: the 1 is
+// never added), exp(x) = (1 + p) 2^n -- bitwise exp_nonpos(x), the same operations -- and
+// expm1(x) = 2^n p + (2^n - 1): 2^n p is exact and 2^n - 1 is exact for n >= -(digits + 2)
+// (n is clamped there: below, 2^n (1 + p) < 2^-(digits + 1) rounds away and -1 is the
+// correctly rounded result). One rounding in the sum; |2^n p| / |expm1(x)| <= 0.71 (n = -1,
+// r = ln2 / 2), so p's own error (~0.5 ulp: one mad) weighs at most 0.71: about 1.2 ulp
+// (measured: docs? no, tests/numerics through log_cosh_loss and sigmoid_focal_loss).
+template <typename T>
+FL_VM_INLINE T expm1_poly(T r);  // exp_poly(r) - 1 without the rounding of 1 + ...
+
+template <>
+FL_VM_INLINE float expm1_poly<float>(float r) {  // exp_poly<float>'s operations, minus the 1
+    float r2 = r * r, r4 = r2 * r2;
+    float a0 = mad(r, 0.16666576266288757f, 0.5f), a1 = mad(r, 0.008363178931176662f, 0.041666556149721146f);
+    float q = mad(r4, 0.0013926184037700295f, mad(r2, a1, a0));
+    return mad(r2, q, r);
+}
+
+template <>
+FL_VM_INLINE double expm1_poly<double>(double r) {  // exp_poly<double>'s operations, minus the 1
+    double r2 = r * r, r4 = r2 * r2, r8 = r4 * r4;
+    double a0 = mad(r, 0.16666666666666669, 0.5000000000000001);
+    double a1 = mad(r, 0.008333333333330062, 0.04166666666662413);
+    double a2 = mad(r, 0.00019841269863053618, 0.0013888888917213717);
+    double a3 = mad(r, 2.7557268459997064e-06, 2.4801521295954376e-05);
+    double a4 = mad(r, 2.510038549551032e-08, 2.7620088445409746e-07);
+    double q = mad(r8, a4, mad(r4, mad(r2, a3, a2), mad(r2, a1, a0)));
+    return mad(r2, q, r);
+}
+
+// 2^OFF and 2^-OFF of exp_nonpos's scaling step (OFF = 60 resp. 600).
+template <typename T>
+FL_VM_INLINE T exp_nonpos_up() { return sizeof(T) == 4 ? T(1152921504606846976.0) : T(4.149515568880993e+180); }
+template <typename T>
+FL_VM_INLINE T exp_nonpos_unscale() {
+    return sizeof(T) == 4 ? T(8.67361737988403547206e-19) : T(2.40991986510288411774e-181);
+}
+
+// Returns expm1(x), sets e = exp(x) (bitwise exp_nonpos(x): e = e_up * exp_nonpos_unscale())
+// and e_up = exp(x) 2^OFF (normal for x >= exp_lo: not rounded to the subnormal grid where
+// e is subnormal; 0 below exp_lo, as e); x <= 0 or NaN (-inf: -1, 0, 0).
+template <typename T>
+FL_VM_INLINE T expm1_exp_nonpos(T x, T& e, T& e_up) {
+    using B = Bits<T>;
+    using I = typename B::I;
+    constexpr int off = sizeof(T) == 4 ? 60 : 600;
+    constexpr I low = -(B::mantissa + 3);  // 2^n - 1 and 2^n p exact down to here
+    T xc = x < B::exp_lo ? B::exp_lo : x;  // NaN stays NaN
+    T shifted = mad(xc, T(1.44269504088896340736), B::round_magic);
+    T n = shifted - B::round_magic;
+    I k = I(to_bits(shifted) - to_bits(B::round_magic));
+    T r = mad(-n, T(B::ln2_lo), mad(-n, T(B::ln2_hi), xc));  // n ln2_hi is exact
+    T p = expm1_poly(r);
+    T up = (T(1) + p) * pow2<T>(k + off);
+    e = up * exp_nonpos_unscale<T>();
+    e_up = x < B::exp_lo ? T(0) : up;  // below exp_lo: exp(x) 2^OFF < 2^-89 resp. 2^-476
+    T scale = pow2<T>(k < low ? low : k);
+    return scale * p + (scale - T(1));
+}
+
+// log(m) = k ln2_hi + rest for m > 0 (subnormal included; NaN: rest NaN), as log_core
+// computes it but unsummed: k ln2_hi is exact and rest = k ln2_lo + log(f), |rest| <= 0.35 +
+// |k| ln2_lo, keeps its own precision (about 2^-(digits+1) absolute where log(m) itself
+// would round at ulp(log m), up to 4x coarser for m in [2^-3, 2^-1]): for exp(g log m).
+template <typename T>
+FL_VM_INLINE T log_parts(T m, T& k_ln2_hi) {
+    using B = Bits<T>;
+    using U = typename B::U;
+    using I = typename B::I;
+    // (selects on T comparisons only, no && or ||: those make GCC branch, and the loop scalar)
+    T safe = m > T(0) ? m : T(1);
+    safe = safe < std::numeric_limits<T>::infinity() ? safe : T(1);
+    bool sub = safe < B::min_normal;
+    T mm = sub ? safe * B::subnormal_scale : safe;
+    U bits = to_bits(mm);
+    I k = I(bits >> B::mantissa) - B::bias - (sub ? B::subnormal_shift : 0);
+    const U mant_mask = (U(1) << B::mantissa) - 1;
+    T f = from_bits<T>((bits & mant_mask) | (U(B::bias) << B::mantissa));  // [1, 2)
+    bool big = f > T(1.41421356237309504880);
+    T f_half = f * T(0.5);
+    f = big ? f_half : f;
+    k = big ? k + 1 : k;
+    T s = (f - T(1)) / (f + T(1));
+    T kf = T(k);
+    k_ln2_hi = kf * T(B::ln2_hi);
+    T rest = mad(kf, T(B::ln2_lo), log_series(s));
+    T special = m == T(0) ? -std::numeric_limits<T>::infinity()
+                          : (m > T(0) ? m : std::numeric_limits<T>::quiet_NaN());  // 0: -inf, inf: inf
+    special = m != m ? m : special;  // NaN: NaN
+    return safe == m ? rest : special;
+}
+
 #undef FL_VM_INLINE
 }  // namespace vm

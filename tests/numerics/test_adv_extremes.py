@@ -25,7 +25,7 @@ from adv_data_support import (BY_NAME, FLOATS, NUMPY_API, REDUCTIONS, WEIGHTED_N
                                           exact_results, reference_results)
 from fastloss._registry import LOSSES, Interval, OneOf
 from helpers import BACKENDS, COMPILED_BACKENDS, rtol_for
-from losses import REFERENCES
+from losses import REFERENCES, referenced_losses
 
 F64MAX = float(np.finfo(np.float64).max)
 F32MAX = float(np.finfo(np.float32).max)
@@ -107,9 +107,11 @@ def _residual_inputs(dtype):
     return x, t
 
 
-# The thresholds of the registry: parameters over [0, inf) or (0, inf) (beta, delta)
-THRESHOLDS = [(spec.name, p.name) for spec in LOSSES for p in spec.params
-              if isinstance(p.domain, Interval) and p.domain.low == 0 and p.domain.high is None]
+# The thresholds of the registry: parameters over [0, inf) or (0, inf) of the residual losses
+# (beta, delta; sigmoid_focal_loss's gamma is an exponent, not a threshold on x - y)
+THRESHOLDS = [(spec.name, p.name) for spec in referenced_losses() for p in spec.params
+              if isinstance(p.domain, Interval) and p.domain.low == 0 and p.domain.high is None
+              and REFERENCES[spec.name].gradient_sign == "x - y"]
 # The losses with a margin parameter, and their other parameters' choices (p = 1, 2)
 MARGIN_LOSSES = [spec.name for spec in LOSSES if any(p.name == "margin" for p in spec.params)]
 

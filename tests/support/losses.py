@@ -1360,12 +1360,247 @@ TWEEDIE_DEVIANCE = LossReference(
 )
 
 
+# =========================================================================== log_cosh_loss
+# PyTorch lacks it: its torch reference is its formula written in torch (stable, so the
+# reference is accurate at every residual), and the PyTorch conventions do not apply to it.
+
+
+def _log_cosh64(r):
+    """log(cosh(r)) in float64 for every r: log1p(s**2 / (2 (1 + s))), s = expm1(-|r|), below 1
+    (cosh r - 1 = (1 - e^-|r|)**2 / (2 e^-|r|), no cancellation), |r| - log 2 +
+    log1p(exp(-2|r|)) above (no overflow)."""
+    a = np.abs(r)
+    s = np.expm1(-np.minimum(a, 1.0))
+    return np.where(a < 1, np.log1p(s * s / (2 * (1 + s))), a - np.log(2.0) + np.log1p(np.exp(-2 * a)))
+
+
+def f_log_cosh(x, t, weight=None):
+    w = broadcast(weight, x.shape)
+    r = x - t
+    return w * _log_cosh64(r), w.sum(), w * np.tanh(r)
+
+
+def h_log_cosh(x, t, weight=None):
+    return broadcast(weight, x.shape) / np.cosh(x - t) ** 2  # sech**2 (cosh overflows: 0)
+
+
+def _exact_log_cosh_parts(x, y):
+    """(log cosh r, tanh r, sech(r)**2) of the exact residual r = x - y (mpmath; huge |r|
+    without cosh's huge intermediate)."""
+    mp = mpmath_module()
+    r = exact_sub(x, y)
+    a = abs(r)
+    if mp.isinf(a):
+        return a, mp.sign(r), mp.mpf(0)
+    u = mp.exp(-2 * a)
+    value = mp.log1p(2 * mp.sinh(a / 2) ** 2) if a < 1 else a - mp.log(2) + mp.log1p(u)
+    return value, mp.tanh(r), 4 * u / (1 + u) ** 2
+
+
+def exact_log_cosh(x, y, w, pw, params):
+    value, th, _ = _exact_log_cosh_parts(x, y)
+    return w * value, w * th, mpmath_module().mpf(0)
+
+
+def exact_hessian_log_cosh(x, y, w, pw, params):
+    """(the exact second derivative of the weighted term, terms): sech(r)**2 subtracts nothing."""
+    return w * _exact_log_cosh_parts(x, y)[2], mpmath_module().mpf(0)
+
+
+def torch_log_cosh(x, t, *, weight=None, reduction):
+    # log(cosh(r)) in torch ops, stable at every residual as the float64 formula above (both
+    # branches on clamped arguments: no inf * 0 in the backward of the branch not taken)
+    r = x - t
+    a = r.abs()
+    s = torch.expm1(-a.clamp(max=1.0))
+    small = torch.log1p(s * s / (2 * (1 + s)))
+    large = a + torch.nn.functional.softplus(-2 * a) - np.log(2.0)
+    per = torch.where(a < 1, small, large)
+    divisor = per.numel()
+    if weight is not None:
+        w = weight.expand(x.shape)
+        per = per * w
+        divisor = w.sum()
+    if reduction == "none":
+        return per
+    if reduction == "sum":
+        return per.sum()
+    return per.sum() / divisor
+
+
+def log_cosh_residuals(dtype):
+    """(x, y = 0): residuals at the implementation's switches (0.55, 0.8, each +-1 ULP), where
+    sech**2 underflows (52, 89, 373, 710), cosh's own overflow, tiny and huge, random."""
+    points = [0.55, 0.8, 1e-3, 0.1, 0.3466, 1.0, 1.5, 3.0, 10.0, 20.0, 40.0, 52.0, 89.0, 100.0, 373.0,
+              710.0, 1e4, 1e30, 1e-30, float(np.finfo(dtype).smallest_subnormal), float(np.finfo(dtype).max)]
+    xs = []
+    for v in points:
+        v = dtype.type(v)
+        xs += [v, np.nextafter(v, dtype.type(0))] + ([np.nextafter(v, dtype.type(np.inf))] if v < np.finfo(dtype).max else [])
+    xs += list(np.random.default_rng(7).normal(0, 2, 48))
+    x = np.array(signed(xs), np.float64).astype(dtype)
+    return x, np.zeros_like(x)
+
+
+LOG_COSH = LossReference(
+    "log_cosh_loss",
+    cases=LossCases(residual_inputs(), ELEMENTWISE_SHAPES, ({},) + WEIGHTS),
+    formula=f_log_cosh, exact=exact_log_cosh, hessian=h_log_cosh, torch_formula=torch_log_cosh,
+    **RESIDUAL_SIGNS,
+    accuracy_variants=(("residuals", lambda d: (*log_cosh_residuals(d), {})),) + residual_accuracy(),
+    ulp_bounds={F32: (2.0, 1.0), F64: (1.5, 1.0)},
+    # float32 in float64 (rounded once); float64 below |r| = 1 through expm1 and log1p (no series)
+    numpy_ulp_bounds={F32: (1.0, 1.0), F64: (3.0, 1.5)},
+    huge_terms=huge_residuals,  # log cosh r = |r| - log 2 there
+    half_max_cases=half_max_residuals,
+    exp_log=True,
+)
+
+
+# =========================================================================== sigmoid_focal_loss
+# torchvision.ops.sigmoid_focal_loss (torchvision is not a dependency: its formula is written
+# in torch below, as torchvision 0.2x writes it).
+
+
+def f_sigmoid_focal(x, t, alpha=0.25, gamma=2.0):
+    """torchvision's loss in float64, with its gradient and Hessian written from the
+    textbook derivatives (powers of m = 1 - p_t; valid where m > 0)."""
+    p, q = expit(x), expit(-x)
+    ce = times(1.0 - t, softplus(x)) + times(t, softplus(-x))
+    m = t * q + (1.0 - t) * p  # 1 - p_t, without its cancellation
+    at = alpha * t + (1 - alpha) * (1 - t) if alpha >= 0 else np.ones_like(x)
+    dm = (1 - 2 * t) * p * q
+    grad = m ** gamma * (p - t) + (gamma * m ** (gamma - 1) * dm * ce if gamma else 0.0)
+    return at * ce * m ** gamma, float(x.size), at * grad
+
+
+def h_sigmoid_focal(x, t, alpha=0.25, gamma=2.0):
+    p, q = expit(x), expit(-x)
+    ce = times(1.0 - t, softplus(x)) + times(t, softplus(-x))
+    m = t * q + (1.0 - t) * p
+    at = alpha * t + (1 - alpha) * (1 - t) if alpha >= 0 else np.ones_like(x)
+    dm, d2ce = (1 - 2 * t) * p * q, p * q
+    d2m = dm * (1 - 2 * p)
+    h = m ** gamma * d2ce
+    if gamma:
+        h = (h + 2 * gamma * m ** (gamma - 1) * dm * (p - t) + gamma * (gamma - 1) * m ** (gamma - 2) * dm ** 2 * ce
+             + gamma * m ** (gamma - 1) * d2m * ce)
+    return at * h
+
+
+def _exact_focal_parts(x, y, params):
+    """alpha_t, ce, m**gamma and the summands of the gradient's and the Hessian's brackets
+    (d = m' / m, the limits at m = 0 and x = +-inf taken: y = 0: d = s(-x), y = 1: d = -s(x))."""
+    mp = mpmath_module()
+    alpha, gamma = params["alpha"], params["gamma"]
+    s, sn = exact_sigmoid(x), exact_sigmoid(-x)
+    neg = 1 - y
+    ce = exact_times(neg, exact_softplus(x)) + exact_times(y, exact_softplus(-x))
+    m = y * sn + neg * s
+    mg = m ** gamma if gamma != 0 else mp.mpf(1)
+    at = alpha * y + (1 - alpha) * neg if alpha >= 0 else mp.mpf(1)
+    d = sn if y == 0 else (-s if y == 1 else (1 - 2 * y) * s * sn / m)
+    cd = mp.mpf(0) if d == 0 else ce * d
+    a, b = neg * s, y * sn  # ce' = a - b
+    grad_parts = [a, -b, gamma * cd]
+    hess_parts = [s * sn, 2 * gamma * a * d, -2 * gamma * b * d, gamma * (gamma - 1) * cd * d, gamma * cd * (sn - s)]
+    return at, ce, mg, grad_parts, hess_parts
+
+
+def _subtracted(parts, scale):
+    """The largest summand when they have both signs (else 0), scaled: ``terms``."""
+    mp = mpmath_module()
+    if any(v > 0 for v in parts) and any(v < 0 for v in parts):
+        return abs(scale) * max(abs(v) for v in parts)
+    return mp.mpf(0)
+
+
+def exact_sigmoid_focal(x, y, w, pw, params):
+    mp = mpmath_module()
+    if mp.isnan(x):  # NaN, even where alpha_t = 0 (fastloss and torchvision alike)
+        return x, x, mp.mpf(0)
+    at, ce, mg, grad_parts, _ = _exact_focal_parts(x, y, params)
+    scale = exact_times(at, mg)
+    return exact_times(at, ce * mg), exact_times(scale, mp.fsum(grad_parts)), _subtracted(grad_parts, scale)
+
+
+def exact_hessian_sigmoid_focal(x, y, w, pw, params):
+    if mpmath_module().isnan(x):
+        return x, mpmath_module().mpf(0)
+    at, _, mg, _, hess_parts = _exact_focal_parts(x, y, params)
+    scale = exact_times(at, mg)
+    return exact_times(scale, mpmath_module().fsum(hess_parts)), _subtracted(hess_parts, scale)
+
+
+def torch_sigmoid_focal(x, t, *, alpha=0.25, gamma=2.0, reduction):
+    # torchvision.ops.sigmoid_focal_loss (vision/torchvision/ops/focal_loss.py), with
+    # fastloss's default reduction
+    p = torch.sigmoid(x)
+    ce_loss = torch.nn.functional.binary_cross_entropy_with_logits(x, t, reduction="none")
+    p_t = p * t + (1 - p) * (1 - t)
+    loss = ce_loss * ((1 - p_t) ** gamma)
+    if alpha >= 0:
+        alpha_t = alpha * t + (1 - alpha) * (1 - t)
+        loss = alpha_t * loss
+    if reduction == "mean":
+        return loss.mean()
+    if reduction == "sum":
+        return loss.sum()
+    return loss
+
+
+def focal_accuracy(params):
+    return (f"alpha={params.get('alpha', 0.25)},gamma={params.get('gamma', 2.0)}",
+            lambda d: (*grid(signed(LOGITS[d]), LOGIT_TARGETS, d), dict(params)))
+
+
+SIGMOID_FOCAL = LossReference(
+    "sigmoid_focal_loss",
+    cases=LossCases(
+        make_bce_logits, ELEMENTWISE_SHAPES,
+        ({}, {"gamma": 0.0}, {"alpha": -1.0}, {"alpha": -1.0, "gamma": 0.0}, {"alpha": 0.5, "gamma": 1.0},
+         {"gamma": 0.5}, {"alpha": 1.0, "gamma": 3.0}, {"alpha": 0.0, "gamma": 1.5}),
+    ),
+    formula=f_sigmoid_focal, exact=exact_sigmoid_focal, hessian=h_sigmoid_focal,
+    torch_formula=torch_sigmoid_focal, gradient_support="everywhere",
+    # targets in [0, 1] and alpha <= 1 (the registry's domains): alpha_t >= 0, the loss >= 0
+    non_negative_if=always,
+    gradient_sign="hard targets",  # >= 0 at y = 0, <= 0 at y = 1
+    accuracy_variants=tuple(focal_accuracy(p) for p in (
+        {}, {"alpha": -1.0, "gamma": 0.0}, {"alpha": 0.25, "gamma": 0.0}, {"alpha": -1.0, "gamma": 1.0},
+        {"alpha": 0.5, "gamma": 0.5}, {"alpha": 0.75, "gamma": 3.0}, {"alpha": 1.0, "gamma": 2.0})),
+    # hard targets stay within BCE with logits' bounds + ~1 ULP; soft targets carry the
+    # rounding of m = 1 - p_t (and of 1 - y, alpha_t) through m**gamma, whose condition
+    # number is gamma: the worst errors are at soft targets, larger gamma, and in float64
+    # (1 - 0.3 rounds there, not in float32)
+    ulp_bounds={F32: (3.5, 4.0), F64: (5.0, 4.5)},
+    # float32 in float64 (rounded once); float64 with NumPy's power of the rounded m
+    numpy_ulp_bounds={F32: (1.0, 1.0), F64: (5.0, 7.5)},
+    # PyTorch forms 1 - p_t, which cancels to 0 where p_t rounds to 1 (y = 1, x >= 17 in
+    # float32, 37 in float64; y = 0, x <= -17 resp. -37): a zero loss and gradient
+    torch_loses={
+        F32: (farray(F32, 17, 20, 30, -20, -30), farray(F32, 1, 1, 1, 0, 0)),
+        F64: (farray(F64, 37, 40, 100, -40, -100), farray(F64, 1, 1, 1, 0, 0)),
+    },
+    huge_terms=lambda big, n: (big, np.zeros(n, np.float32), {"alpha": -1.0}),  # y = 0: the term is x
+    half_max_cases=lambda dtype, m: [
+        (np.array([0.9 * m, -0.9 * m, 2.0, -3.0], dtype), np.array([0.5, 0.25, 1.0, 0.0], dtype), {},
+         "huge logits, soft targets"),
+        (np.array([0.9 * m, -0.9 * m, 2.0, -3.0], dtype), np.array([0.0, 1.0, 1.0, 0.0], dtype),
+         {"gamma": 1.0}, "huge logits, hard targets")],  # alpha_t 0.75 and 0.25: the exact sum is 0.9 max
+    held_to_exact=lambda x, t: True,  # its limits at +-inf included
+    exact_limits=True,
+    exp_log=True,
+)
+
+
 # =========================================================================== the table
 
 RECORDS: tuple[LossReference, ...] = (
     MSE, L1, HUBER, SMOOTH_L1, BCE, BCE_LOGITS, CROSS_ENTROPY, NLL, MULTI_MARGIN, HINGE, SQUARED_HINGE,
     PINBALL,
     POISSON_DEVIANCE, GAMMA_DEVIANCE, TWEEDIE_DEVIANCE,
+    LOG_COSH, SIGMOID_FOCAL,
 )
 
 
