@@ -293,6 +293,22 @@ inline void softmax_tile(const ClassArgs<T>& a, idx first_row, const int64_t* ys
     if (!a.grad) return;
     T* g = a.grad + first_row * C;
     const T scale = a.scale;
+    if (a.hess) {
+        // The Hessian's diagonal, as softmax_sample's hess_of (the same expression: bitwise),
+        // from exp(x - m) before the gradient overwrites it (h may be the input: written last)
+        T ht[TILE][R];
+        for (idx c = 0; c < C; ++c) {
+#pragma omp simd
+            for (int r = 0; r < R; ++r) {
+                const T e = xt[c][r], p = e * inv_s[r];
+                const T hv = p * (e == T(1) ? sm1_t[r] * inv_s[r] : T(1) - p) * w_y[r] * scale;
+                ht[c][r] = kept[r] != T(0) ? hv : T(0);
+            }
+        }
+        T* h = a.hess + first_row * C;
+        for (int r = 0; r < R; ++r)
+            for (idx c = 0; c < C; ++c) h[r * C + c] = ht[c][r];
+    }
     for (idx c = 0; c < C; ++c) {
 #pragma omp simd
         for (int r = 0; r < R; ++r) {
@@ -406,7 +422,7 @@ struct Nll {
 template <typename T>
 struct MultiMargin {
     explicit MultiMargin(const ClassArgs<T>&) {}
-    static bool tiles(const ClassArgs<T>& a) { return a.C <= TILE; }
+    static bool tiles(const ClassArgs<T>& a) { return a.C <= TILE && !a.hess; }  // no Hessian tile
     static void tile(const ClassArgs<T>& a, idx first, const int64_t* ys, T* losses) { multi_margin_tile(a, first, ys, losses); }
     static constexpr bool streams = false;
     template <bool CONTIG>

@@ -222,9 +222,11 @@ struct Outputs {
 
 // The Hessian entry of an element: the second derivative h (or the policy's constant) times
 // ws = w * scale, as the gradient; a selected zero (flat_zero) stays 0 whatever the weight.
+// (hc and hconst are locals of the loops: read from Outputs, a struct the stores could alias
+// as far as the compiler knows, they kept the loops from vectorising: 30x slower)
 template <class Op, typename T>
-FL_OP T weighted_hess(T h, T ws, const Outputs<T>& o) {
-    const T v = (o.hconst ? o.hc : h);
+FL_OP T weighted_hess(T h, T ws, T hc, T use_hc) {
+    const T v = use_hc != T(0) ? hc : h;
     const T r = v * ws;
     return flat_zero_of<Op>::value ? (v == T(0) ? T(0) : r) : r;
 }
@@ -234,7 +236,7 @@ template <class Op, typename T, bool W, bool PW, bool LOSS, bool GRAD, bool HESS
 __attribute__((noinline)) void run_rest(const Op& op, const T* x, const T* y, const T* w, const T* pw,
                                         const Outputs<T>& o, idx i, idx end, double* acc) {
     constexpr int CHUNK = UNROLL * LANES;
-    const T scale = o.scale;
+    const T scale = o.scale, hc = o.hc, use_hc = o.hconst ? T(1) : T(0);
     if (i < end && !heavy_op<Op>::value) {  // cheap math: one element at a time
         for (int j = 0; i < end; ++i, j = (j + 1) % LANES) {
             T l, g, h;
@@ -244,7 +246,7 @@ __attribute__((noinline)) void run_rest(const Op& op, const T* x, const T* y, co
             acc[j] += double(l);
             if (LOSS) o.lo[i] = l;
             if (GRAD) o.go[i] = weighted<Op>(g, ws);
-            if (HESS) o.ho[i] = weighted_hess<Op>(h, ws, o);
+            if (HESS) o.ho[i] = weighted_hess<Op>(h, ws, hc, use_hc);
         }
     }
     if (i < end) {
@@ -268,7 +270,7 @@ __attribute__((noinline)) void run_rest(const Op& op, const T* x, const T* y, co
             if (W) l *= wb[j];
             ls[j] = l;
             gs[j] = weighted<Op>(g, ws);
-            if (HESS) hs[j] = weighted_hess<Op>(h, ws, o);
+            if (HESS) hs[j] = weighted_hess<Op>(h, ws, hc, use_hc);
         }
         for (idx j = 0; j < rem; ++j) {
             acc[j % LANES] += double(ls[j]);
@@ -287,7 +289,7 @@ __attribute__((noinline)) double run(const Op& op, const T* x, const T* y, const
     T* const lo = o.lo;
     T* const go = o.go;
     T* const ho = o.ho;
-    const T scale = o.scale;
+    const T scale = o.scale, hc = o.hc, use_hc = o.hconst ? T(1) : T(0);
     idx i = 0;
     int h = 0;  // head: elements before the first 64-byte boundary of go (streaming only)
     // (with a Hessian the two outputs' alignments differ: plain stores)
@@ -329,7 +331,7 @@ __attribute__((noinline)) double run(const Op& op, const T* x, const T* y, const
                 ls[j] = l;
                 if (LOSS) lo[i + j] = l;
                 if (GRAD) go[i + j] = weighted<Op>(g, ws);
-                if (HESS) ho[i + j] = weighted_hess<Op>(hh, ws, o);
+                if (HESS) ho[i + j] = weighted_hess<Op>(hh, ws, hc, use_hc);
             }
             for (int u = 0; u < UNROLL; ++u)
                 for (int j = 0; j < LANES; ++j) racc[j] += double(ls[u * LANES + j]);
@@ -480,7 +482,7 @@ double classes_of(const ClassArgs<T>& a, int n_threads) {
     auto in_range = [&](int64_t y) { return (uint64_t)y < (uint64_t)a.C; };
     // Few classes, (N, C) rows: TILE rows at a time across SIMD lanes (bitwise the per-row
     // results, see softmax_tile), for the functors that have tiles.
-    const bool tiles = INDICES && contig && !a.hess && Row::tiles(a);
+    const bool tiles = INDICES && contig && Row::tiles(a);  // (a Row without a Hessian tile says no)
     // Large softmax gradients (logits + gradient at least STREAM_FROM_BYTES, rows of at least
     // a few cache lines) are streamed row by row, as the elementwise gradients are.
     const bool stream = Row::streams && a.grad && !a.hess && contig && !tiles && a.C >= 64 &&
