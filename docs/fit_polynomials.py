@@ -6,7 +6,8 @@ For each polynomial it fits the function on its interval by Chebyshev interpolat
 arithmetic (mpmath.chebyfit: close to the minimax polynomial), rounds the coefficients to the
 working precision and prints them, lowest degree first, with the largest absolute error of the
 rounded polynomial on a fine grid. The number of terms is the fewest that keep the error of
-exp and log below 0.1 ulp (see the comments at exp_poly and log_series).
+exp and log below 0.1 ulp (see the comments at exp_poly and log_series); for expm1mx_poly's
+h (e^z - 1 - z = z^2 / 2 + z^3 h(z)), about the rounding of its coefficients.
 """
 
 import mpmath as mp
@@ -28,11 +29,21 @@ def log_p(z):
     return (mp.atanh(mp.sqrt(z)) / mp.sqrt(z) - 1) / z if z != 0 else mp.mpf(1) / 3
 
 
+# e^z - 1 - z = z^2 / 2 + z^3 h(z) for z in [-1, 2] (the deviances' stable form; a hair wider)
+EXPM1MX_INTERVAL = (mp.mpf(-1) * mp.mpf("1.0001"), mp.mpf(2) * mp.mpf("1.0001"))
+
+
+def expm1mx_h(z):
+    return (mp.expm1(z) - z - z * z / 2) / z**3 if abs(z) > mp.mpf("1e-12") else 1 / mp.mpf(6) + z / 24
+
+
 CASES = [  # name, function, interval, terms, working precision
     ("exp_poly<double>: q", exp_q, (-EXP_HALF_WIDTH, EXP_HALF_WIDTH), 10, np.float64),
     ("exp_poly<float>: q", exp_q, (-EXP_HALF_WIDTH, EXP_HALF_WIDTH), 5, np.float32),
     ("log_series<double>: p", log_p, (mp.mpf(0), LOG_Z_MAX), 7, np.float64),
     ("log_series<float>: p", log_p, (mp.mpf(0), LOG_Z_MAX), 4, np.float32),
+    ("expm1mx_poly<double>: h", expm1mx_h, EXPM1MX_INTERVAL, 15, np.float64),
+    ("expm1mx_poly<float>: h", expm1mx_h, EXPM1MX_INTERVAL, 8, np.float32),
 ]
 
 

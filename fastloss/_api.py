@@ -411,8 +411,10 @@ def _prepare_elementwise(spec, backend, x_in, target, weight, pos_weight, params
     w = pw = None
     if weight is not None:
         w = _elementwise_weight(weight, "weight", shape, dtype)
+    if spec.operand_domain is not None:  # a required operand (quantile): its values checked
+        pos_weight = _checked_operand(spec, pos_weight)
     if pos_weight is not None:
-        pw = _elementwise_weight(pos_weight, "pos_weight", shape, dtype)
+        pw = _elementwise_weight(pos_weight, spec.operand, shape, dtype)
     if n == 0:  # nothing to weigh; keeps every kernel's "P divides n" simple
         w = pw = None
 
@@ -435,6 +437,23 @@ def _prepare_elementwise(spec, backend, x_in, target, weight, pos_weight, params
     else:
         divisor = float(n)
     return spec.kernel_name, x, t, w, pw, params, divisor, shape, (n,)
+
+
+def _checked_operand(spec, value):
+    """The operand (quantile) as a float64 array of valid values: a number or an array of
+    numbers, each in the registry's domain (TypeError for what is not real, ValueError naming
+    the first bad value)."""
+    name, domain = spec.operand, spec.operand_domain
+    if value is None or isinstance(value, (str, bytes)):
+        raise TypeError(f"{name} must be a number or an array of numbers, got {_short_repr(value)}")
+    arr = _real_array(value, name)
+    if arr.dtype.kind == "b":
+        raise TypeError(f"{name} must be a number or an array of numbers, got booleans")
+    arr = np.asarray(arr, np.float64)
+    bad = np.flatnonzero(~domain.mask(arr))
+    if bad.size:
+        raise ValueError(f"{name} must be {domain}, got {arr.reshape(-1)[bad[0]].item()!r}")
+    return arr
 
 
 def _check_unit(backend, a, name, n_threads):
@@ -573,6 +592,8 @@ def _docstring(spec: Loss, grad: int, backend_name: str) -> str:
 def _fast_path_source(spec: Loss, grad: bool) -> str:
     """The lines that try the backend's fast path first (see ``kernels.pyx``): only when
     no weight is given and every scalar parameter is its default (checked by identity)."""
+    if spec.operand_domain is not None:
+        return ""  # a required operand (quantile): the general path always
     conditions = ["_fast is not None"]
     conditions += [f"{name} is None" for name, on in (("weight", spec.weight), ("pos_weight", spec.pos_weight)) if on]
     conditions += [f"{p.name} is _defaults[{i}]" for i, p in enumerate(spec.params)]
@@ -609,7 +630,7 @@ def make_public_api(backend) -> dict:
                 + (_fast_path_source(spec, bool(grad)) if grad < 2 else "")
                 + f"    return _call(_spec, _backend, input, target, "
                 f"{'weight' if spec.weight else 'None'}, "
-                f"{'pos_weight' if spec.pos_weight else 'None'}, "
+                f"{spec.operand or 'None'}, "
                 f"{'ignore_index' if spec.ignore_index else 'None'}, "
                 f"({params}), reduction, n_threads, {'out' if grad else 'None'}, {grad}"
                 f"{', hessian' if grad == 2 and spec.hessian_policy is not None else ''})\n"

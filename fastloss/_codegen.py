@@ -17,6 +17,7 @@ fastloss/kernels.pxd                    their declarations, for ``cimport fastlo
 fastloss/include/fastloss_losses.h      their C typedefs and signature checks (fastloss.h)
 fastloss/__init__.pyi, numpy_backend.pyi  type stubs of the public functions (py.typed)
 docs/API.md (between markers)           the tables of losses and C functions
+README.md (between markers)             the table of losses
 fastloss/API.md                         a copy of docs/API.md shipped in the wheel
 =====================================  ====================================================
 
@@ -129,6 +130,7 @@ def kernel_table(reg) -> str:
               "    bool target_nonneg;  // target values >= 0",
               "    bool target_pos;   // target values > 0",
               "    bool operand;      // takes a second operand (pos_weight, quantile): kernel.pw",
+              "    bool operand_required;  // the operand has a domain (operand_ok) and is required",
               "    bool ignore_index; // class indices equal to ignore_index count for nothing",
               "    bool probabilities;  // targets are class probabilities shaped like the input",
               "    int n_params;", "};", "",
@@ -141,7 +143,7 @@ def kernel_table(reg) -> str:
             f"{DIVISOR_ENUM[kernel_divisor(k)]}, {b(loss.input_domain == 'unit')}, "
             f"{b(loss.target_domain == 'unit')}, {b(loss.target_domain == 'sign')}, "
             f"{b(loss.target_domain == 'nonnegative')}, {b(loss.target_domain == 'positive')}, "
-            f"{b(loss.operand is not None)}, "
+            f"{b(loss.operand is not None)}, {b(loss.operand_domain is not None)}, "
             f"{b(k.ignore_index)}, {b(k.probabilities)}, {len(k.params)}}},")
     lines += ["};", "",
               "// The parameters' domains (fastloss/_registry.py), checked by the C level before any",
@@ -151,7 +153,13 @@ def kernel_table(reg) -> str:
     for k in kernels:
         tests = [p.domain.c_test(f"p[{i}]") for i, p in enumerate(k.params)]
         lines.append(f"        case kernel::{enum_name(k)}: return {' && '.join(tests) if tests else 'true'};")
-    lines += ["        default: return false;", "    }", "}", "", "}  // namespace fl", "",
+    lines += ["        default: return false;", "    }", "}", "",
+              "// A value of the second operand (quantile) inside its domain (checked by the C level).",
+              "inline bool operand_ok(int kernel, double v) {", "    switch (kernel) {"]
+    for k in kernels:
+        if k.loss.operand_domain is not None:
+            lines.append(f"        case kernel::{enum_name(k)}: return {k.loss.operand_domain.c_test('v')};")
+    lines += ["        default: return true;", "    }", "}", "", "}  // namespace fl", "",
               "// X-macros: X(ID, FUNCTOR) for every kernel of a kind (isa.inc builds the switches).",
               ]
     for macro, kind in (("FL_ELEMENTWISE_KERNELS", "elementwise"), ("FL_CLASS_KERNELS", "classes")):
@@ -322,7 +330,7 @@ def stub_functions(reg) -> list[str]:
 
 
 def stubs(reg, module: str) -> str:
-    head = [f"# {BANNER}.", f'"""Type stubs of {module}: every loss and its _grad twin (docs/API.md)."""', "",
+    head = [f"# {BANNER}.", f'"""Type stubs of {module}: every loss and its _grad and _grad_hess twins (docs/API.md)."""', "",
             "from typing import Any, Literal, overload", "", "import numpy as np",
             "from numpy.typing import ArrayLike, NDArray", ""]
     if module == "fastloss":
@@ -347,6 +355,8 @@ def docs_losses(reg) -> str:
             items.append("`weight` (" + ("broadcast to the input" if loss.weight == "elementwise" else "(C,), per class") + ")")
         if loss.pos_weight:
             items.append("`pos_weight` (broadcast to the input)")
+        if loss.quantile:
+            items.append(f"`quantile=0.5` ({loss.operand_domain}, or an array of them broadcast to the input)")
         if loss.ignore_index:
             items.append("`ignore_index=-100`")
         items += [f"`{p.name}={p.default!r}` ({p.domain})" for p in loss.params]
@@ -374,6 +384,21 @@ def docs_losses(reg) -> str:
         for p in loss.params:
             out.append(f"- `{p.name}` ({p.type.__name__}, default `{p.default!r}`, {p.domain}): {p.doc}")
         out += [f"- {note}" for note in loss.notes]
+    return "\n".join(out)
+
+
+def readme_losses(reg) -> str:
+    """The README's table of losses: one row per registry loss."""
+    def cell(text):  # a | inside a table cell (code spans included) is escaped
+        return text.replace("|", "\\|")
+
+    out = ["| function | per-element (per-sample) loss | Hessian (`_grad_hess`) | `\"mean\"` divides by |",
+           "|---|---|---|---|"]
+    for loss in reg.LOSSES:
+        hess = f"`{cell(loss.hessian)}`"
+        if loss.hessian_policy is not None:
+            hess += f"; policy `hessian={loss.hessian_policy!r}`"
+        out.append(f"| `{loss.name}` | `{cell(loss.formula)}` | {hess} | {cell(DIVISOR_WORDS[loss.mean_divisor])} |")
     return "\n".join(out)
 
 
@@ -415,6 +440,9 @@ def outputs(reg) -> dict[Path, str]:
         text = api_doc(reg, doc.read_text())
         files[doc] = text
         files[PACKAGE / "API.md"] = f"<!-- {BANNER} (a copy of docs/API.md) -->\n" + text
+    readme = ROOT / "README.md"
+    if readme.exists():
+        files[readme] = replace_block(readme.read_text(), "readme-losses", readme_losses(reg))
     return files
 
 

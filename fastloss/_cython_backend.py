@@ -8,6 +8,7 @@ from .kernels import (  # noqa: F401
     NAME,
     class_target_stats,
     float64_sum,
+    first_negative,
     first_non_sign,
     first_outside_unit,
 )

@@ -362,6 +362,208 @@ def squared_hinge_hess(x, t, pw, margin):
     return np.where(z > 0, 2 * (t * t), np.where(z <= 0, 0, z)).astype(x.dtype)
 
 
+@elementwise("pinball_loss")
+def pinball(x, t, q, want_grad):
+    # q: the quantile (the operand, broadcast); r = y - x; q r for r >= 0, (q - 1) r below
+    r = t - x
+    loss = np.where(r >= 0, q * r, (q - 1) * r)
+    if not want_grad:
+        return loss, None
+    # 0 at the kink r == 0 and for NaN r (as l1_loss's sign)
+    return loss, np.where(r > 0, -q, np.where(r < 0, 1 - q, 0)).astype(x.dtype)
+
+
+@hessian("pinball_loss")
+def pinball_hess(x, t, q):
+    return x.dtype.type(0)
+
+
+# --------------------------------------------------------------------------- deviances
+# poisson_deviance, gamma_deviance, tweedie_deviance on the log link: x the raw prediction,
+# mu = e^x, y the target. The unit deviances and their stable form are stated at the
+# Deviance functor of fastloss/csrc/losses.hpp; this is the same algorithm in NumPy: with
+# u = x - log y, S = y^b (b = 2 - p, a = 1 - p), d / 2 = (S / b) phi(b u) + (S / -a) phi(a u),
+# phi(z) = e^z - 1 - z, two non-negative terms; phi by the polynomial of vm::expm1mx_poly on
+# [-1, 2], S e^z - S (1 + z) above, S e^z + S (-1 - z) below, where S e^(b u) = mu^b and
+# S e^(a u) = y mu^a are exp of exactly summed exponents (TwoSum, Dekker's product, log y
+# as k ln2 + log f) scaled by np.ldexp (one rounding). float32 is computed in float64 and
+# rounded once (as the compiled kernels).
+
+_LN2_HI = 6.93147180369123816490e-01  # 32 significant bits: k * _LN2_HI is exact
+_LN2_LO = 1.90821492927058770002e-10
+_X_CAP = 2.0 ** 64  # |x| beyond: mu^b, y mu^a, y / mu are 0 or inf for every power
+_Z_CAP = 4096.0
+# h(z) = (e^z - 1 - z - z^2 / 2) / z^3 on [-1, 2], lowest degree first (vecmath.hpp)
+_EXPM1MX_H = (0.16666666666666669, 0.04166666666666669, 0.008333333333333, 0.001388888888888483,
+              0.0001984126984158759, 2.4801587302730796e-05, 2.755731910950915e-06,
+              2.7557319383758214e-07, 2.5052126993383404e-08, 2.087666266291875e-09,
+              1.6057780024800614e-10, 1.1482141697185745e-11, 7.657870645960433e-13,
+              4.362081398048636e-14, 4.376224227947684e-15)
+
+
+def _two_sum(a, b):
+    """s + e == a + b exactly, s = fl(a + b)."""
+    s = a + b
+    bb = s - a
+    return s, (a - (s - bb)) + (b - bb)
+
+
+def _split(a):
+    c = 134217729.0 * a  # 2^27 + 1 (Veltkamp)
+    hi = c - (c - a)
+    return hi, a - hi
+
+
+def _two_prod(a, b):
+    """p + e == a * b exactly, p = fl(a b) (Dekker; |a|, |b| < 2^995)."""
+    p = a * b
+    (ah, al), (bh, bl) = _split(a), _split(b)
+    return p, ((ah * bh - p) + ah * bl + al * bh) + al * bl
+
+
+def _log_parts(y):
+    """log y = hi + lo for finite y > 0: hi = k ln2_hi exact, lo = k ln2_lo + log f."""
+    f, k = np.frexp(y)  # y = f 2^k, f in [0.5, 1)
+    low = f < np.sqrt(0.5)
+    f, k = np.where(low, 2 * f, f), np.where(low, k - 1, k).astype(np.float64)
+    return k * _LN2_HI, k * _LN2_LO + np.log(f)
+
+
+def _exp_reduced(hi, lo):
+    """e^(hi + lo) = p 2^k (vm::exp_sum_reduced): ``np.ldexp(m * p, k)`` is m e^(hi + lo)
+    rounded once after exp, for a factor |log2 m| <= 60."""
+    s = hi + lo
+    clamped = np.clip(s, -800.0, 800.0)  # NaN stays NaN
+    inside = clamped == s
+    h, l = np.where(inside, hi, clamped), np.where(inside, lo, 0.0)
+    n = np.rint(clamped / np.log(2.0))
+    p = np.exp(((h - n * _LN2_HI) - n * _LN2_LO) + l)
+    return p, np.where(np.isfinite(n), n, 0).astype(np.int64)
+
+
+def _expm1mx(z):
+    """e^z - 1 - z for z in [-1, 2]: z^2 / 2 + z^3 h(z) (vecmath.hpp's expm1mx_poly)."""
+    h = np.zeros_like(z)
+    for c in reversed(_EXPM1MX_H):
+        h = h * z + c
+    zz, ze = _two_prod(z, z)
+    return 0.5 * zz + ((zz * z) * h + 0.5 * ze)
+
+
+def _scaled_phi(z, zl, s, s_times, e):
+    """m S phi(z + zl) from m S = s, v -> m S v rounded once (s_times), m S e^z = e."""
+    phi = _expm1mx(z)
+    phi_c = (z + phi) * zl + phi
+    zc = np.minimum(z, _Z_CAP)
+    above = np.where(e == np.inf, e, e - s_times((1.0 + zc) + zl))
+    below = e + s_times((-1.0 - z) - zl)
+    return np.where((z >= -1) & (z <= 2), s * phi_c, np.where(z > 2, above, below)), phi_c
+
+
+def _sub_log(x, lh, ll):
+    """x - (lh + ll) as hi + lo (lo 0 where x is not finite)."""
+    r, e1 = _two_sum(x, -lh)
+    hi, e2 = _two_sum(r, -ll)
+    return hi, np.where(np.isfinite(x), e1 + e2, 0.0)
+
+
+def _deviance(x, y, power):
+    """(d, dd/dx / 2, d2d/dx2) of the unit deviance, in float64 (see the section's top)."""
+    dtype = x.dtype
+    x, y = x.astype(np.float64), y.astype(np.float64)
+    inf, nan = np.inf, np.nan
+    ys = np.where((y > 0) & (y < inf), y, 1.0)
+    lh, ll = _log_parts(ys)
+    u, ul = _sub_log(x, lh, ll)
+    xc = np.clip(x, -_X_CAP, _X_CAP)
+    finite_x = np.where(x < inf, 1.0, nan)  # NaN where x is +inf (or NaN)
+    if power == 1.0:  # Poisson: S = y
+        mu = np.exp(x)
+        half, phi = _scaled_phi(u, ul, ys, lambda v: ys * v, mu)
+        mid = (u >= -1) & (u <= 2)
+        g = np.where(mid, ys * (u + (phi + ul)), mu - ys)
+        l = np.where(y == 0, 2 * mu, np.where(y == inf, inf * finite_x, 2 * half))
+        g = np.where((y == 0) | (y == inf), mu - y, g)
+        h = 2 * mu
+    elif power == 2.0:  # Gamma: S = 1, y mu^a = y / mu
+        s, e = _two_sum(lh, -xc)
+        p, k = _exp_reduced(s, e + ll)
+        q = np.ldexp(p, k)
+        half, _ = _scaled_phi(-u, -ul, 1.0, lambda v: v, q)
+        x_nan = np.where(np.isnan(x), nan, 1.0)
+        l = np.where(y == inf, inf * finite_x, 2 * half)
+        g = np.where(y == inf, -inf * finite_x, 1 - q)
+        h = np.where(y == inf, inf * finite_x, 2 * q)
+        l = np.where(y == 0, inf * x_nan, l)  # tweedie_deviance at p = 2 only
+        g = np.where(y == 0, x_nan, g)
+        h = np.where(y == 0, 0.0 * x_nan, h)
+    else:
+        b, a = 2.0 - power, 1.0 - power
+        inv_b, inv_na = 1.0 / b, 1.0 / -a
+        pr, e = _two_prod(b, lh)  # S = y^b
+        p, ks = _exp_reduced(pr, b * ll + e)
+        ps1, ps2 = p * inv_b, p * inv_na
+        sc, s1, s2 = np.ldexp(p, ks), np.ldexp(ps1, ks), np.ldexp(ps2, ks)
+        pr, e = _two_prod(b, xc)  # mu^b
+        p, k = _exp_reduced(pr, e)
+        mub, mub1, b_mub = np.ldexp(p, k), np.ldexp(p * inv_b, k), np.ldexp(p * b, k)
+        pr, e = _two_prod(a, xc)  # y mu^a
+        s, e2 = _two_sum(pr, lh)
+        p, k = _exp_reduced(s, (e + e2) + ll)
+        q, q2, a_q = np.ldexp(p, k), np.ldexp(p * inv_na, k), np.ldexp(p * -a, k)
+        # b u and a u with their rounding errors (for |u| <= 2^64: beyond, z is far outside
+        # [-1, 2] and needs none)
+        moderate = np.abs(u) <= _X_CAP
+        uc = np.clip(u, -_X_CAP, _X_CAP)
+        z1, z2 = b * u, a * u
+        z1l = np.where(moderate, b * ul + _two_prod(b, uc)[1], 0.0)
+        z2l = np.where(moderate, a * ul + _two_prod(a, uc)[1], 0.0)
+        t1, phi1 = _scaled_phi(z1, z1l, s1, lambda v: np.ldexp(ps1 * v, ks), mub1)
+        t2, phi2 = _scaled_phi(z2, z2l, s2, lambda v: np.ldexp(ps2 * v, ks), q2)
+        # S / -a overflows only for p near 1 and y near the float maximum; phi(a u) is tiny then
+        t2 = np.where((s2 == inf) & (z2 >= -1) & (z2 <= 2), (sc * phi2) * inv_na, t2)
+        l = np.where(y == 0, 2 * mub1, np.where(y == inf, inf * finite_x, 2 * (t1 + t2)))
+        # mu^b - y mu^a = S (u + phi(b u) - phi(a u)) where mu^b overflows with b u in [-1, 2]
+        mid = (mub == inf) & (z1 >= -1) & (z1 <= 2)
+        g = np.where(mid, sc * ((u + (phi1 - phi2)) + ul), mub - q)
+        g = np.where(y == 0, mub, np.where(y == inf, -inf * finite_x, g))
+        h = np.where(y == 0, 2 * b_mub, np.where(y == inf, inf * finite_x, 2 * (b_mub + a_q)))
+    return l.astype(dtype), g.astype(dtype), h.astype(dtype)
+
+
+@elementwise("poisson_deviance", grad_factor=2)
+def poisson_deviance(x, t, pw, want_grad):
+    loss, half_grad, _ = _deviance(x, t, 1.0)
+    return loss, (half_grad if want_grad else None)  # gradient 2 (mu - y): grad_factor
+
+
+@hessian("poisson_deviance")
+def poisson_deviance_hess(x, t, pw):
+    return _deviance(x, t, 1.0)[2]
+
+
+@elementwise("gamma_deviance", grad_factor=2)
+def gamma_deviance(x, t, pw, want_grad):
+    loss, half_grad, _ = _deviance(x, t, 2.0)
+    return loss, (half_grad if want_grad else None)  # gradient 2 (1 - y / mu)
+
+
+@hessian("gamma_deviance")
+def gamma_deviance_hess(x, t, pw):
+    return _deviance(x, t, 2.0)[2]
+
+
+@elementwise("tweedie_deviance", grad_factor=2)
+def tweedie_deviance(x, t, pw, power, want_grad):
+    loss, half_grad, _ = _deviance(x, t, power)  # p = 1, 2: the Poisson and Gamma math
+    return loss, (half_grad if want_grad else None)  # gradient 2 (mu^b - y mu^a)
+
+
+@hessian("tweedie_deviance")
+def tweedie_deviance_hess(x, t, pw, power):
+    return _deviance(x, t, power)[2]
+
+
 def _in_float64(fn):
     """float32 computed in float64 and rounded once (as bce_logits): the float64 math is
     accurate to a few float64 ULP, far below float32's."""

@@ -76,6 +76,17 @@ class Interval:
             tests.append(f"{v} {'<=' if self.closed in ('both', 'right') else '<'} {float(self.high)!r}")
         return "(" + " && ".join(tests) + ")"
 
+    def mask(self, a):
+        """``contains`` elementwise, for a NumPy array (comparisons only: no import here)."""
+        inside = a == a  # not NaN
+        if self.finite:
+            inside = inside & (abs(a) < float("inf"))
+        if self.low is not None:
+            inside = inside & ((a >= self.low) if self.closed in ("both", "left") else (a > self.low))
+        if self.high is not None:
+            inside = inside & ((a <= self.high) if self.closed in ("both", "right") else (a < self.high))
+        return inside
+
     def __str__(self) -> str:
         lo = None if self.low is None else ("[" if self.closed in ("both", "left") else "(")
         hi = None if self.high is None else ("]" if self.closed in ("both", "right") else ")")
@@ -134,6 +145,9 @@ class Loss:
     params: tuple[Param, ...] = ()
     weight: str | None = None  # "elementwise" | "class" | None
     pos_weight: bool = False  # binary_cross_entropy_with_logits only
+    # pinball_loss: ``quantile``, a scalar or an array broadcast to the input (a vector over the
+    # last axis), each value in QUANTILE; the kernels read it as their second operand
+    quantile: bool = False
     mean_divisor: str = "count"
     input_domain: str | None = None  # "unit": values must lie in [0, 1]
     target_domain: str | None = None  # "unit", "sign" (values in {-1, +1}), "nonnegative", "positive"
@@ -157,8 +171,14 @@ class Loss:
     @property
     def operand(self) -> str | None:
         """The name of the second elementwise operand the kernel reads (``p`` of the
-        functor): ``pos_weight``, or None."""
-        return "pos_weight" if self.pos_weight else None
+        functor): ``pos_weight``, ``quantile`` or None."""
+        return "pos_weight" if self.pos_weight else ("quantile" if self.quantile else None)
+
+    @property
+    def operand_domain(self) -> Interval | None:
+        """The valid values of the operand (None: any; pos_weight is not checked, as PyTorch).
+        An operand with a domain is required (the C level refuses NULL)."""
+        return QUANTILE if self.quantile else None
 
     def keywords(self) -> list[tuple[str, str, object]]:
         """The keyword-only parameters of the public functions before ``reduction``, in
@@ -169,6 +189,8 @@ class Loss:
             kw.append(("weight", "ArrayLike | None", None))
         if self.pos_weight:
             kw.append(("pos_weight", "ArrayLike | None", None))
+        if self.quantile:
+            kw.append(("quantile", "float | ArrayLike", 0.5))
         if self.ignore_index:
             kw.append(("ignore_index", "int", -100))
         kw += [(p.name, p.type.__name__, p.default) for p in self.params]
@@ -214,6 +236,7 @@ class Kernel:
 TWINS = ("", "_grad", "_grad_hess")
 
 FINITE = Interval(finite=True)
+QUANTILE = Interval(0, 1, "neither")
 MARGIN = Param("margin", 1.0, float, FINITE, "the margin of the hinge")
 
 LOSSES: tuple[Loss, ...] = (
@@ -320,6 +343,77 @@ LOSSES: tuple[Loss, ...] = (
         hessian="2 * w where margin - y * x > 0, else 0",
         params=(MARGIN,), weight="elementwise", mean_divisor="weight_sum",
         target_domain="sign",
+    ),
+    Loss(
+        "pinball_loss", "elementwise", "Pinball (quantile) loss.",
+        functor="Pinball",
+        formula="w * max(q * r, (q - 1) * r),  r = y - x,  q = quantile",
+        gradient="w * (1 - q) where x > y, -w * q where x < y, 0 at x == y (and where r is NaN, as l1_loss)",
+        hessian="0 (the kink included)", hessian_policy=1.0,
+        weight="elementwise", mean_divisor="weight_sum", quantile=True,
+        notes=("quantile: one number in (0, 1), or an array broadcast to the input's shape (a vector "
+               "of length Q over the last axis: one quantile per output column), in the compute dtype.",
+               "With weight, 'mean' is the weighted average sum(w l) / sum(w) "
+               "(sklearn.metrics.mean_pinball_loss with sample_weight).",
+               "The Hessian is 0: NAME_grad_hess's hessian= defaults to 1.0 (w per element), as "
+               "XGBoost's reg:quantileerror and LightGBM's quantile objective use."),
+    ),
+    # The deviances on the log link (issue 13): x is the raw prediction, mu = exp(x); the loss
+    # is the unit deviance of sklearn.metrics.mean_*_deviance on mu. Stable form and accuracy:
+    # the Deviance functor (csrc/losses.hpp).
+    Loss(
+        "poisson_deviance", "elementwise", "Poisson deviance of a prediction on the log link (mu = exp(x)).",
+        functor="PoissonDeviance",
+        formula="w * 2 * (y * log(y / mu) - y + mu),  mu = exp(x)  (y * log(y / mu) = 0 at y = 0)",
+        gradient="w * 2 * (mu - y)",
+        hessian="w * 2 * mu",
+        weight="elementwise", mean_divisor="weight_sum", target_domain="nonnegative",
+        notes=("sklearn.metrics.mean_poisson_deviance(y, exp(x), sample_weight=w) is this loss with "
+               "'mean' (the weighted average: sum(w * d) / sum(w)).",
+               "XGBoost's count:poisson and LightGBM's poisson objectives are the derivatives of d / 2: "
+               "gradient mu - y, Hessian mu, exactly half of these (their Hessian is exp(x + max_delta_step), "
+               "max_delta_step = 0.7 by default; this one is exact). Their losses differ from d / 2 by "
+               "terms in y alone.",
+               "Computed as 2 * y * (e**u - 1 - u), u = x - log(y): no cancellation near the optimum mu = y, "
+               "where the loss is accurate to a few ulp of 2 * y."),
+    ),
+    Loss(
+        "gamma_deviance", "elementwise", "Gamma deviance of a prediction on the log link (mu = exp(x)).",
+        functor="GammaDeviance",
+        formula="w * 2 * (log(mu / y) + y / mu - 1),  mu = exp(x)",
+        gradient="w * 2 * (1 - y / mu)",
+        hessian="w * 2 * y / mu",
+        weight="elementwise", mean_divisor="weight_sum", target_domain="positive",
+        notes=("sklearn.metrics.mean_gamma_deviance(y, exp(x), sample_weight=w) is this loss with "
+               "'mean' (the weighted average: sum(w * d) / sum(w)).",
+               "XGBoost's reg:gamma and LightGBM's gamma objectives are the derivatives of d / 2: "
+               "gradient 1 - y / mu, Hessian y / mu, exactly half of these. Their losses differ from "
+               "d / 2 by terms in y alone.",
+               "Computed as 2 * (e**v - 1 - v), v = log(y) - x: no cancellation near the optimum mu = y, "
+               "where the loss is accurate to a few ulp of 2."),
+    ),
+    Loss(
+        "tweedie_deviance", "elementwise",
+        "Tweedie deviance of a prediction on the log link (mu = exp(x)), power in [1, 2].",
+        functor="TweedieDeviance",
+        formula=("w * 2 * (y**(2-p) / ((1-p) * (2-p)) - y * mu**(1-p) / (1-p) + mu**(2-p) / (2-p)),  "
+                 "mu = exp(x), p = power  (p = 1: poisson_deviance, p = 2: gamma_deviance)"),
+        gradient="w * 2 * (mu**(2-p) - y * mu**(1-p))",
+        hessian="w * 2 * ((2-p) * mu**(2-p) - (1-p) * y * mu**(1-p))",
+        params=(Param("power", 1.5, float, Interval(1, 2),
+                      "the Tweedie power p: 1 gives poisson_deviance, 2 gives gamma_deviance (the same bits)"),),
+        weight="elementwise", mean_divisor="weight_sum", target_domain="nonnegative",
+        notes=("sklearn.metrics.mean_tweedie_deviance(y, exp(x), sample_weight=w, power=p) is this loss "
+               "with 'mean' (the weighted average: sum(w * d) / sum(w)).",
+               "XGBoost's reg:tweedie and LightGBM's tweedie objectives (tweedie_variance_power = p, "
+               "default 1.5 there too) are the derivatives of d / 2: gradient mu**(2-p) - y * mu**(1-p), "
+               "Hessian (2-p) * mu**(2-p) - (1-p) * y * mu**(1-p), exactly half of these. Their losses "
+               "differ from d / 2 by terms in y alone.",
+               "At power = 2 a target of 0 (accepted for every power) gives an infinite loss, gradient 2 * w "
+               "and Hessian 0 (the Gamma deviance's limit at y -> 0).",
+               "Computed as 2 * y**(2-p) * (phi((2-p) u) / (2-p) + phi((1-p) u) / (p-1)), "
+               "phi(z) = e**z - 1 - z, u = x - log(y): two non-negative terms, no cancellation near "
+               "the optimum mu = y, where the loss is accurate to a few ulp of 2 * y**(2-p)."),
     ),
     Loss(
         "log_cosh_loss", "elementwise",

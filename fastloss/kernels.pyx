@@ -52,7 +52,7 @@ cdef extern from "dispatch.hpp" namespace "fl" nogil:
         const char* name
         Kind kind
         Divisor divisor
-        bint input_unit, target_unit, target_sign, target_nonneg, target_pos, operand
+        bint input_unit, target_unit, target_sign, target_nonneg, target_pos, operand, operand_required
         bint ignore_index, probabilities
         int n_params
     const Facts* FACTS "fl::FACTS"

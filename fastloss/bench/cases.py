@@ -7,7 +7,8 @@ them needs an entry for every loss: a registry loss without one is still benchma
                with 10 and with 1000 classes). Without an entry, ``derived_variant`` makes
                them from the registry row: elementwise losses N(0, 1) input and target,
                with the row's domains honoured (input "unit": uniform in (0.01, 0.99);
-               target "unit": labels 0/1, "sign": labels -1/+1); class losses logits
+               target "unit": labels 0/1, "sign": labels -1/+1, "positive": exp(N(0, 1)),
+               "nonnegative": the same with a quarter 0); class losses logits
                (N, 10) ~ N(0, 4) with int64 class indices.
 * ``NUMPY``    the plain NumPy code a user would write for loss + gradient: readable,
                numerically stable, ``reduction="mean"`` and default parameters. Without an
@@ -105,6 +106,26 @@ def _make_sign(rng, n, dtype):
     return _normal(rng, n, dtype), y
 
 
+def _make_counts(rng, n, dtype):
+    """Poisson regression: log-rate predictions ~ N(0, 1), counts drawn at those rates."""
+    x = _normal(rng, n, dtype)
+    return x, rng.poisson(np.exp(x.astype(np.float64))).astype(dtype)
+
+
+def _make_amounts(rng, n, dtype):
+    """Gamma regression: log-mean predictions ~ N(0, 1), amounts Gamma(shape 2) of that mean."""
+    x = _normal(rng, n, dtype)
+    return x, rng.gamma(2.0, np.exp(x.astype(np.float64)) / 2.0).astype(dtype)
+
+
+def _make_claims(rng, n, dtype):
+    """Tweedie regression: log-mean predictions ~ N(0, 1), compound Poisson-Gamma targets
+    (a Poisson(1) number of Gamma(2) amounts: about 37% exact zeros)."""
+    x = _normal(rng, n, dtype)
+    k = rng.poisson(1.0, n)
+    return x, rng.gamma(2.0 * k, np.exp(x.astype(np.float64)) / 2.0).astype(dtype)  # shape 0: 0
+
+
 def _make_classes(classes, log_softmax=False):
     def make(rng, n, dtype):
         rows = max(1, n // classes)
@@ -117,10 +138,24 @@ def _make_classes(classes, log_softmax=False):
     return make
 
 
+def _lognormal(rng, n, dtype):
+    y = _normal(rng, n, dtype)
+    np.exp(y, out=y)
+    return y
+
+
+def _zero_inflated(rng, n, dtype):
+    y = _lognormal(rng, n, dtype)
+    y[rng.random(n) < 0.25] = 0
+    return y
+
+
 # Inputs and targets from the registry row's domains: (make(rng, n, dtype), description)
 _DERIVED_INPUTS = {None: (_normal, "~ N(0, 1)"), "unit": (_unit, "in (0.01, 0.99)")}
 _DERIVED_TARGETS = {None: (_normal, "~ N(0, 1)"), "unit": (_labels01, "labels 0/1"),
-                    "sign": (_sign_labels, "labels -1/+1")}
+                    "sign": (_sign_labels, "labels -1/+1"),
+                    "nonnegative": (_zero_inflated, "exp(N(0, 1)), a quarter 0"),
+                    "positive": (_lognormal, "exp(N(0, 1))")}
 DERIVED_CLASSES = 10
 
 
@@ -169,6 +204,17 @@ CASES: dict[str, tuple[Variant, ...]] = {
     "log_cosh_loss": (Variant("log_cosh_loss", _make_regression, _REGRESSION),),
     "sigmoid_focal_loss": (
         Variant("sigmoid_focal_loss", _make_bce_logits, "logits ~ N(0, 9), labels 0/1, alpha=0.25, gamma=2"),
+    ),
+    "pinball_loss": (Variant("pinball_loss", _make_regression, _REGRESSION + ", quantile=0.5"),),
+    "poisson_deviance": (
+        Variant("poisson_deviance", _make_counts, "log-rates ~ N(0, 1), Poisson counts at those rates"),
+    ),
+    "gamma_deviance": (
+        Variant("gamma_deviance", _make_amounts, "log-means ~ N(0, 1), Gamma(2) amounts of those means"),
+    ),
+    "tweedie_deviance": (
+        Variant("tweedie_deviance", _make_claims,
+                "log-means ~ N(0, 1), compound Poisson(1)-Gamma(2) targets (37% zeros), power=1.5"),
     ),
 }
 
@@ -296,6 +342,36 @@ def np_sigmoid_focal(x, y, alpha=0.25, gamma=2.0):
     return loss, grad
 
 
+def np_pinball(x, y, q=0.5):
+    r = y - x
+    loss = np.mean(np.maximum(q * r, (q - 1) * r))
+    grad = np.where(r > 0, -q, np.where(r < 0, 1 - q, 0)).astype(x.dtype) * (1.0 / r.size)
+    return loss, grad
+
+
+def np_poisson_deviance(x, y):
+    mu = np.exp(x)
+    y_log_y = y * np.log(np.where(y > 0, y, 1))  # y log y = 0 at y = 0
+    loss = 2 * np.mean(y_log_y - y * x - y + mu)
+    grad = (mu - y) * (2.0 / x.size)
+    return loss, grad
+
+
+def np_gamma_deviance(x, y):
+    ratio = y * np.exp(-x)  # y / mu
+    loss = 2 * np.mean(x - np.log(y) + ratio - 1)
+    grad = (1 - ratio) * (2.0 / x.size)
+    return loss, grad
+
+
+def np_tweedie_deviance(x, y, power=1.5):
+    a, b = 1 - power, 2 - power
+    mu_a, mu_b = np.exp(a * x), np.exp(b * x)
+    loss = 2 * np.mean(y ** b / (a * b) - y * mu_a / a + mu_b / b)
+    grad = (mu_b - y * mu_a) * (2.0 / x.size)
+    return loss, grad
+
+
 NUMPY: dict[str, Callable] = {
     "mse_loss": np_mse,
     "l1_loss": np_l1,
@@ -310,11 +386,32 @@ NUMPY: dict[str, Callable] = {
     "squared_hinge_loss": np_squared_hinge,
     "log_cosh_loss": np_log_cosh,
     "sigmoid_focal_loss": np_sigmoid_focal,
+    "pinball_loss": np_pinball,
+    "poisson_deviance": np_poisson_deviance,
+    "gamma_deviance": np_gamma_deviance,
+    "tweedie_deviance": np_tweedie_deviance,
 }
 
 
 # --------------------------------------------------------------------------- PyTorch
 # (F, input, target) -> the mean loss tensor; F is torch.nn.functional.
+
+
+def _torch_deviance(power):
+    """PyTorch has no deviance losses: written in torch ops from their formulas, as a user would."""
+
+    def loss(F, x, y):
+        import torch
+
+        if power == 1:
+            return 2 * (torch.xlogy(y, y) - y * x - y + x.exp()).mean()
+        if power == 2:
+            return 2 * (x - y.log() + y * (-x).exp() - 1).mean()
+        a, b = 1 - power, 2 - power
+        return 2 * (y ** b / (a * b) - y * (a * x).exp() / a + (b * x).exp() / b).mean()
+
+    return loss
+
 
 TORCH: dict[str, Callable] = {
     "mse_loss": lambda F, x, y: F.mse_loss(x, y),
@@ -333,6 +430,11 @@ TORCH: dict[str, Callable] = {
     "log_cosh_loss": lambda F, x, y: ((x - y).abs() + F.softplus(-2 * (x - y).abs()) - 0.6931471805599453).mean(),
     # torchvision.ops.sigmoid_focal_loss's formula in torch ops (torchvision is not required)
     "sigmoid_focal_loss": lambda F, x, y: _torch_focal(F, x, y),
+    "pinball_loss": lambda F, x, y: (lambda r: (0.5 * F.relu(r) + 0.5 * F.relu(-r)).mean())(y - x),
+    # No deviance in torch.nn.functional (poisson_nll_loss leaves out the terms in y alone).
+    "poisson_deviance": _torch_deviance(1),
+    "gamma_deviance": _torch_deviance(2),
+    "tweedie_deviance": _torch_deviance(1.5),
 }
 
 
@@ -372,6 +474,7 @@ SKLEARN: dict[str, SklearnLoss | None] = {
     "squared_hinge_loss": None,
     "log_cosh_loss": None,
     "sigmoid_focal_loss": None,
+    "pinball_loss": SklearnLoss("PinballLoss", {"quantile": 0.5}, 1.0),
 }
 
 
@@ -413,6 +516,7 @@ JAX: dict[str, Callable] = {
     "squared_hinge_loss": lambda jnp, nn, x, y: jnp.mean(nn.relu(1 - y * x) ** 2),
     "log_cosh_loss": lambda jnp, nn, x, y: jnp.mean(jnp.logaddexp(x - y, y - x) - jnp.log(2.0)),
     "sigmoid_focal_loss": lambda jnp, nn, x, y: _jax_focal(jnp, nn, x, y),
+    "pinball_loss": lambda jnp, nn, x, y: jnp.mean(jnp.maximum(0.5 * (y - x), -0.5 * (y - x))),
 }
 
 

@@ -103,6 +103,7 @@ double elementwise_call(int kernel, const T* x, const T* t, const T* w, idx w_le
     if (n > 0 && (!x || !t)) return NaN;
     if ((w && (w_len < 1 || n % w_len != 0)) || (pw && (pw_len < 1 || n % pw_len != 0))) return NaN;
     if ((!w && w_len != 0) || (!pw && pw_len != 0)) return NaN;  // a NULL buffer with a size
+    if (f.operand_required && n > 0 && !pw) return NaN;           // (quantile) not optional
     const idx bytes = n * size, w_bytes = w ? w_len * size : 0, pw_bytes = pw ? pw_len * size : 0;
     {
         const void* others[] = {t, w, pw};
@@ -117,6 +118,9 @@ double elementwise_call(int kernel, const T* x, const T* t, const T* w, idx w_le
     if (f.input_unit && first_outside_unit(x, n, n_threads) >= 0) return NaN;
     if (f.target_unit && first_outside_unit(t, n, n_threads) >= 0) return NaN;
     if (f.target_sign && first_non_sign(t, n, n_threads) >= 0) return NaN;
+    if (f.operand_required)  // the operand's values (a short array: a quantile per column)
+        for (idx i = 0; pw && i < pw_len; ++i)
+            if (!operand_ok(kernel, (double)pw[i])) return NaN;
     if (f.target_nonneg && first_negative(t, n, n_threads, false) >= 0) return NaN;
     if (f.target_pos && first_negative(t, n, n_threads, true) >= 0) return NaN;
     // ----- the Python API's call

@@ -184,6 +184,305 @@ struct SquaredHinge {
     }
 };
 
+template <typename T>
+struct Pinball {
+    // Pinball (quantile) loss; q = the operand p, in (0, 1) (checked before). r = y - x;
+    // loss q r for r >= 0, (q - 1) r for r < 0 (max of the two, both >= 0): one product of
+    // the rounded residual (q - 1 is exact for q >= 1/2, Sterbenz; one rounding below).
+    // Gradient -q where r > 0, 1 - q where r < 0, 0 at the kink r == 0 and for NaN r (as
+    // l1_loss's sign, PyTorch's); the second derivative is 0: the usual Hessian is the
+    // policy's constant.
+    explicit Pinball(const double*) {}
+    FL_OP void operator()(T x, T y, T q, T& l, T& g, T& h) const {
+        const T r = y - x;
+        const T below = q - T(1), above = T(1) - q;
+        l = r >= T(0) ? q * r : below * r;
+        g = r > T(0) ? -q : (r < T(0) ? above : T(0));
+        h = T(0);
+    }
+};
+
+// ---------------------------------------------------------------------------------------
+// Deviances on the log link: poisson_deviance, gamma_deviance, tweedie_deviance.
+// Input x is the raw prediction, mu = e^x; target y. The loss is the unit deviance
+// (sklearn.metrics.mean_poisson_deviance / mean_gamma_deviance / mean_tweedie_deviance on mu):
+//   Poisson  d = 2 (y log(y / mu) - y + mu)         y >= 0 (y log y = 0 at y = 0)
+//   Gamma    d = 2 (log(mu / y) + y / mu - 1)       y > 0
+//   Tweedie  d = 2 (y^b / (a b) - y mu^a / a + mu^b / b),  b = 2 - p, a = 1 - p, 1 < p < 2,
+//            y >= 0; p = 1 is Poisson, p = 2 Gamma (their code, chosen at construction: the
+//            same bits as poisson_deviance and gamma_deviance).
+// dd/dx = 2 (mu^b - y mu^a), d2d/dx2 = 2 (b mu^b - a y mu^a) (Poisson: b = 1, a = 0; Gamma:
+// b = 0, a = -1). The boosting libraries' objectives are the derivatives of d / 2.
+//
+// Stability. Near the optimum mu = y the formula's terms (each about y^b / (b |a|)) cancel
+// to a tiny d. With u = x - log y (y > 0), phi(z) = e^z - 1 - z >= 0 and S = y^b:
+//   d / 2 = (S / b) phi(b u) + (S / -a) phi(a u),
+// two non-negative terms: nothing cancels. phi(z) for z in [-1, 2] is vm::expm1mx_poly (no
+// cancellation at tiny z), plus (e^z - 1) times the rounding error of z (u is carried as
+// hi + lo: vm::log_parts, vm::two_sum); outside, S phi(z) is S e^z - S (1 + z) (z > 2, where
+// S (1 + z) <= 0.41 S e^z) or S e^z + S (-1 - z) (z < -1: both >= 0), with S e^(b u) = mu^b
+// and S e^(a u) = y mu^a, like S, exp of exactly summed exponents (vm::two_prod,
+// vm::exp_sum_reduced) and scaled by 1 / b, b, ... in the same rounding (vm::scale_exp): about
+// 1 ulp for every x, where exp((2-p) x) with (2-p) x rounded first is |x| ulp off, and no
+// overflow or underflow on the way where the result is representable. log y is carried to
+// about 2^-54 absolute, not to the relative accuracy a tiny u would need: near the optimum the
+// loss is accurate to about an ulp of 2 y^b, the size of the cancelling terms.
+// Gradient: mu^b - y mu^a (grad_factor 2), accurate to an ulp of the larger term (they cancel
+// where mu ~ y); where mu^b overflows with b u in [-1, 2] (y^b near the float maximum):
+// S (u + phi(b u) - phi(a u)), which does not (Poisson: y (u + phi(u)) for every u in
+// [-1, 2]). Hessian: 2 (b mu^b - a y mu^a), both terms >= 0.
+// float is computed in double (Deviance::*_f) and rounded once. Overflow: a result is inf only where its
+// exact value overflows (d = 2 (...) >= 1.18 e^z S / b where S e^z / b is inf; x = +-inf
+// included: z is capped at 4096, where e^z is inf anyway, so S (1 + z) never gives inf - inf).
+// y = 0: d = 2 mu^b / b. y = +inf: d = +inf, gradient -inf (NaN where x = +inf: inf - inf).
+// Tweedie at p = 2 with y = 0 (the limit of Gamma's d at y -> 0): d = +inf, gradient 2,
+// Hessian 0.
+
+struct Deviance {
+    using D = double;
+    using I = vm::Bits<D>::I;
+    static constexpr D inf = std::numeric_limits<D>::infinity();
+    static constexpr D max = std::numeric_limits<D>::max();
+    // |x| beyond 2^64 gives mu^b, y mu^a, y / mu of 0 or inf for every b, |a| >= 2^-52 (the
+    // smallest non-zero 2 - p, p - 1 of a double p): clamped there, two_prod stays exact.
+    static constexpr D x_cap = 18446744073709551616.0;
+    static constexpr D z_cap = 4096.0;  // S e^z is inf beyond: caps S (1 + z) finite
+
+    static FL_OP D clamp_x(D x) { return x < -x_cap ? -x_cap : (x > x_cap ? x_cap : x); }  // NaN stays
+
+    // y in (0, inf) as is, else 1 (y = 0 and y = inf are selected by the callers).
+    static FL_OP D safe_target(D y) { return y > 0.0 && y < inf ? y : 1.0; }
+
+    // u = x - (lh + ll) as hi + lo, hi = fl(u), lo its rounding error (0 where x is not finite).
+    static FL_OP void sub_log(D x, D lh, D ll, D& hi, D& lo) {
+        D r, e1, e2;
+        vm::two_sum(x, -lh, r, e1);
+        vm::two_sum(r, -ll, hi, e2);
+        lo = std::abs(x) <= max ? e1 + e2 : 0.0;
+    }
+
+    // m S phi(z + zl) given m S e^z = e (an exact exp), m S = s = scale_exp(ps, ks) and
+    // z + zl (zl a rounding error; phi(z + zl) = phi(z) + (e^z - 1) zl to first order).
+    // phi_c: that phi(z + zl). s (1 + z) and s (-1 - z) are rounded once (scale_exp: no
+    // subnormal s amplified by a large 1 + z).
+    static FL_OP D scaled_phi(D z, D zl, D ps, I ks, D e, D& phi_c) {
+        D phi = vm::expm1mx_poly(z);
+        phi_c = vm::mad(z + phi, zl, phi);
+        D mid = vm::scale_exp(ps, ks) * phi_c;
+        D zc = z < z_cap ? z : z_cap;  // NaN stays NaN
+        D above = e - vm::scale_exp(ps * ((1.0 + zc) + zl), ks);
+        above = e == inf ? e : above;  // s (1 + z) > max only where e = s e^z is inf
+        D below = e + vm::scale_exp(ps * ((-1.0 - z) - zl), ks);
+        return z >= -1.0 && z <= 2.0 ? mid : (z > 2.0 ? above : below);
+    }
+
+    // Poisson: b = 1, a = 0, S = y.
+    static FL_OP void poisson(D x, D y, D& l, D& g, D& h) {
+        D ys = safe_target(y), lh, ll, u, ul, phi;
+        vm::log_parts(ys, lh, ll);
+        sub_log(x, lh, ll, u, ul);
+        D mu = vm::exp(x);
+        D half = scaled_phi(u, ul, ys, 0, mu, phi);  // S = y exactly
+        D gm = u >= -1.0 && u <= 2.0 ? ys * (u + (phi + ul)) : mu - ys;  // y (e^u - 1)
+        D nan = std::numeric_limits<D>::quiet_NaN();
+        l = y == 0.0 ? 2.0 * mu : (y == inf ? (x < inf ? inf : nan) : 2.0 * half);
+        g = y == 0.0 || y == inf ? mu - y : gm;
+        h = 2.0 * mu;
+    }
+
+    // Gamma: b = 0, a = -1, S = 1, y mu^a = y / mu.
+    static FL_OP void gamma(D x, D y, D& l, D& g, D& h) {
+        D ys = safe_target(y), lh, ll, u, ul, s, e, phi;
+        vm::log_parts(ys, lh, ll);
+        sub_log(x, lh, ll, u, ul);
+        vm::two_sum(lh, -clamp_x(x), s, e);
+        D q = vm::exp_sum(s, e + ll);  // y / mu
+        D half = scaled_phi(-u, -ul, 1.0, 0, q, phi);
+        D nan = std::numeric_limits<D>::quiet_NaN();
+        D x_nan = x == x ? 1.0 : nan;
+        l = y == inf ? (x < inf ? inf : nan) : 2.0 * half;
+        g = y == inf ? (x < inf ? -inf : nan) : 1.0 - q;
+        h = y == inf ? (x < inf ? inf : nan) : 2.0 * q;
+        l = y == 0.0 ? inf * x_nan : l;  // y = 0: tweedie_deviance at p = 2 only
+        g = y == 0.0 ? x_nan : g;
+        h = y == 0.0 ? 0.0 * x_nan : h;
+    }
+
+    // Tweedie for 1 < p < 2 (see the top of this block). The constants of the power.
+    struct Power {
+        D b, a, neg_a, inv_b, inv_neg_a;
+        explicit Power(double p) : b(2.0 - p), a(1.0 - p), neg_a(p - 1.0), inv_b(1.0 / (2.0 - p)), inv_neg_a(1.0 / (p - 1.0)) {}
+    };
+
+    static FL_OP void tweedie(D x, D y, const Power& power, D& l, D& g, D& h) {
+        const Power c = power;  // read once, unconditionally (see tweedie_f)
+        D ys = safe_target(y), lh, ll, u, ul, pr, e, s, e2;
+        vm::log_parts(ys, lh, ll);
+        sub_log(x, lh, ll, u, ul);
+        D xc = clamp_x(x);
+        I k;
+        vm::two_prod(c.b, lh, pr, e);  // S = y^b = e^(b log y)
+        D p = vm::exp_sum_reduced(pr, vm::mad(c.b, ll, e), k);
+        I ks = k;
+        D ps1 = p * c.inv_b, ps2 = p * c.inv_neg_a, sc = vm::scale_exp(p, k), s2 = vm::scale_exp(ps2, k);
+        vm::two_prod(c.b, xc, pr, e);  // mu^b = e^(b x)
+        p = vm::exp_sum_reduced(pr, e, k);
+        D mub = vm::scale_exp(p, k), mub1 = vm::scale_exp(p * c.inv_b, k), b_mub = vm::scale_exp(p * c.b, k);
+        vm::two_prod(c.a, xc, pr, e);  // y mu^a = e^(a x + log y)
+        vm::two_sum(pr, lh, s, e2);
+        p = vm::exp_sum_reduced(s, (e + e2) + ll, k);
+        D q = vm::scale_exp(p, k), q2 = vm::scale_exp(p * c.inv_neg_a, k), a_q = vm::scale_exp(p * c.neg_a, k);
+        // b u and a u with their rounding errors (those taken for |u| <= 2^64 only: beyond,
+        // and at u = +-inf, z is far outside [-1, 2] and needs none)
+        D z1 = c.b * u, z2 = c.a * u, uc = clamp_x(u), unused, z1l, z2l, phi1, phi2;
+        bool u_moderate = std::abs(u) <= x_cap;
+        vm::two_prod(c.b, uc, unused, e);
+        z1l = u_moderate ? vm::mad(c.b, ul, e) : 0.0;
+        vm::two_prod(c.a, uc, unused, e);
+        z2l = u_moderate ? vm::mad(c.a, ul, e) : 0.0;
+        D t1 = scaled_phi(z1, z1l, ps1, ks, mub1, phi1), t2 = scaled_phi(z2, z2l, ps2, ks, q2, phi2);
+        // S / -a overflows only for p near 1 and y near the float maximum; then phi(a u) is tiny
+        t2 = s2 == inf && z2 >= -1.0 && z2 <= 2.0 ? (sc * phi2) * c.inv_neg_a : t2;
+        D nan = std::numeric_limits<D>::quiet_NaN();
+        l = y == 0.0 ? 2.0 * mub1 : (y == inf ? (x < inf ? inf : nan) : 2.0 * (t1 + t2));
+        // mu^b - y mu^a = S (e^(b u) - e^(a u)) = S (u + phi(b u) - phi(a u)), taken where mu^b
+        // overflows with b u in [-1, 2] (p near 1, y near the float maximum) and the
+        // difference may not
+        D gp = mub == inf && z1 >= -1.0 && z1 <= 2.0 ? sc * ((u + (phi1 - phi2)) + ul) : mub - q;
+        g = y == 0.0 ? mub : (y == inf ? (x < inf ? -inf : nan) : gp);
+        h = y == 0.0 ? 2.0 * b_mub : (y == inf ? (x < inf ? inf : nan) : 2.0 * (b_mub + a_q));
+    }
+
+    // float inputs: the same formulas in double, without the steps that carry extra
+    // precision (log y and u = x - log y, exp of exact sums, single-rounding scalings):
+    // double's 29 extra bits cover them (u's error, about 2^-53 (|u| + |log y|), stays far
+    // below a float ulp of the loss or of 2 y^b), and no float-range result overflows or
+    // underflows on the way in double. One rounding to float at the end.
+    static FL_OP D scaled_phi_f(D z, D s, D e, D& phi) {
+        phi = vm::expm1mx_poly(z);
+        D zc = z < z_cap ? z : z_cap;
+        D above = e - s * (1.0 + zc);
+        above = e == inf ? e : above;
+        D below = e + s * (-1.0 - z);
+        return z >= -1.0 && z <= 2.0 ? s * phi : (z > 2.0 ? above : below);
+    }
+
+    static FL_OP void poisson_f(D x, D y, D& l, D& g, D& h) {
+        D ys = safe_target(y), u = x - vm::log(ys), mu = vm::exp(x), phi;
+        D half = scaled_phi_f(u, ys, mu, phi);
+        D gm = u >= -1.0 && u <= 2.0 ? ys * (u + phi) : mu - ys;
+        D nan = std::numeric_limits<D>::quiet_NaN();
+        l = y == 0.0 ? 2.0 * mu : (y == inf ? (x < inf ? inf : nan) : 2.0 * half);
+        g = y == 0.0 || y == inf ? mu - y : gm;
+        h = 2.0 * mu;
+    }
+
+    static FL_OP void gamma_f(D x, D y, D& l, D& g, D& h) {
+        D ys = safe_target(y), v = vm::log(ys) - x, q = vm::exp(v), phi;
+        D half = scaled_phi_f(v, 1.0, q, phi);
+        D nan = std::numeric_limits<D>::quiet_NaN();
+        D x_nan = x == x ? 1.0 : nan;
+        l = y == inf ? (x < inf ? inf : nan) : 2.0 * half;
+        g = y == inf ? (x < inf ? -inf : nan) : 1.0 - q;
+        h = y == inf ? (x < inf ? inf : nan) : 2.0 * q;
+        l = y == 0.0 ? inf * x_nan : l;
+        g = y == 0.0 ? x_nan : g;
+        h = y == 0.0 ? 0.0 * x_nan : h;
+    }
+
+    static FL_OP void tweedie_f(D x, D y, const Power& c, D& l, D& g, D& h) {
+        // the constants read once, unconditionally (read inside a select, GCC made masked
+        // loads of them that kept the loop from vectorising)
+        const D b = c.b, a = c.a, neg_a = c.neg_a, inv_b = c.inv_b, inv_neg_a = c.inv_neg_a;
+        D ys = safe_target(y), ly = vm::log(ys), u = x - ly, phi1, phi2;
+        D sc = vm::exp(b * ly), mub = vm::exp(b * x), q = vm::exp(vm::mad(a, x, ly));
+        D mub1 = mub * inv_b, b_mub = b * mub;
+        D t1 = scaled_phi_f(b * u, sc * inv_b, mub1, phi1);
+        D t2 = scaled_phi_f(a * u, sc * inv_neg_a, q * inv_neg_a, phi2);
+        D nan = std::numeric_limits<D>::quiet_NaN();
+        D h_pos = 2.0 * (b_mub + neg_a * q);
+        l = y == 0.0 ? 2.0 * mub1 : (y == inf ? (x < inf ? inf : nan) : 2.0 * (t1 + t2));
+        g = y == 0.0 ? mub : (y == inf ? (x < inf ? -inf : nan) : mub - q);
+        h = y == 0.0 ? 2.0 * b_mub : (y == inf ? (x < inf ? inf : nan) : h_pos);
+    }
+};
+
+template <typename T>
+struct PoissonDeviance {
+    static constexpr bool heavy = true;
+    static constexpr int grad_factor = 2;  // gradient 2 (mu - y)
+    explicit PoissonDeviance(const double*) {}
+    FL_OP void operator()(T x, T y, T, T& l, T& g, T& h) const {
+        double l2, g2, h2;
+        if (sizeof(T) == 4)
+            Deviance::poisson_f(double(x), double(y), l2, g2, h2);
+        else
+            Deviance::poisson(double(x), double(y), l2, g2, h2);
+        l = T(l2), g = T(g2), h = T(h2);
+    }
+};
+
+template <typename T>
+struct GammaDeviance {
+    static constexpr bool heavy = true;
+    static constexpr int grad_factor = 2;  // gradient 2 (1 - y / mu)
+    explicit GammaDeviance(const double*) {}
+    FL_OP void operator()(T x, T y, T, T& l, T& g, T& h) const {
+        double l2, g2, h2;
+        if (sizeof(T) == 4)
+            Deviance::gamma_f(double(x), double(y), l2, g2, h2);
+        else
+            Deviance::gamma(double(x), double(y), l2, g2, h2);
+        l = T(l2), g = T(g2), h = T(h2);
+    }
+};
+
+template <typename T>
+struct TweediePower {  // 1 < p < 2 (TweedieDeviance below picks it)
+    static constexpr bool heavy = true;
+    static constexpr int grad_factor = 2;  // gradient 2 (mu^b - y mu^a)
+    Deviance::Power c;
+    explicit TweediePower(const Deviance::Power& power) : c(power) {}
+    FL_OP void operator()(T x, T y, T, T& l, T& g, T& h) const {
+        double l2, g2, h2;
+        if (sizeof(T) == 4)
+            Deviance::tweedie_f(double(x), double(y), c, l2, g2, h2);
+        else
+            Deviance::tweedie(double(x), double(y), c, l2, g2, h2);
+        l = T(l2), g = T(g2), h = T(h2);
+    }
+};
+
+template <typename T>
+struct TweedieDeviance {
+    // power p in [1, 2] (checked before). p = 1 and p = 2 are Poisson's and Gamma's math: the
+    // dispatch_flags overload below runs the loops of PoissonDeviance, GammaDeviance or
+    // TweediePower, chosen once per call (a branch on p inside the element loop would keep
+    // it from vectorising); operator() is the same choice per element.
+    static constexpr bool heavy = true;
+    static constexpr int grad_factor = 2;  // gradient 2 (mu^b - y mu^a)
+    int mode;  // 0 Poisson, 1 Gamma, 2 1 < p < 2
+    Deviance::Power c;
+    explicit TweedieDeviance(const double* p) : mode(p[0] == 1.0 ? 0 : (p[0] == 2.0 ? 1 : 2)), c(p[0]) {}
+    FL_OP void operator()(T x, T y, T, T& l, T& g, T& h) const {
+        if (mode == 0)
+            PoissonDeviance<T>{nullptr}(x, y, T(1), l, g, h);
+        else if (mode == 1)
+            GammaDeviance<T>{nullptr}(x, y, T(1), l, g, h);
+        else
+            TweediePower<T>{c}(x, y, T(1), l, g, h);
+    }
+};
+
+// The elementwise driver's entry (drivers.hpp) for tweedie_deviance: more specialised than
+// the generic one, so the kernel table's call lands here.
+template <bool OPERAND, typename T>
+double dispatch_flags(const TweedieDeviance<T>& op, const ElementwiseArgs<T>& a, int n_threads) {
+    if (op.mode == 0) return dispatch_flags<OPERAND>(PoissonDeviance<T>(nullptr), a, n_threads);
+    if (op.mode == 1) return dispatch_flags<OPERAND>(GammaDeviance<T>(nullptr), a, n_threads);
+    return dispatch_flags<OPERAND>(TweediePower<T>(op.c), a, n_threads);
+}
+
 // log_cosh_loss's small-|r| pieces, polynomials in z = r^2 on z <= 0.64 resp. 0.3025 (the
 // Chebyshev fits of docs/fit_log_cosh.py, evaluated by Estrin's scheme as vecmath.hpp's):
 //   log cosh(a) = z / 2 + z^2 log_cosh_poly(z)   for a < 0.8,  error < 0.38 resp. 0.12 ulp

@@ -263,6 +263,141 @@ FL_VM_INLINE T log1m_clamped_unit(T x) {
     return m == T(0) ? T(-100) : r;
 }
 
+// ---------------------------------------------------------------------------------------
+// Deviance helpers (poisson_deviance, gamma_deviance, tweedie_deviance in losses.hpp):
+// error-free transformations, log as an unevaluated sum, exp of an unevaluated sum, and
+// e^z - 1 - z near 0. They let the deviances form mu^(2-p) = exp((2-p) x), y mu^(1-p) =
+// exp((1-p) x + log y), y / mu = exp(log y - x) and u = x - log y with about 1 ulp, where a
+// product (2-p) x or a difference log(y) - x rounded in T first would cost up to |x| ulp of
+// the result (700 ulp at x = 700).
+
+// s + e = a + b exactly, s = fl(a + b) (Knuth's TwoSum: any order of magnitude, no branch;
+// finite a, b).
+template <typename T>
+FL_VM_INLINE void two_sum(T a, T b, T& s, T& e) {
+    s = a + b;
+    T bb = s - a;
+    e = (a - (s - bb)) + (b - bb);
+}
+
+// p + e = a b exactly, p = fl(a b), for |a|, |b| < 2^(emax - 28) and |a b| far from the
+// underflow. The FMA levels: one fused multiply-add; the baseline (no FMA): Dekker's product
+// with Veltkamp's split (2^27 + 1 resp. 2^12 + 1); both exact, so the same p and e.
+template <typename T>
+FL_VM_INLINE void two_prod(T a, T b, T& p, T& e) {
+    p = a * b;
+#if FL_LEVEL > 0
+    e = mad(a, b, -p);
+#else
+    const T split = sizeof(T) == 4 ? T(4097.0f) : T(134217729.0);
+    T ca = split * a, a_hi = ca - (ca - a), a_lo = a - a_hi;
+    T cb = split * b, b_hi = cb - (cb - b), b_lo = b - b_hi;
+    e = ((a_hi * b_hi - p) + a_hi * b_lo + a_lo * b_hi) + a_lo * b_lo;
+#endif
+}
+
+// log(m) = hi + lo for finite m > 0, as log_core computes it but not summed: hi = k ln2_hi
+// (exact: ln2_hi has 32 resp. 9 significant bits), lo = k ln2_lo + log f with
+// f = m 2^-k in [sqrt(2)/2, sqrt(2)), |lo| <= 0.35 + |k| 2^-32. The pair carries log m with
+// an absolute error of about 2^-54 (double; 2^-25 float: the error of log f, |log f| <= 0.35)
+// whatever the size of log m, where log m rounded to T carries up to half an ulp of |log m|.
+template <typename T>
+FL_VM_INLINE void log_parts(T m, T& hi, T& lo) {
+    using B = Bits<T>;
+    using U = typename B::U;
+    using I = typename B::I;
+    bool sub = m < B::min_normal;
+    T mm = sub ? m * B::subnormal_scale : m;
+    U bits = to_bits(mm);
+    I k = I(bits >> B::mantissa) - B::bias - (sub ? B::subnormal_shift : 0);
+    const U mant_mask = (U(1) << B::mantissa) - 1;
+    T f = from_bits<T>((bits & mant_mask) | (U(B::bias) << B::mantissa));  // [1, 2)
+    bool big = f > T(1.41421356237309504880);
+    T f_half = f * T(0.5);
+    f = big ? f_half : f;
+    k = big ? k + 1 : k;
+    T s = (f - T(1)) / (f + T(1));
+    T kf = T(k);
+    hi = kf * T(B::ln2_hi);
+    lo = mad(kf, T(B::ln2_lo), log_series(s));
+}
+
+// e^(hi + lo) for an unevaluated sum hi + lo with |lo| <= 1 (lo may lie far below ulp(hi)),
+// reduced as in exp above: n = round((hi + lo) / ln2), r = (hi - n ln2_hi - n ln2_lo) + lo,
+// so lo enters the reduced argument unrounded by the size of hi; e^(hi + lo) = p 2^k with
+// p = exp_poly(r). exp_sum_reduced returns p and k; scale_exp(m p, k) is m e^(hi + lo)
+// rounded once (m p, then 2^(k/2) 2^(k - k/2), exact but for the last step), for a factor m
+// with |log2 m| <= 60 (double) resp. 11 (float): the sum is clamped to [exp_lo - MARGIN,
+// exp_hi + MARGIN] so that m e^(hi + lo) still reaches 0 and inf right (lo then dropped).
+// NaN propagates (through r). exp_sum(hi, lo) = scale_exp(p, k): about 1 ulp.
+template <typename T>
+FL_VM_INLINE T exp_sum_reduced(T hi, T lo, typename Bits<T>::I& k) {
+    using B = Bits<T>;
+    using I = typename B::I;
+    constexpr T margin = sizeof(T) == 4 ? T(8) : T(42);
+    T s = hi + lo;
+    T xc = s < B::exp_lo - margin ? B::exp_lo - margin : (s > B::exp_hi + margin ? B::exp_hi + margin : s);
+    T h = xc == s ? hi : xc, l = xc == s ? lo : T(0);  // NaN: xc
+    T shifted = mad(xc, T(1.44269504088896340736), B::round_magic);
+    T n = shifted - B::round_magic;
+    k = I(to_bits(shifted) - to_bits(B::round_magic));
+    T r = mad(-n, T(B::ln2_lo), mad(-n, T(B::ln2_hi), h)) + l;
+    return exp_poly(r);
+}
+
+template <typename T>
+FL_VM_INLINE T scale_exp(T mp, typename Bits<T>::I k) {
+    typename Bits<T>::I k1 = k / 2;
+    return mp * pow2<T>(k1) * pow2<T>(k - k1);
+}
+
+template <typename T>
+FL_VM_INLINE T exp_sum(T hi, T lo) {
+    typename Bits<T>::I k;
+    T p = exp_sum_reduced(hi, lo, k);
+    return scale_exp(p, k);
+}
+
+// e^z - 1 - z for z in [-1, 2] (only there): z^2 / 2 + z^3 h(z) with h(z) =
+// (e^z - 1 - z - z^2 / 2) / z^3 a polynomial fit on [-1, 2] (Chebyshev, docs/fit_polynomials.py)
+// within 2^-52.7 (double, 15 terms) resp. 2^-24.1 (float, 8 terms) of h in [0.13, 0.27]; z^2
+// exact (two_prod), so z^2 / 2 + (the rest) rounds once and z^3 h, at most 0.55 of the result,
+// brings its own few roundings scaled down: about 1 ulp, 0 at z = 0, no cancellation for tiny
+// z (the deviances near their optimum). Estrin's scheme.
+template <typename T>
+FL_VM_INLINE T expm1mx_poly(T z);
+
+template <>
+FL_VM_INLINE float expm1mx_poly<float>(float z) {
+    float z2 = z * z, z4 = z2 * z2;
+    float a0 = mad(z, 0.04166664928197861f, 0.1666666716337204f);
+    float a1 = mad(z, 0.001388994394801557f, 0.008333228528499603f);
+    float a2 = mad(z, 2.4585609935456887e-05f, 0.00019864410569425672f);
+    float a3 = mad(z, 4.1131835359919933e-07f, 2.6479092412046157e-06f);
+    float h = mad(z4, mad(z2, a3, a2), mad(z2, a1, a0));
+    float zz, ze;
+    two_prod(z, z, zz, ze);
+    return mad(0.5f, zz, mad(zz * z, h, 0.5f * ze));
+}
+
+template <>
+FL_VM_INLINE double expm1mx_poly<double>(double z) {
+    double z2 = z * z, z4 = z2 * z2, z8 = z4 * z4;
+    double a0 = mad(z, 0.04166666666666669, 0.16666666666666669);
+    double a1 = mad(z, 0.001388888888888483, 0.008333333333333);
+    double a2 = mad(z, 2.4801587302730796e-05, 0.0001984126984158759);
+    double a3 = mad(z, 2.7557319383758214e-07, 2.755731910950915e-06);
+    double a4 = mad(z, 2.087666266291875e-09, 2.5052126993383404e-08);
+    double a5 = mad(z, 1.1482141697185745e-11, 1.6057780024800614e-10);
+    double a6 = mad(z, 4.362081398048636e-14, 7.657870645960433e-13);
+    double b0 = mad(z4, mad(z2, a3, a2), mad(z2, a1, a0));
+    double b1 = mad(z4, mad(z2, 4.376224227947684e-15, a6), mad(z2, a5, a4));
+    double h = mad(z8, b1, b0), zz, ze;
+    two_prod(z, z, zz, ze);
+    return mad(0.5, zz, mad(zz * z, h, 0.5 * ze));
+}
+// --------------------------------------------------------------------- end deviance helpers
+
 // ---- expm1 with exp, for log_cosh_loss and sigmoid_focal_loss (separate from any other
 // expm1 of this file: its own name, expm1_exp_nonpos).
 // expm1(x) and exp(x) for x <= 0 or NaN from one range reduction x = n ln2 + r (as

@@ -101,6 +101,10 @@ def call_c(loss, x, t, kwargs, reduction, grad=None, losses=None, n_threads=0, o
         for name, taken in (("weight", spec.weight), (spec.operand, spec.operand)):
             if taken:
                 w = kwargs.get(name)
+                if w is None and spec.operand_domain is not None and name == spec.operand:
+                    w = 0.5  # the Python API's default quantile: a one-value block
+                if w is not None and np.ndim(w) == 0 and name == spec.operand:
+                    w = np.asarray(w, x.dtype)
                 block, size = (None, 0) if w is None else weight_block(w, x.shape)
                 blocks.append(block)
                 args[name], args[f"{name}_len"] = ptr(block), size

@@ -125,6 +125,7 @@ def test_a_new_registry_loss_is_benchmarked_without_any_entry(monkeypatch, capsy
 def test_derived_inputs_respect_the_domains(loss):
     """The inputs derived from a registry row are valid for the loss: probabilities in
     (0.01, 0.99) for a "unit" input, labels 0/1 or -1/+1 for "unit" / "sign" targets,
+    exp(N(0, 1)) (a quarter of them 0 for "nonnegative") for "positive" / "nonnegative" ones,
     int64 class indices in [0, 10) for class losses; fastloss and its NumPy backend take
     them and agree."""
     spec = fastloss._registry.BY_NAME[loss]
@@ -146,6 +147,9 @@ def test_derived_inputs_respect_the_domains(loss):
                 assert set(np.unique(t)) == {0, 1}
             elif spec.target_domain == "sign":
                 assert set(np.unique(t)) == {-1, 1}
+            elif spec.target_domain in ("nonnegative", "positive"):
+                assert t.min() >= 0 and (t.min() > 0) == (spec.target_domain == "positive")
+                assert len(np.unique(t)) > 100
             else:
                 assert len(np.unique(t)) > 100  # N(0, 1)
         reference = runners.FASTLOSS.runner(variant, x, t, 1).result()

@@ -74,14 +74,18 @@ def real_values(dtype, role, name, shape, rng):
                 signs[...] = 1
             return np.asarray(signs).astype(dtype)
         low, high = (0, 1) if REFERENCES[name].targets_in_unit_interval else (-3, 3)
+        if spec.target_domain in ("nonnegative", "positive"):
+            low, high = (0.25 if spec.target_domain == "positive" else 0, 3)
     elif role == "pos_weight":
         low, high = 1, 3
     else:  # weight
         low, high = 0, 3
+    positive = role == "pos_weight" or (role == "target" and spec.target_domain == "positive")
     if dtype.kind == "b":
-        return np.asarray(rng.random(shape) < 0.5) if role != "pos_weight" else np.ones(shape, bool)
+        return np.asarray(rng.random(shape) < 0.5) if not positive else np.ones(shape, bool)
     if dtype.kind in "iu":
         low = max(low, 0) if dtype.kind == "u" else low
+        low = 1 if positive else low
         return np.asarray(rng.integers(low, high + 1, shape)).astype(dtype)
     return _quarters(rng, shape, low, high).astype(dtype)
 

@@ -154,21 +154,25 @@ def _expected_parameters(spec, grad):
         kw.append(("weight", None))
     if spec.pos_weight:
         kw.append(("pos_weight", None))
+    if spec.quantile:
+        kw.append(("quantile", 0.5))
     if spec.ignore_index:
         kw.append(("ignore_index", -100))
     kw += [(p.name, p.default) for p in spec.params]
     kw += [("reduction", "mean"), ("n_threads", None)]
     if grad:
         kw.append(("out", None))
+    if grad == 2 and spec.hessian_policy is not None:
+        kw.append(("hessian", spec.hessian_policy))
     params += [P(name, P.KEYWORD_ONLY, default=default) for name, default in kw]
     return params
 
 
 @pytest.mark.parametrize("module", [fastloss, fastloss.numpy_backend], ids=["fastloss", "numpy_backend"])
-@pytest.mark.parametrize("grad", [False, True], ids=["loss", "grad"])
+@pytest.mark.parametrize("grad", [0, 1, 2], ids=["loss", "grad", "grad_hess"])
 @pytest.mark.parametrize("spec", LOSSES, ids=lambda s: s.name)
 def test_signature_derived_from_the_registry(module, spec, grad):
-    fn = getattr(module, spec.name + ("_grad" if grad else ""))
+    fn = getattr(module, spec.functions[grad])
     actual = list(inspect.signature(fn).parameters.values())
     expected = _expected_parameters(spec, grad)
     assert [(p.name, p.kind, p.default) for p in actual] == [(p.name, p.kind, p.default) for p in expected]

@@ -43,6 +43,8 @@ def test_every_generated_file_is_marked_and_untracked_or_delimited():
     for path, text in codegen.outputs(codegen.load_registry()).items():
         if path.name == "API.md" and path.parent.name == "docs":
             assert "BEGIN GENERATED: losses" in text and "BEGIN GENERATED: c-functions" in text
+        elif path.name == "README.md":
+            assert "BEGIN GENERATED: readme-losses" in text
         else:
             assert codegen.BANNER in text.splitlines()[0] or codegen.BANNER in text.splitlines()[1], path
 
@@ -61,6 +63,9 @@ def test_compiled_kernel_table_is_the_registry():
         assert row["n_params"] == len(k.params), k.name
         assert row["input_unit"] == (k.loss.input_domain == "unit"), k.name
         assert row["target_unit"] == (k.loss.target_domain == "unit"), k.name
+        assert row["target_nonneg"] == (k.loss.target_domain == "nonnegative"), k.name
+        assert row["target_pos"] == (k.loss.target_domain == "positive"), k.name
+        assert row["operand"] == (k.loss.operand is not None), k.name
         assert row["target_sign"] == (k.loss.target_domain == "sign"), k.name
         assert row["ignore_index"] == k.ignore_index, k.name
         assert row["probabilities"] == k.probabilities, k.name

@@ -133,12 +133,15 @@ def test_other_input_types_compute_in_float64(api, case, kind):
 def elementwise_target_kinds(name):
     """The target kinds an elementwise loss is tested with, from its target values: labels
     +-1 (integers; not bool, whose False is 0), probabilities in [0, 1] (enforced, or the
-    soft labels of its record: bool; not int32, which rounds them), or any real (all)."""
+    soft labels of its record: bool; not int32, which rounds them), positive values (no
+    integers or bool, which make 0s of them), or any real (all)."""
     record = REFERENCES[name]
     if record.spec.target_domain == "sign":
         return ["list", "int8", "int64", "float16"]
     if record.targets_in_unit_interval:
         return ["list", "float16", "bool"]
+    if record.spec.target_domain == "positive":  # rounding or a False would give a 0
+        return ["list", "float16"]
     return ["list", "float16", "int32", "bool"]
 
 

@@ -20,7 +20,7 @@ from losses import (RECORDS, REFERENCES, REQUIRED, IncompleteReference, Kink, Lo
 NAMES = [spec.name for spec in LOSSES]
 SIMD_LEVELS = ("avx512", "avx2", "baseline")
 GRADIENT_SUPPORTS = {"everywhere", "active terms", "kept samples", "kept targets"}
-GRADIENT_SIGNS = {"elementwise": {"x - y", "-y", "hard targets"}, "classes": {"target class", "target class only"}}
+GRADIENT_SIGNS = {"elementwise": {"x - y", "-y", "hard targets", "x - log y"}, "classes": {"target class", "target class only"}}
 
 
 def test_references_cover_exactly_the_registry():

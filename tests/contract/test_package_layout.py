@@ -4,6 +4,7 @@
     _registry  <-  backends (_numpy_kernels; kernels.pyx + _cython_backend)
     backends, _registry  <-  _api (the front layer)  <-  public surface (__init__, numpy_backend)
     public surface  <-  bench (the benchmark subpackage), __main__ (the command line)
+    public surface  <-  _boosting  <-  xgboost, lightgbm (the gradient-boosting adapters)
 
 No backend imports the front layer or the public surface back, and nothing but the command
 line imports the benchmark. A module missing from LAYERS below fails this test: a new
@@ -28,6 +29,11 @@ LAYERS = {
     "numpy_backend": {"_numpy_kernels", "_api"},
     "__init__": {"_api", "_registry", "_cython_backend", "_numpy_kernels"},
     "__main__": {"_registry", "bench"},
+    # The boosting adapters: the public functions only (XGBoost and LightGBM themselves are
+    # imported inside the factories, so importing the adapters needs neither).
+    "_boosting": {"fastloss"},
+    "xgboost": {"_boosting"},
+    "lightgbm": {"_boosting"},
 }
 BENCH_MAY_IMPORT = {"fastloss", "numpy_backend", "_registry", "kernels", "bench"}
 

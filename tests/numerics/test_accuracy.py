@@ -14,7 +14,10 @@ dtype's largest finite value must be inf of the right sign. Where the formula it
 subtracts two nearly equal terms (sigmoid(x) - y for soft targets y, softmax - q for class
 probabilities and label smoothing) no rounded implementation can be accurate relative to the
 tiny difference; there the error is in ULP of the larger subtracted term (``terms`` of
-``reference.exact_terms``). Reductions: the sum and mean against the exact sum of the exact
+``reference.exact_terms``). Likewise a loss whose formula's own terms cancel where no
+implementation in the working precision keeps its relative accuracy (the deviances near their
+optimum mu = y, where d is far below its terms, of size 2 y^(2-p)) is measured in ULP of
+max(|loss|, those terms) (the record's ``exact_loss_terms``). Reductions: the sum and mean against the exact sum of the exact
 terms, within a relative bound that follows from the per-term bound and float64 summation.
 
 BOUNDS below holds the bound per backend, SIMD level, loss and dtype, from each loss's record
@@ -127,12 +130,20 @@ def accuracy_case(name, vid, dtype_name):
     return x, t, kw, loss, grad, terms
 
 
+@functools.lru_cache(maxsize=None)
+def loss_terms_case(name, vid, dtype_name):
+    """The magnitudes the loss formula cancels per term (``exact_loss_terms`` of the
+    record: the deviances near their optimum), or None."""
+    x, t, kw, *_ = accuracy_case(name, vid, dtype_name)
+    return reference.exact_loss_terms(name, x, t, kw)
+
+
 def measure(api, name, vid, dtype):
     """Worst ULP errors (loss, grad) of one variant, and where."""
     x, t, kw, e_loss, e_grad, terms = accuracy_case(name, vid, np.dtype(dtype).name)
     with np.errstate(all="ignore"):
         loss, grad = loss_fn(api, name, grad=True)(x, t, reduction="none", **kw)
-    loss_err = ulp_errors(loss, e_loss, dtype)
+    loss_err = ulp_errors(loss, e_loss, dtype, loss_terms_case(name, vid, np.dtype(dtype).name))
     grad_err = ulp_errors(grad, e_grad, dtype, terms)
     return loss_err, grad_err, (x, t, loss, grad)
 
@@ -313,6 +324,10 @@ def test_sum_and_mean_within_relative_bound(api, name, vid, dtype):
     x, t, kw, e_loss, e_grad, terms = _representable_terms(x, t, kw, e_loss, e_grad, terms, dtype)
     info = np.finfo(dtype)
     total, magnitude = _exact_sum(e_loss)
+    loss_terms = reference.exact_loss_terms(name, x, t, kw)
+    if loss_terms is not None:  # each term within B ULP of max(|term|, what it cancels)
+        with mpmath.workprec(reference.EXACT_PREC):
+            magnitude = mpmath.fsum(max(abs(v), c) for v, c in zip(e_loss.reshape(-1), loss_terms.reshape(-1)))
     x64, t64, kw64 = reference._float64_args(x, t, kw)
     with np.errstate(all="ignore"):  # the formula's terms may overflow; its divisor does not
         divisor = REFERENCES[name].formula(x64, t64, **kw64)[1]
@@ -358,13 +373,14 @@ def test_accurate_where_pytorch_is_not(api, name, dtype):
     without torch; the fastloss part always runs."""
     x, t = TORCH_LOSES[(name, dtype)]
     e_loss, e_grad, terms = reference.exact_terms(name, x, t, {})
+    loss_terms = reference.exact_loss_terms(name, x, t, {})
     loss, grad = loss_fn(api, name, grad=True)(x, t, reduction="none")
     loss_bound, grad_bound = bounds_for(api)[name][dtype]
-    assert ulp_errors(loss, e_loss, dtype).max() <= loss_bound
+    assert ulp_errors(loss, e_loss, dtype, loss_terms).max() <= loss_bound
     assert ulp_errors(grad, e_grad, dtype, terms).max() <= grad_bound
     assert (loss > 0).all(), "every one of these losses is positive, however small"
     if not reference.HAVE_TORCH:
         pytest.skip("the PyTorch comparison needs torch")
     t_loss, t_grad = _torch_none(name, x, t)
-    assert ulp_errors(t_loss, e_loss, dtype).max() > TORCH_LOSS_ULPS
+    assert ulp_errors(t_loss, e_loss, dtype, loss_terms).max() > TORCH_LOSS_ULPS
     assert ulp_errors(t_grad, e_grad, dtype, terms).max() > TORCH_LOSS_ULPS

@@ -227,6 +227,8 @@ def _weight_call(name, dtype, special=None, which="weight", rng_seed=5):
             t = np.where(rng.random(shape) < 0.5, -1.0, 1.0)
         elif REFERENCES[name].targets_in_unit_interval:
             t = rng.uniform(0, 1, shape)
+        elif spec.target_domain in ("nonnegative", "positive"):  # counts, amounts
+            t = rng.uniform(0.25, 3.0, shape)
         else:
             t = rng.normal(0, 1, shape)
         kw = {"weight": rng.uniform(0.5, 2.0, shape)} if spec.weight else {}
@@ -317,6 +319,8 @@ def test_float32_weights_whose_sum_overflows_float32(api, name, which):
             x = (t * (margin - rng.uniform(-0.25, 0.25, shape))).astype(dtype)
         elif REFERENCES[name].soft_labels:  # logits: small terms around 0
             x = rng.uniform(-0.5, 0.5, shape).astype(dtype)
+        elif spec.target_domain in ("nonnegative", "positive"):  # the deviances: mu near y
+            x = (np.log(t.astype(np.float64)) + rng.uniform(-0.25, 0.25, shape)).astype(dtype)
         else:
             x = (t + rng.uniform(-0.25, 0.25, shape)).astype(dtype)
         kw[which] = rng.choice([1e38, 2e38, 3e38], shape).astype(dtype)

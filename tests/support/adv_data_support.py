@@ -135,7 +135,8 @@ def exact_limits_override(name, x, t, kw, loss_none, grad_sum):
 
 def reference_results(name, x, t, kw, reduction):
     """``(loss, grad)`` of the reference, with the exact limits where the loss's record
-    asks for them (``exact_limits``: BCE with logits, whose "mean" divides by the count)."""
+    asks for them (``exact_limits``: BCE with logits, the deviances); "mean" divides by the
+    divisor of the record's formula (the count, or the weight sum)."""
     ref = reference_fn(name)
     with np.errstate(all="ignore"):
         if not REFERENCES[name].exact_limits:
@@ -147,8 +148,9 @@ def reference_results(name, x, t, kw, reduction):
         total = float(np.sum(per)) if not np.isfinite(per).all() else math.fsum(per.reshape(-1).tolist())
         if reduction == "sum":
             return total, grad
-        n = per.size
-        return total / n if n else math.nan, grad / n
+        x64, t64, kw64 = reference._float64_args(x, t, kw)
+        divisor = REFERENCES[name].formula(x64, t64, **kw64)[1]
+        return (total / divisor if divisor else math.nan), grad / divisor
 
 
 def assert_matches(actual_loss, actual_grad, ref_loss, ref_grad, dtype, what=""):

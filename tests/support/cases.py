@@ -140,6 +140,8 @@ class Case:
         for name, value in self.params:
             if name in ("weight", "pos_weight"):
                 kwargs[name] = make_weight(rng, value, self.shape, dtype, positive=name == "pos_weight")
+            elif name == "quantile" and isinstance(value, str):  # an array of quantiles, by form
+                kwargs[name] = np.asarray(rng.uniform(0.05, 0.95, WEIGHT_FORMS[value](self.shape))).astype(dtype)
             else:
                 kwargs[name] = value
         x = np.asarray(x, dtype=dtype)

@@ -92,6 +92,12 @@ class LossReference:
     # (test_second_order.py: against fastloss, and against finite differences of
     # ``formula``'s gradient)
     hessian: Callable = REQUIRED
+    # the magnitude of the terms the loss formula itself cancels, where no implementation in
+    # the working precision keeps the loss's own relative accuracy (the deviances near their
+    # optimum): (x, y, w, pw, params) -> mpf, elementwise losses; the loss's ULP error is then
+    # measured against max(|loss|, that), as the gradient's against ``exact``'s ``terms``.
+    # None: the loss is held to ULP of itself
+    exact_loss_terms: Callable | None = None
     # PyTorch: None is torch.nn.functional.<name>; a loss PyTorch lacks gives its formula
     # written in torch, (x, t, *, reduction, **kwargs) -> tensor
     torch_formula: Callable | None = None
@@ -102,8 +108,9 @@ class LossReference:
     # a condition on the target under which the loss is documented non-negative (given
     # non-negative weights); None: it may be negative whatever the target
     non_negative_if: Callable | None = REQUIRED
-    # the documented sign of the gradient: "x - y", "-y", "hard targets" (elementwise),
-    # "target class" or "target class only" (class indices)
+    # the documented sign of the gradient: "x - y", "-y", "hard targets", "x - log y" (the
+    # deviances: the sign of mu - y) (elementwise), "target class" or "target class only"
+    # (class indices)
     gradient_sign: str = REQUIRED
     # the target holds probabilities in [0, 1] that the registry does not enforce (PyTorch
     # accepts any real target) and the input is a logit: tests draw targets in [0, 1]
@@ -381,6 +388,77 @@ SMOOTH_L1 = LossReference(
     exp_log=False,
 )
 
+
+
+# =========================================================================== pinball_loss
+# quantile: a number, or an array broadcast to the input (cases: "last", one per column).
+
+
+def f_pinball(x, t, quantile=0.5, weight=None):
+    w = broadcast(weight, x.shape)
+    q = np.broadcast_to(np.asarray(quantile, np.float64), x.shape)
+    r = t - x
+    per = np.where(r >= 0, q * r, (q - 1.0) * r)
+    grad = np.where(r > 0, -q, np.where(r < 0, 1.0 - q, 0.0))
+    return w * per, w.sum(), w * grad
+
+
+def h_pinball(x, t, quantile=0.5, weight=None):
+    return np.zeros(x.shape)
+
+
+def exact_pinball(x, y, w, q, params):
+    mp = mpmath_module()
+    r = exact_sub(y, x)
+    value = q * r if r >= 0 else (q - 1) * r
+    grad = -q if r > 0 else ((1 - q) if r < 0 else mp.mpf(0))  # 0 at the kink (and NaN: as l1)
+    return w * value, w * grad, mp.mpf(0)
+
+
+def torch_pinball(x, t, *, reduction="mean", quantile=0.5, weight=None):
+    q = quantile if torch.is_tensor(quantile) else torch.tensor(quantile, dtype=x.dtype)
+    r = t - x
+    per = torch.maximum(q * r, (q - 1) * r)
+    if weight is not None:
+        per = per * weight
+    if reduction == "none":
+        return per
+    total = per.sum()
+    if reduction == "sum":
+        return total
+    return total / (weight.expand(x.shape).sum() if weight is not None else x.numel())
+
+
+def pinball_variant(q, weighted=False):
+    def build(d):
+        x, y = finite_residual(*residual_pairs(d), d)
+        kw = {}
+        if weighted:
+            x, y, kw = with_weight(moderate(x, y, moderate_limit(d)), d)
+        return x, y, dict(kw, quantile=np.asarray(q, d))  # the quantile in the compute dtype
+
+    return build
+
+
+PINBALL = LossReference(
+    "pinball_loss",
+    cases=LossCases(
+        residual_inputs(), ELEMENTWISE_SHAPES,
+        ({}, {"quantile": 0.1}, {"quantile": 0.9, "weight": "full"}, {"quantile": "last"},
+         {"quantile": "full", "weight": "scalar"}, {"quantile": 0.75, "weight": "column"},
+         {"weight": "last", "quantile": "last"}),
+    ),
+    formula=f_pinball, exact=exact_pinball, hessian=h_pinball, torch_formula=torch_pinball,
+    **RESIDUAL_SIGNS,
+    accuracy_variants=tuple((f"quantile={q}", pinball_variant(q)) for q in (0.5, 0.1, 0.9, 0.3))
+    + (("weight", pinball_variant(0.7, weighted=True)),),
+    ulp_bounds={F32: (1.5, 0.5), F64: (1.5, 0.5)},
+    # at r = 0: loss 0, gradient 0 (as l1_loss's sign(0))
+    kinks=(Kink({"quantile": 0.25}, [1.0, -2.0, 0.0], [1.0, -2.0, 0.0], [0, 0, 0], [0, 0, 0]),),
+    huge_terms=lambda big, n: (big, np.zeros(n, np.float32), {"quantile": 0.001}),
+    half_max_cases=half_max_residuals,
+    exp_log=False,
+)
 
 # =========================================================================== binary_cross_entropy
 
@@ -968,6 +1046,320 @@ SQUARED_HINGE = LossReference(
 )
 
 
+# =========================================================================== deviances
+# poisson_deviance, gamma_deviance, tweedie_deviance: x the raw prediction on the log link,
+# mu = exp(x), targets >= 0 (gamma: > 0); p the Tweedie power (Poisson 1, Gamma 2),
+# b = 2 - p, a = 1 - p. PyTorch lacks them: their torch reference is their formula written in
+# torch. Near the optimum mu = y the formula's terms (about y^b each) cancel to a tiny d: no
+# implementation that carries log y in the working precision keeps d's relative accuracy
+# there, so the loss is measured in ULP of max(|d|, 2 w y^b) (``exact_loss_terms``), as a
+# gradient that subtracts its terms is.
+
+POWERS = {"poisson_deviance": 1.0, "gamma_deviance": 2.0}
+
+
+def deviance_power(name, params):
+    return POWERS.get(name, float(params.get("power", 1.5)))
+
+
+def make_deviance(name):
+    """Targets e^N(0, 1) (a quarter of them 0 where the power allows it), input log y + u
+    with |u| in [0.05, 1.5] (the float64 formulas cancel little there), N(0, 1) at y = 0."""
+
+    def make(rng, shape, params, form):
+        y = np.exp(np.asarray(rng.normal(0.0, 1.0, shape)))
+        if deviance_power(name, params) < 2.0:
+            y = np.where(np.asarray(rng.random(shape)) < 0.25, 0.0, y)
+        u = away_from(rng, shape, 0.05, 1.5, [0.0])
+        x = np.where(y > 0, np.log(np.where(y > 0, y, 1.0)) + u, np.asarray(rng.normal(0.0, 1.0, shape)))
+        return np.asarray(x), np.asarray(y)
+
+    return make
+
+
+def _phi64(z):
+    """e^z - 1 - z in float64: its series below 1e-3 (no cancellation), expm1 above."""
+    small = np.abs(z) < 1e-3
+    s = np.where(small, z, 0.0)
+    return np.where(small, s * s * (0.5 + s * (1 / 6 + s * (1 / 24 + s / 120))), np.expm1(z) - z)
+
+
+def deviance64(x, t, p):
+    """(d, dd/dx, d2d/dx2) per element in float64: d / 2 = y^b (phi(b u) / b + phi(a u) / -a),
+    u = x - log y (y > 0); 2 mu^b / b at y = 0 (+inf at p = 2)."""
+    b, a = 2.0 - p, 1.0 - p
+    pos = t > 0
+    ts = np.where(pos, t, 1.0)
+    u = x - np.log(ts)
+    half = np.zeros(np.shape(x))
+    if b:
+        half = half + _phi64(b * u) / b
+    if a:
+        half = half + _phi64(a * u) / -a
+    mub, ymua = np.exp(b * x), t * np.exp(a * x)
+    at_zero = 2 * mub / b if b else np.full(np.shape(x), np.inf)
+    d = np.where(pos, 2 * ts ** b * half, at_zero)
+    g = np.where(pos | (b > 0), 2 * (mub - ymua), 2.0)
+    h = np.where(pos | (b > 0), 2 * (b * mub - a * ymua), 0.0)
+    return d, g, h
+
+
+def deviance_formula(name):
+    def formula(x, t, weight=None, **params):
+        w = broadcast(weight, x.shape)
+        d, g, _ = deviance64(x, t, deviance_power(name, params))
+        return w * d, w.sum(), w * g
+
+    return formula
+
+
+def deviance_hessian(name):
+    def hessian(x, t, weight=None, **params):
+        return broadcast(weight, x.shape) * deviance64(x, t, deviance_power(name, params))[2]
+
+    return hessian
+
+
+def exact_deviance_parts(x, y, p):
+    """(d, dd/dx, d2d/dx2, gradient terms, loss terms) exactly (mpmath), the limits at
+    infinite x or y: d / 2 = y^b (phi(b u) / b + phi(a u) / -a), phi at full precision."""
+    mp = mpmath_module()
+    zero, inf, nan = mp.mpf(0), mp.inf, mp.nan
+    b, a = 2 - p, 1 - p
+    if mp.isnan(x):
+        return nan, nan, nan, zero, zero
+    if y == 0 and b == 0:  # p = 2: the Gamma deviance's limit at y -> 0
+        return inf, mp.mpf(2), zero, zero, zero
+    if y == 0:
+        mub = mp.exp(b * x) if mp.isfinite(x) else (inf if x > 0 else zero)
+        return 2 * mub / b, 2 * mub, 2 * b * mub, zero, zero
+    if mp.isinf(y):  # d -> +inf, gradient -> -inf for every finite x (and x = -inf)
+        if x == inf:
+            return nan, nan, (inf if b == 1 else nan), zero, zero
+        hess = (2 * mp.exp(x) if x != -inf else zero) if b == 1 else inf
+        return inf, -inf, hess, zero, zero
+    if mp.isinf(x):
+        if x > 0:  # mu = inf
+            return inf, (inf if b > 0 else mp.mpf(2)), (inf if b > 0 else zero), zero, zero
+        return (inf, -2 * y, zero, zero, zero) if a == 0 else (inf, -inf, inf, zero, zero)
+    u = x - mp.log(y)
+    s = y ** b
+    half = zero
+    if b:
+        half += s * exact_phi(b * u) / b
+    if a:
+        half += s * exact_phi(a * u) / -a
+    mub, ymua = mp.exp(b * x), y * mp.exp(a * x)
+    return 2 * half, 2 * (mub - ymua), 2 * (b * mub - a * ymua), 2 * max(mub, ymua), 2 * s
+
+
+def exact_phi(z):
+    """e^z - 1 - z at the working precision for every z (its series below 2^-8)."""
+    mp = mpmath_module()
+    if abs(z) >= mp.mpf(2) ** -8:
+        return mp.expm1(z) - z
+    term, total, n = z * z / 2, mp.mpf(0), 2
+    while term and abs(term) > abs(total) * mp.mpf(2) ** (-mp.mp.prec - 8):
+        total += term
+        n += 1
+        term = term * z / n
+    return total
+
+
+def exact_deviance(name):
+    def exact(x, y, w, pw, params):
+        d, g, _, g_terms, _ = exact_deviance_parts(x, y, mpmath_module().mpf(deviance_power(name, params)))
+        return w * d, w * g, w * g_terms
+
+    return exact
+
+
+def exact_deviance_hessian(name):
+    def exact(x, y, w, pw, params):
+        return w * exact_deviance_parts(x, y, mpmath_module().mpf(deviance_power(name, params)))[2], 0
+
+    return exact
+
+
+def exact_deviance_loss_terms(name):
+    """2 |w| y^b, the size of the terms that cancel near the optimum (0 at y = 0 or inf)."""
+
+    def exact(x, y, w, pw, params):
+        mp = mpmath_module()
+        if not (y > 0 and mp.isfinite(y)):
+            return mp.mpf(0)
+        return 2 * abs(w) * y ** (2 - mp.mpf(deviance_power(name, params)))
+
+    return exact
+
+
+def torch_deviance(name):
+    def loss(x, t, *, reduction="mean", weight=None, power=1.5):
+        p = deviance_power(name, {"power": power})
+        if p == 1.0:
+            per = 2 * (torch.xlogy(t, t) - t * x - t + torch.exp(x))
+        elif p == 2.0:
+            per = 2 * (x - torch.log(t) + t * torch.exp(-x) - 1)
+        else:
+            b, a = 2.0 - p, 1.0 - p
+            per = 2 * (t ** b / (a * b) - t * torch.exp(a * x) / a + torch.exp(b * x) / b)
+        if weight is not None:
+            per = per * weight
+        if reduction == "none":
+            return per
+        total = per.sum()
+        if reduction == "sum":
+            return total
+        return total / (weight.expand(x.shape).sum() if weight is not None else x.numel())
+
+    return loss
+
+
+def log_link_pairs(dtype, zero=True, seed=8):
+    """(x, y): targets from the smallest subnormal to the float maximum (and 0), every one
+    against fixed inputs (0, tiny, moderate, the exp overflow and underflow thresholds of the
+    dtype, huge, the float maximum, both signs), and inputs around log y (a few ULP, 1e-8,
+    ..., 20 away: the optimum, the edges [-1, 2] of the stable form's polynomial), random."""
+    info = np.finfo(dtype)
+    ys = [float(info.smallest_subnormal), float(info.smallest_subnormal) * 7, float(info.tiny), 1e-30, 1e-10,
+          1e-3, 0.3, 1.0, 2.5, 7.0, 1e3, 1e10, 1e30]
+    ys += [1e38, float(info.max)] if dtype == F32 else [1e100, 1e300, float(info.max)]
+    ys = ([0.0] if zero else []) + ys
+    fixed = [0.0, 1e-30, 0.5, 1.0, 3.0, 10.0, 40.0, 87.5, 88.5, 89.0, 103.0, 105.0, 1e4, 1e30, float(info.max)]
+    if dtype == F64:
+        fixed += [700.0, 709.7, 709.9, 745.0, 750.0]
+    fixed += [-v for v in fixed if v]
+    xs = [x for x in fixed for _ in ys]
+    yy = [y for _ in fixed for y in ys]
+    for y in ys:
+        if y <= 0:
+            continue
+        ly = dtype.type(np.log(np.float64(y)))
+        for d in (1e-8, 1e-4, 0.01, 0.1, 0.5, 0.99, 1.0, 1.01, 1.5, 1.99, 2.0, 2.01, 2.5, 5.0, 20.0):
+            for s in (1, -1):
+                xs.append(float(ly) + s * d)
+                yy.append(y)
+        v_lo = v_hi = ly
+        xs.append(float(ly))
+        yy.append(y)
+        for _ in range(3):  # a few ULP either side of log y
+            v_lo, v_hi = np.nextafter(v_lo, dtype.type(-np.inf)), np.nextafter(v_hi, dtype.type(np.inf))
+            xs += [float(v_lo), float(v_hi)]
+            yy += [y, y]
+    rng = np.random.default_rng(seed)
+    t = np.exp(rng.normal(0.0, 3.0, 48))
+    xs += list(np.log(t) + rng.normal(0.0, 2.0, 48))
+    yy += list(t)
+    with np.errstate(over="ignore"):
+        return np.array(xs, np.float64).astype(dtype), np.array(yy, np.float64).astype(dtype)
+
+
+def deviance_accuracy(name, powers=(None,)):
+    """Accuracy variants: one per power (the registry default for poisson and gamma), and
+    weighted (moderate inputs: w d must not overflow only in d)."""
+    zero = name != "gamma_deviance"
+    out = []
+    for p in powers:
+        kw = {} if p is None else {"power": p}
+        vid = "plain" if p is None else f"power={p}"
+        out.append((vid, lambda d, kw=kw, z=zero and kw.get("power") != 2.0: (*log_link_pairs(d, z), dict(kw))))
+    out.append(("weight", lambda d, z=zero: with_weight(moderate_deviance(*log_link_pairs(d, z), name, d), d)))
+    return tuple(out)
+
+
+def moderate_deviance(x, y, name, dtype):
+    """The pairs whose deviance (at the default power) and target lie in the normal range of
+    the dtype, the deviance below a quarter of its maximum: w d with w < 2 must not overflow
+    only in d (a known limit, as w r**2), nor round twice below the normal range (the plain
+    variants hold the subnormal results)."""
+    info = np.finfo(dtype)
+    with np.errstate(all="ignore"):
+        d = deviance64(x.astype(np.float64), y.astype(np.float64), deviance_power(name, {}))[0]
+        g = 2 * np.abs(np.exp(x.astype(np.float64)) - y)
+    normal = lambda v: (v == 0) | (v >= 4 * float(info.tiny))  # noqa: E731
+    keep = (d < 0.25 * float(info.max)) & normal(d) & normal(y.astype(np.float64)) & normal(g)
+    return x[keep], y[keep]
+
+
+def deviance_half_max(name):
+    """Terms above half the float max whose sums fit: 2 mu at y = 0 (Poisson), 2 y / mu
+    (Gamma), 2 mu^b / b at y = 0 (Tweedie)."""
+
+    def cases(dtype, m):
+        p = deviance_power(name, {})
+        big = np.log(0.15 * m) if p == 1.0 else (-np.log(0.3 * m) if p == 2.0 else 2 * np.log(0.15 * m))
+        y0 = 1.0 if p == 2.0 else 0.0
+        x = np.array([big, 1.0, 0.0, -2.0], dtype)
+        t = np.array([y0, 0.5, 2.0, 1.0], dtype)
+        return [(x, t, {}, "a term above half the max"),
+                (x, t, {"weight": np.array([0.5, 1.0, 1.0, 1.0], dtype)}, "weighted")]
+
+    return cases
+
+
+def deviance_huge_terms(name):
+    """float32 terms of about 2e38 to 3e38 (computed in float64 inside: mu itself may overflow)."""
+
+    def huge(big, n):
+        p = deviance_power(name, {})
+        b64 = big.astype(np.float64)
+        if p == 2.0:  # d ~ 2 y / mu at y = 1
+            return (-np.log(b64 / 2)).astype(np.float32), np.ones(n, np.float32), {}
+        b = 2.0 - p
+        x = np.log(b64 * b / 2) / b  # 2 mu^b / b at y = 0
+        return x.astype(np.float32), np.zeros(n, np.float32), {}
+
+    return huge
+
+
+DEVIANCE_FACTS = dict(
+    gradient_support="everywhere", non_negative_if=always, gradient_sign="x - log y", exp_log=True,
+    held_to_exact=lambda x, t: True, exact_limits=True,
+)
+
+POISSON_DEVIANCE = LossReference(
+    "poisson_deviance",
+    cases=LossCases(make_deviance("poisson_deviance"), ELEMENTWISE_SHAPES, ({},) + WEIGHTS),
+    formula=deviance_formula("poisson_deviance"), exact=exact_deviance("poisson_deviance"),
+    hessian=deviance_hessian("poisson_deviance"), torch_formula=torch_deviance("poisson_deviance"),
+    exact_loss_terms=exact_deviance_loss_terms("poisson_deviance"),
+    accuracy_variants=deviance_accuracy("poisson_deviance"),
+    ulp_bounds={F32: (1.5, 1.5), F64: (2.0, 1.5)},
+    huge_terms=deviance_huge_terms("poisson_deviance"), half_max_cases=deviance_half_max("poisson_deviance"),
+    **DEVIANCE_FACTS,
+)
+
+GAMMA_DEVIANCE = LossReference(
+    "gamma_deviance",
+    cases=LossCases(make_deviance("gamma_deviance"), ELEMENTWISE_SHAPES, ({},) + WEIGHTS),
+    formula=deviance_formula("gamma_deviance"), exact=exact_deviance("gamma_deviance"),
+    hessian=deviance_hessian("gamma_deviance"), torch_formula=torch_deviance("gamma_deviance"),
+    exact_loss_terms=exact_deviance_loss_terms("gamma_deviance"),
+    accuracy_variants=deviance_accuracy("gamma_deviance"),
+    ulp_bounds={F32: (1.5, 1.5), F64: (2.0, 2.0)},
+    numpy_ulp_bounds={F64: (2.0, 1.5)},
+    huge_terms=deviance_huge_terms("gamma_deviance"), half_max_cases=deviance_half_max("gamma_deviance"),
+    **DEVIANCE_FACTS,
+)
+
+TWEEDIE_DEVIANCE = LossReference(
+    "tweedie_deviance",
+    cases=LossCases(
+        make_deviance("tweedie_deviance"), ELEMENTWISE_SHAPES,
+        ({}, {"power": 1.0}, {"power": 2.0, "weight": "full"}, {"power": 1.25, "weight": "last"},
+         {"weight": "scalar", "power": 1.75}, {"weight": "column", "power": 1.5}),
+    ),
+    formula=deviance_formula("tweedie_deviance"), exact=exact_deviance("tweedie_deviance"),
+    hessian=deviance_hessian("tweedie_deviance"), torch_formula=torch_deviance("tweedie_deviance"),
+    exact_loss_terms=exact_deviance_loss_terms("tweedie_deviance"),
+    accuracy_variants=deviance_accuracy(
+        "tweedie_deviance", (1.5, 1.25, 1.75, 1.0, 2.0, 1.0078125, 1.9921875, 1 + 2.0**-20, 2 - 2.0**-20)),
+    ulp_bounds={F32: (1.5, 1.5), F64: (3.5, 2.0)},
+    huge_terms=deviance_huge_terms("tweedie_deviance"), half_max_cases=deviance_half_max("tweedie_deviance"),
+    **DEVIANCE_FACTS,
+)
+
+
 # =========================================================================== log_cosh_loss
 # PyTorch lacks it: its torch reference is its formula written in torch (stable, so the
 # reference is accurate at every residual), and the PyTorch conventions do not apply to it.
@@ -1206,6 +1598,8 @@ SIGMOID_FOCAL = LossReference(
 
 RECORDS: tuple[LossReference, ...] = (
     MSE, L1, HUBER, SMOOTH_L1, BCE, BCE_LOGITS, CROSS_ENTROPY, NLL, MULTI_MARGIN, HINGE, SQUARED_HINGE,
+    PINBALL,
+    POISSON_DEVIANCE, GAMMA_DEVIANCE, TWEEDIE_DEVIANCE,
     LOG_COSH, SIGMOID_FOCAL,
 )
 

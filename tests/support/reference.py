@@ -213,7 +213,8 @@ def exact_terms(loss, x, t, kwargs):
         if _is_elementwise(loss):
             shape = x64.shape
             w = mpf(broadcast(kw.get("weight"), shape))
-            pw = mpf(broadcast(kw.get("pos_weight"), shape))
+            operand = _operand(loss)  # pos_weight, or pinball's quantile (a number or an array)
+            pw = mpf(broadcast(kw.get(operand, _registry_defaults(loss).get(operand)), shape))
             xs, ys = mpf(x64), mpf(t64)
             out = [np.empty(shape, object) for _ in range(3)]
             for i in np.ndindex(shape):
@@ -229,6 +230,31 @@ def exact_terms(loss, x, t, kwargs):
             target = [mp.mpf(float(v)) for v in tt[r]] if tt.ndim == 2 else int(tt[r])
             losses[r], grad[r], terms[r] = exact([mp.mpf(float(v)) for v in z[r]], target, w, params)
         return losses.reshape(lshape), back(grad), back(terms)
+
+
+def _operand(loss):
+    from fastloss._registry import BY_NAME
+
+    return BY_NAME[loss].operand or "pos_weight"
+
+
+def exact_loss_terms(loss, x, t, kwargs):
+    """The record's ``exact_loss_terms`` per element (an object array of mpf shaped like the
+    "none" result), or None for a loss held to ULP of its own value."""
+    fn = REFERENCES[loss].exact_loss_terms
+    if fn is None:
+        return None
+    mp = mpmath_module()
+    with mp.workprec(EXACT_PREC):
+        x64, t64, kw = _float64_args(x, t, kwargs)
+        params = {**_registry_defaults(loss), **{k: v for k, v in kw.items() if not isinstance(v, np.ndarray)}}
+        w = broadcast(kw.get("weight"), x64.shape)
+        pw = broadcast(kw.get("pos_weight"), x64.shape)
+        out = np.empty(x64.shape, object)
+        for i in np.ndindex(x64.shape):
+            out[i] = fn(mp.mpf(float(x64[i])), mp.mpf(float(t64[i])), mp.mpf(float(w[i])), mp.mpf(float(pw[i])),
+                        params)
+        return out
 
 
 def _is_elementwise(loss):
@@ -249,7 +275,8 @@ def _registry_defaults(loss):
     from fastloss._registry import BY_NAME
 
     spec = BY_NAME[loss]
-    return {p.name: p.default for p in spec.params} | ({"ignore_index": -100} if spec.ignore_index else {})
+    return ({p.name: p.default for p in spec.params} | ({"ignore_index": -100} if spec.ignore_index else {})
+            | ({"quantile": 0.5} if spec.quantile else {}))
 
 
 def exact_bce_logits(x, y, pos_weight=1.0):
