@@ -201,6 +201,10 @@ CASES: dict[str, tuple[Variant, ...]] = {
     "squared_hinge_loss": (
         Variant("squared_hinge_loss", _make_sign, "scores ~ N(0, 1), labels -1/+1, margin=1"),
     ),
+    "log_cosh_loss": (Variant("log_cosh_loss", _make_regression, _REGRESSION),),
+    "sigmoid_focal_loss": (
+        Variant("sigmoid_focal_loss", _make_bce_logits, "logits ~ N(0, 9), labels 0/1, alpha=0.25, gamma=2"),
+    ),
     "pinball_loss": (Variant("pinball_loss", _make_regression, _REGRESSION + ", quantile=0.5"),),
     "poisson_deviance": (
         Variant("poisson_deviance", _make_counts, "log-rates ~ N(0, 1), Poisson counts at those rates"),
@@ -314,6 +318,30 @@ def np_squared_hinge(x, y, margin=1.0):
     return loss, grad
 
 
+def np_log_cosh(x, y):
+    r = x - y
+    a = np.abs(r)
+    # log(cosh(r)) = |r| - log 2 + log1p(exp(-2|r|)): no overflow (np.cosh overflows beyond 89 / 710)
+    loss = np.mean(a - np.log(2.0).astype(x.dtype) + np.log1p(np.exp(-2 * a)))
+    grad = np.tanh(r) * (1.0 / r.size)
+    return loss, grad
+
+
+def np_sigmoid_focal(x, y, alpha=0.25, gamma=2.0):
+    # torchvision's formula, vectorised: p = sigmoid(x), ce = BCE with logits, p_t, alpha_t
+    softplus = np.logaddexp(0, x)
+    p = np.exp(x - softplus)  # sigmoid(x), no overflow
+    ce = softplus - x * y
+    p_t = p * y + (1 - p) * (1 - y)
+    m = 1 - p_t
+    alpha_t = alpha * y + (1 - alpha) * (1 - y)
+    loss = np.mean(alpha_t * ce * m ** gamma)
+    # d/dx: alpha_t (m^gamma (p - y) + gamma m^(gamma-1) m' ce), m' = (1 - 2y) p (1 - p)
+    dm = (1 - 2 * y) * p * (1 - p)
+    grad = alpha_t * (m ** gamma * (p - y) + gamma * m ** (gamma - 1) * dm * ce) * (1.0 / x.size)
+    return loss, grad
+
+
 def np_pinball(x, y, q=0.5):
     r = y - x
     loss = np.mean(np.maximum(q * r, (q - 1) * r))
@@ -356,6 +384,8 @@ NUMPY: dict[str, Callable] = {
     "multi_margin_loss": np_multi_margin,
     "hinge_loss": np_hinge,
     "squared_hinge_loss": np_squared_hinge,
+    "log_cosh_loss": np_log_cosh,
+    "sigmoid_focal_loss": np_sigmoid_focal,
     "pinball_loss": np_pinball,
     "poisson_deviance": np_poisson_deviance,
     "gamma_deviance": np_gamma_deviance,
@@ -396,12 +426,23 @@ TORCH: dict[str, Callable] = {
     # PyTorch has no binary hinge loss: written in torch ops, as a user would.
     "hinge_loss": lambda F, x, y: F.relu(1 - y * x).mean(),
     "squared_hinge_loss": lambda F, x, y: F.relu(1 - y * x).square().mean(),
+    # PyTorch has no log-cosh loss: the stable form in torch ops
+    "log_cosh_loss": lambda F, x, y: ((x - y).abs() + F.softplus(-2 * (x - y).abs()) - 0.6931471805599453).mean(),
+    # torchvision.ops.sigmoid_focal_loss's formula in torch ops (torchvision is not required)
+    "sigmoid_focal_loss": lambda F, x, y: _torch_focal(F, x, y),
     "pinball_loss": lambda F, x, y: (lambda r: (0.5 * F.relu(r) + 0.5 * F.relu(-r)).mean())(y - x),
     # No deviance in torch.nn.functional (poisson_nll_loss leaves out the terms in y alone).
     "poisson_deviance": _torch_deviance(1),
     "gamma_deviance": _torch_deviance(2),
     "tweedie_deviance": _torch_deviance(1.5),
 }
+
+
+def _torch_focal(F, x, y, alpha=0.25, gamma=2.0):
+    p = x.sigmoid()
+    ce = F.binary_cross_entropy_with_logits(x, y, reduction="none")
+    p_t = p * y + (1 - p) * (1 - y)
+    return ((alpha * y + (1 - alpha) * (1 - y)) * ce * (1 - p_t) ** gamma).mean()
 
 
 # --------------------------------------------------------------------------- scikit-learn
@@ -431,6 +472,8 @@ SKLEARN: dict[str, SklearnLoss | None] = {
     "multi_margin_loss": None,
     "hinge_loss": None,
     "squared_hinge_loss": None,
+    "log_cosh_loss": None,
+    "sigmoid_focal_loss": None,
     "pinball_loss": SklearnLoss("PinballLoss", {"quantile": 0.5}, 1.0),
 }
 
@@ -471,8 +514,17 @@ JAX: dict[str, Callable] = {
     "multi_margin_loss": _jax_multi_margin,
     "hinge_loss": lambda jnp, nn, x, y: jnp.mean(nn.relu(1 - y * x)),
     "squared_hinge_loss": lambda jnp, nn, x, y: jnp.mean(nn.relu(1 - y * x) ** 2),
+    "log_cosh_loss": lambda jnp, nn, x, y: jnp.mean(jnp.logaddexp(x - y, y - x) - jnp.log(2.0)),
+    "sigmoid_focal_loss": lambda jnp, nn, x, y: _jax_focal(jnp, nn, x, y),
     "pinball_loss": lambda jnp, nn, x, y: jnp.mean(jnp.maximum(0.5 * (y - x), -0.5 * (y - x))),
 }
+
+
+def _jax_focal(jnp, nn, x, y, alpha=0.25, gamma=2.0):
+    p = nn.sigmoid(x)
+    ce = nn.softplus(x) - x * y
+    p_t = p * y + (1 - p) * (1 - y)
+    return jnp.mean((alpha * y + (1 - alpha) * (1 - y)) * ce * (1 - p_t) ** gamma)
 
 
 TABLES = {"CASES": CASES, "NUMPY": NUMPY, "TORCH": TORCH, "SKLEARN": SKLEARN, "JAX": JAX}
