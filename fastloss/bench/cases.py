@@ -475,6 +475,11 @@ SKLEARN: dict[str, SklearnLoss | None] = {
     "log_cosh_loss": None,
     "sigmoid_focal_loss": None,
     "pinball_loss": SklearnLoss("PinballLoss", {"quantile": 0.5}, 1.0),
+    # sklearn's Half{Poisson,Gamma,Tweedie}Loss leave out the terms in y alone (their values
+    # are not the deviance): no entry
+    "poisson_deviance": None,
+    "gamma_deviance": None,
+    "tweedie_deviance": None,
 }
 
 
@@ -517,6 +522,11 @@ JAX: dict[str, Callable] = {
     "log_cosh_loss": lambda jnp, nn, x, y: jnp.mean(jnp.logaddexp(x - y, y - x) - jnp.log(2.0)),
     "sigmoid_focal_loss": lambda jnp, nn, x, y: _jax_focal(jnp, nn, x, y),
     "pinball_loss": lambda jnp, nn, x, y: jnp.mean(jnp.maximum(0.5 * (y - x), -0.5 * (y - x))),
+    "poisson_deviance": lambda jnp, nn, x, y: 2 * jnp.mean(
+        y * jnp.log(jnp.where(y > 0, y, 1)) - y * x - y + jnp.exp(x)),
+    "gamma_deviance": lambda jnp, nn, x, y: 2 * jnp.mean(x - jnp.log(y) + y * jnp.exp(-x) - 1),
+    "tweedie_deviance": lambda jnp, nn, x, y: 2 * jnp.mean(  # power 1.5: a = -0.5, b = 0.5
+        y ** 0.5 / -0.25 - y * jnp.exp(-0.5 * x) / -0.5 + jnp.exp(0.5 * x) / 0.5),
 }
 
 

@@ -1575,7 +1575,7 @@ SIGMOID_FOCAL = LossReference(
     # (1 - 0.3 rounds there, not in float32)
     ulp_bounds={F32: (3.5, 4.0), F64: (5.0, 4.5)},
     # float32 in float64 (rounded once); float64 with NumPy's power of the rounded m
-    numpy_ulp_bounds={F32: (1.0, 1.0), F64: (5.0, 7.5)},
+    numpy_ulp_bounds={F32: (1.0, 0.75), F64: (5.0, 7.5)},  # float32: float64 math rounded once (measured 0.496)
     # PyTorch forms 1 - p_t, which cancels to 0 where p_t rounds to 1 (y = 1, x >= 17 in
     # float32, 37 in float64; y = 0, x <= -17 resp. -37): a zero loss and gradient
     torch_loses={
