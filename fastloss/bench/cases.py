@@ -5,9 +5,10 @@ them needs an entry for every loss: a registry loss without one is still benchma
 
 * ``CASES``    how to make benchmark inputs: one or more variants per loss (cross-entropy
                with 10 and with 1000 classes). Without an entry, ``derived_variant`` makes
-               them from the registry row: elementwise losses N(0, 1) input and target,
-               with the row's domains honoured (input "unit": uniform in (0.01, 0.99);
-               target "unit": labels 0/1, "sign": labels -1/+1); class losses logits
+               them from the registry row: elementwise losses N(0, 1) input and |N(0, 1)|
+               target (non-negative: counts and probabilities too), with the row's domains
+               honoured (input "unit": uniform in (0.01, 0.99); target "unit": labels 0/1,
+               "sign": labels -1/+1); class losses logits
                (N, 10) ~ N(0, 4) with int64 class indices.
 * ``NUMPY``    the plain NumPy code a user would write for loss + gradient: readable,
                numerically stable, ``reduction="mean"`` and default parameters. Without an
@@ -105,6 +106,17 @@ def _make_sign(rng, n, dtype):
     return _normal(rng, n, dtype), y
 
 
+def _make_poisson(rng, n, dtype):
+    x = _normal(rng, n, dtype, 0.5)  # log-rates
+    return x, rng.poisson(np.exp(x)).astype(dtype)  # counts
+
+
+def _make_kl(rng, n, dtype):
+    x = rng.exponential(2.3, n).astype(dtype)
+    x *= -1  # log-probabilities <= 0
+    return x, rng.random(n, dtype=dtype)  # probabilities
+
+
 def _make_classes(classes, log_softmax=False):
     def make(rng, n, dtype):
         rows = max(1, n // classes)
@@ -117,9 +129,13 @@ def _make_classes(classes, log_softmax=False):
     return make
 
 
+def _abs_normal(rng, n, dtype):
+    return np.abs(_normal(rng, n, dtype))
+
+
 # Inputs and targets from the registry row's domains: (make(rng, n, dtype), description)
 _DERIVED_INPUTS = {None: (_normal, "~ N(0, 1)"), "unit": (_unit, "in (0.01, 0.99)")}
-_DERIVED_TARGETS = {None: (_normal, "~ N(0, 1)"), "unit": (_labels01, "labels 0/1"),
+_DERIVED_TARGETS = {None: (_abs_normal, "~ |N(0, 1)|"), "unit": (_labels01, "labels 0/1"),
                     "sign": (_sign_labels, "labels -1/+1")}
 DERIVED_CLASSES = 10
 
@@ -165,6 +181,12 @@ CASES: dict[str, tuple[Variant, ...]] = {
     "hinge_loss": (Variant("hinge_loss", _make_sign, "scores ~ N(0, 1), labels -1/+1, margin=1"),),
     "squared_hinge_loss": (
         Variant("squared_hinge_loss", _make_sign, "scores ~ N(0, 1), labels -1/+1, margin=1"),
+    ),
+    "poisson_nll_loss": (
+        Variant("poisson_nll_loss", _make_poisson, "log-rates ~ N(0, 0.25), counts ~ Poisson(exp(x)), log_input=True"),
+    ),
+    "kl_div": (
+        Variant("kl_div", _make_kl, "log-probabilities -Exp(mean 2.3), probabilities U(0, 1), log_target=False"),
     ),
 }
 
@@ -268,6 +290,20 @@ def np_squared_hinge(x, y, margin=1.0):
     return loss, grad
 
 
+def np_poisson_nll(x, y):
+    e = np.exp(x)
+    loss = np.mean(e - y * x)
+    grad = (e - y) * (1.0 / x.size)
+    return loss, grad
+
+
+def np_kl_div(x, y):
+    ylogy = np.where(y > 0, y * np.log(np.where(y > 0, y, 1)), 0)  # xlogy(y, y): 0 at y = 0
+    loss = np.mean(ylogy - y * x)
+    grad = y * (-1.0 / x.size)
+    return loss, grad
+
+
 NUMPY: dict[str, Callable] = {
     "mse_loss": np_mse,
     "l1_loss": np_l1,
@@ -280,6 +316,8 @@ NUMPY: dict[str, Callable] = {
     "multi_margin_loss": np_multi_margin,
     "hinge_loss": np_hinge,
     "squared_hinge_loss": np_squared_hinge,
+    "poisson_nll_loss": np_poisson_nll,
+    "kl_div": np_kl_div,
 }
 
 
@@ -299,6 +337,9 @@ TORCH: dict[str, Callable] = {
     # PyTorch has no binary hinge loss: written in torch ops, as a user would.
     "hinge_loss": lambda F, x, y: F.relu(1 - y * x).mean(),
     "squared_hinge_loss": lambda F, x, y: F.relu(1 - y * x).square().mean(),
+    "poisson_nll_loss": lambda F, x, y: F.poisson_nll_loss(x, y),
+    # "mean" as the sum over the element count: F.kl_div(reduction="mean") warns at every call
+    "kl_div": lambda F, x, y: F.kl_div(x, y, reduction="sum") / x.numel(),
 }
 
 
@@ -329,6 +370,8 @@ SKLEARN: dict[str, SklearnLoss | None] = {
     "multi_margin_loss": None,
     "hinge_loss": None,
     "squared_hinge_loss": None,
+    "poisson_nll_loss": SklearnLoss("HalfPoissonLoss", {}, 1.0),  # exp(raw) - y raw: log_input, not full
+    "kl_div": None,
 }
 
 
@@ -368,6 +411,8 @@ JAX: dict[str, Callable] = {
     "multi_margin_loss": _jax_multi_margin,
     "hinge_loss": lambda jnp, nn, x, y: jnp.mean(nn.relu(1 - y * x)),
     "squared_hinge_loss": lambda jnp, nn, x, y: jnp.mean(nn.relu(1 - y * x) ** 2),
+    "poisson_nll_loss": lambda jnp, nn, x, y: jnp.mean(jnp.exp(x) - y * x),
+    "kl_div": lambda jnp, nn, x, y: jnp.mean(jnp.where(y > 0, y * jnp.log(jnp.where(y > 0, y, 1.0)), 0.0) - y * x),
 }
 
 

@@ -14,7 +14,9 @@ dtype's largest finite value must be inf of the right sign. Where the formula it
 subtracts two nearly equal terms (sigmoid(x) - y for soft targets y, softmax - q for class
 probabilities and label smoothing) no rounded implementation can be accurate relative to the
 tiny difference; there the error is in ULP of the larger subtracted term (``terms`` of
-``reference.exact_terms``). Reductions: the sum and mean against the exact sum of the exact
+``reference.exact_terms``). The same holds for the loss of the few losses whose formula
+subtracts (exp(x) - y x of Poisson NLL, y log y - y x of KL divergence: their record's
+``loss_terms``, ``reference.exact_loss_terms``). Reductions: the sum and mean against the exact sum of the exact
 terms, within a relative bound that follows from the per-term bound and float64 summation.
 
 BOUNDS below holds the bound per backend, SIMD level, loss and dtype, from each loss's record
@@ -127,12 +129,19 @@ def accuracy_case(name, vid, dtype_name):
     return x, t, kw, loss, grad, terms
 
 
+@functools.lru_cache(maxsize=None)
+def loss_terms_of(name, vid, dtype_name):
+    """What the exact loss terms of a variant subtract (None: nothing that cancels)."""
+    x, t, kw, *_ = accuracy_case(name, vid, dtype_name)
+    return reference.exact_loss_terms(name, x, t, kw)
+
+
 def measure(api, name, vid, dtype):
     """Worst ULP errors (loss, grad) of one variant, and where."""
     x, t, kw, e_loss, e_grad, terms = accuracy_case(name, vid, np.dtype(dtype).name)
     with np.errstate(all="ignore"):
         loss, grad = loss_fn(api, name, grad=True)(x, t, reduction="none", **kw)
-    loss_err = ulp_errors(loss, e_loss, dtype)
+    loss_err = ulp_errors(loss, e_loss, dtype, loss_terms_of(name, vid, np.dtype(dtype).name))
     grad_err = ulp_errors(grad, e_grad, dtype, terms)
     return loss_err, grad_err, (x, t, loss, grad)
 
@@ -272,25 +281,31 @@ def test_bounds_are_tight(api):
 # --------------------------------------------------------------------------- reductions
 
 
-def _exact_sum(values):
+def _exact_sum(values, loss_terms=None):
+    """The exact sum, and the sum of the magnitudes each term's error is relative to (|term|,
+    or the larger term it subtracts: ``loss_terms``)."""
     with mpmath.workprec(reference.EXACT_PREC):
-        return mpmath.fsum(values.reshape(-1)), mpmath.fsum(abs(v) for v in values.reshape(-1))
+        flat = values.reshape(-1)
+        scales = flat if loss_terms is None else [max(abs(v), s) for v, s in zip(flat, loss_terms.reshape(-1))]
+        return mpmath.fsum(flat), mpmath.fsum(abs(v) for v in scales)
 
 
-def _representable_terms(x, t, kw, e_loss, e_grad, terms, dtype):
-    """The elements (rows of class losses) whose exact terms the reduction test keeps."""
+def _representable_terms(x, t, kw, e_loss, e_grad, terms, dtype, loss_terms=None):
+    """The elements (rows of class losses) whose exact terms the reduction test keeps (and
+    their ``loss_terms``, last)."""
     limit = np.finfo(dtype).max / (4 * e_loss.size) if dtype == F64 else None
     with mpmath.workprec(reference.EXACT_PREC):
         bad = np.vectorize(lambda v: bool(_overflows(v, dtype) or (limit is not None and abs(v) > limit)),
                            otypes=[bool])(e_loss)
     if not bad.any():
-        return x, t, kw, e_loss, e_grad, terms
+        return x, t, kw, e_loss, e_grad, terms, loss_terms
     if e_loss.shape == x.shape:  # elementwise: weights are full-shaped here
         keep = ~bad
         kw = {k: (v[keep] if isinstance(v, np.ndarray) and v.shape == x.shape else v) for k, v in kw.items()}
-        return x[keep], t[keep], kw, e_loss[keep], e_grad[keep], terms[keep]
+        return (x[keep], t[keep], kw, e_loss[keep], e_grad[keep], terms[keep],
+                None if loss_terms is None else loss_terms[keep])
     keep = ~bad.reshape(len(x), -1).any(axis=1)  # class losses: whole rows (first axis)
-    return x[keep], t[keep], kw, e_loss[keep], e_grad[keep], terms[keep]
+    return x[keep], t[keep], kw, e_loss[keep], e_grad[keep], terms[keep], loss_terms
 
 
 @dtypes
@@ -310,9 +325,10 @@ def test_sum_and_mean_within_relative_bound(api, name, vid, dtype):
     representable total (a known limit: there is no wider type; only float32 has headroom)."""
     loss_bound, grad_bound = bounds_for(api)[name][dtype]
     x, t, kw, e_loss, e_grad, terms = accuracy_case(name, vid, dtype.name)
-    x, t, kw, e_loss, e_grad, terms = _representable_terms(x, t, kw, e_loss, e_grad, terms, dtype)
+    x, t, kw, e_loss, e_grad, terms, loss_terms = _representable_terms(
+        x, t, kw, e_loss, e_grad, terms, dtype, loss_terms_of(name, vid, dtype.name))
     info = np.finfo(dtype)
-    total, magnitude = _exact_sum(e_loss)
+    total, magnitude = _exact_sum(e_loss, loss_terms)
     x64, t64, kw64 = reference._float64_args(x, t, kw)
     with np.errstate(all="ignore"):  # the formula's terms may overflow; its divisor does not
         divisor = REFERENCES[name].formula(x64, t64, **kw64)[1]

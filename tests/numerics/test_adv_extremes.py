@@ -107,9 +107,11 @@ def _residual_inputs(dtype):
     return x, t
 
 
-# The thresholds of the registry: parameters over [0, inf) or (0, inf) (beta, delta)
+# The thresholds of the registry: parameters over [0, inf) or (0, inf) (beta, delta) of the
+# residual losses (gradient of the sign of x - y; not poisson_nll_loss's eps)
 THRESHOLDS = [(spec.name, p.name) for spec in LOSSES for p in spec.params
-              if isinstance(p.domain, Interval) and p.domain.low == 0 and p.domain.high is None]
+              if isinstance(p.domain, Interval) and p.domain.low == 0 and p.domain.high is None
+              and REFERENCES[spec.name].gradient_sign == "x - y"]
 # The losses with a margin parameter, and their other parameters' choices (p = 1, 2)
 MARGIN_LOSSES = [spec.name for spec in LOSSES if any(p.name == "margin" for p in spec.params)]
 

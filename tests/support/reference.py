@@ -231,6 +231,30 @@ def exact_terms(loss, x, t, kwargs):
         return losses.reshape(lshape), back(grad), back(terms)
 
 
+def exact_loss_terms(loss, x, t, kwargs):
+    """The magnitude of the largest term each exact loss term subtracts (an object array of
+    mpf shaped like the "none" result), for the elementwise losses whose record gives
+    ``loss_terms``; None for the others (their loss subtracts nothing that cancels)."""
+    fn = REFERENCES[loss].loss_terms
+    if fn is None:
+        return None
+    mp = mpmath_module()
+    with mp.workprec(EXACT_PREC):
+        x64, t64, kw = _float64_args(x, t, kwargs)
+        mpf = np.vectorize(lambda v: mp.mpf(float(v)), otypes=[object])
+        params = {**_registry_defaults(loss), **{k: v for k, v in kw.items() if not isinstance(v, np.ndarray)}}
+        integers = _integer_params(loss)
+        params = {k: (v if k in integers else mp.mpf(float(v))) for k, v in params.items()}
+        shape = x64.shape
+        w = mpf(broadcast(kw.get("weight"), shape))
+        pw = mpf(broadcast(kw.get("pos_weight"), shape))
+        xs, ys = mpf(x64), mpf(t64)
+        out = np.empty(shape, object)
+        for i in np.ndindex(shape):
+            out[i] = fn(xs[i], ys[i], w[i], pw[i], params)
+        return out
+
+
 def _is_elementwise(loss):
     from fastloss._registry import BY_NAME
 
@@ -238,11 +262,12 @@ def _is_elementwise(loss):
 
 
 def _integer_params(loss):
-    """The scalar parameters that stay integers in the exact terms (ignore_index, and the
-    parameters of type int, such as multi_margin_loss's p)."""
+    """The scalar parameters that stay integers (or bools) in the exact terms (ignore_index,
+    and the parameters of type int or bool, such as multi_margin_loss's p, kl_div's
+    log_target)."""
     from fastloss._registry import BY_NAME
 
-    return {p.name for p in BY_NAME[loss].params if p.type is int} | {"ignore_index"}
+    return {p.name for p in BY_NAME[loss].params if p.type in (int, bool)} | {"ignore_index"}
 
 
 def _registry_defaults(loss):
