@@ -21,7 +21,7 @@ import os
 
 import numpy as np
 
-from ._registry import KERNELS, LOSSES, MAX_THREADS, REDUCTIONS, Loss
+from ._registry import EXTRA_REDUCTIONS, KERNELS, LOSSES, MAX_THREADS, Loss
 
 _F32 = np.dtype(np.float32)
 _F64 = np.dtype(np.float64)
@@ -153,7 +153,13 @@ def _scalar_param(spec_param, value):
     if value is spec_param.default:
         return value
     name = spec_param.name
-    if spec_param.type is int:
+    if spec_param.type is bool:
+        # Python and NumPy bools only: 0, 1 or 1.0 for a flag is a TypeError, as int for a
+        # float parameter (the kernels get it as 0.0 / 1.0)
+        if not isinstance(value, (bool, np.bool_)):
+            raise TypeError(f"{name} must be a bool (True or False), got {_short_repr(value)}")
+        value = bool(value)
+    elif spec_param.type is int:
         if isinstance(value, bool) or not isinstance(value, numbers.Integral):
             raise TypeError(f"{name} must be an integer, got {value!r}")
         value = int(value)
@@ -170,15 +176,23 @@ def _scalar_param(spec_param, value):
     return value
 
 
-def _check_reduction(reduction) -> str:
+def _check_reduction(reduction, spec: Loss) -> str:
+    """The reduction as an exact str, one of the loss's (``spec.reductions``: "mean", "sum",
+    "none" and its extra ones, such as kl_div's "batchmean"), else a ValueError listing them."""
     # A str subclass (np.str_) counts by its characters: str.__str__ gives the exact str, so
     # no __eq__ of the subclass runs (one that raises cannot be taken for "mean").
     if isinstance(reduction, str):
         text = str.__str__(reduction)
-        if text in REDUCTIONS:
+        if text in spec.reductions:
             return text
-    choices = ", ".join(repr(r) for r in REDUCTIONS)
+    choices = ", ".join(repr(r) for r in spec.reductions)
     raise ValueError(f"reduction must be one of {choices}, got {_short_repr(reduction)}")
+
+
+def _batch_divisor(shape: tuple) -> float:
+    """"batchmean"'s divisor (PyTorch's kl_div): the size of the first axis, 1 for a 0-d
+    input (the sum); 0 for an empty batch (its mean is then NaN, as "mean"'s)."""
+    return float(shape[0]) if shape else 1.0
 
 
 def _elementwise_weight(weight, name: str, shape: tuple, dtype: np.dtype):
@@ -334,7 +348,7 @@ def _call(spec: Loss, backend, input, target, weight, pos_weight, ignore_index, 
           reduction, n_threads, out, want_grad, hessian=None):
     """One call of a public function: the loss, with the gradient (``want_grad``), and the
     Hessian's diagonal (``want_grad == 2``; ``hessian`` the policy)."""
-    reduction = _check_reduction(reduction)
+    reduction = _check_reduction(reduction, spec)
     n_threads = get_num_threads() if n_threads is None else _check_threads(n_threads)
     params = tuple(_scalar_param(p, v) for p, v in zip(spec.params, params))
     want_hess = want_grad == 2
@@ -359,6 +373,8 @@ def _call(spec: Loss, backend, input, target, weight, pos_weight, ignore_index, 
             grad_out = out
 
     # ----- every check has passed: from here on, results are written
+    if reduction == "batchmean":  # a mean by the batch size: "mean" with that divisor
+        reduction, divisor = "mean", _batch_divisor(shape)
     if reduction == "mean" and w is not None and _KERNEL[kernel_name].mean_divisor != "count":
         w, divisor = _normal_weight_scale(w, divisor, dtype)
     grad_scale = _mean_scale(reduction, divisor)
@@ -581,6 +597,8 @@ def _docstring(spec: Loss, grad: int, backend_name: str) -> str:
         "target_weight": "the sum of weight[target] over non-ignored samples (their count without weight)",
     }[spec.mean_divisor]
     lines += [f"``reduction='mean'`` divides the summed loss by {divisor}."]
+    lines += [f"``reduction='{r}'`` divides the summed loss by {EXTRA_REDUCTIONS[r]} (its gradient and Hessian "
+              "are scaled by the same divisor)." for r in spec.extra_reductions]
     lines += list(spec.notes)
     for p in spec.params:
         lines.append(f"``{p.name}`` ({p.domain}, default {p.default!r}): {p.doc}.")

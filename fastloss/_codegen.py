@@ -49,7 +49,8 @@ def load_registry():
 
 
 def c_param_type(param) -> str:
-    return "int" if param.type is int else "double"
+    """int for int and bool parameters (a bool is 0 or 1, checked by params_ok), else double."""
+    return "int" if param.type in (int, bool) else "double"
 
 
 def c_arguments(kernel, real: str, pyssize: str = "Py_ssize_t", hess: bool = False) -> list[tuple[str, str]]:
@@ -230,7 +231,10 @@ PXD_HEAD = '''# cython: language_level=3
 #   ``target`` and ``losses`` ``(N, K)``; ``weight`` (or NULL) one weight per class.
 # * ``grad`` NULL for the loss alone (it may be ``input``: in place); ``losses`` NULL or the
 #   per-element losses (``reduction="none"``); ``reduction`` FASTLOSS_MEAN or FASTLOSS_SUM;
-#   ``n_threads`` 0 for OpenMP's default.
+#   ``n_threads`` 0 for OpenMP's default. A bool parameter is an ``int``, 0 or 1.
+# * ``reduction="batchmean"`` (kl_div): call with FASTLOSS_SUM, divide the returned loss by
+#   the batch size B (input.shape[0], 1 for a 0-d input) and multiply grad (and hess) by
+#   ``(T)(1.0 / B)``: the Python API's "batchmean", bit for bit.
 # * A bad argument (sizes, NULL buffers, overlaps, a parameter outside its domain, a value
 #   outside its domain, a class index out of range) returns NaN with nothing written.
 
@@ -277,6 +281,10 @@ def losses_h(reg) -> str:
         out += ["/*" + title[2:] + "-" * max(4, 88 - len(title)), " *"]
         out += wrap(f"{loss.summary} Per element (sample): {loss.formula}. Gradient: {loss.gradient}.")
         out += wrap(f'"mean" divides by {DIVISOR_WORDS[kernel_divisor(k)]}.')
+        for r in loss.extra_reductions:
+            out += wrap(f'"{r}" (Python API) divides by {reg.EXTRA_REDUCTIONS[r]}: here, call with '
+                        "FASTLOSS_SUM, divide the loss by that divisor B and multiply grad (and hess) "
+                        "by (T)(1.0 / B), which gives the Python API's bits.")
         for p in k.params:
             out += wrap(f"{p.name}: {p.domain} (default {p.default!r}); {p.doc}.")
         if k.probabilities:
@@ -321,7 +329,8 @@ def stub_functions(reg) -> list[str]:
             extra = [] if order == 0 else [f"out: {array} | None = None" if order == 1 else
                                            f"out: tuple[{array}, {array}] | None = None"]
             extra += [f"{n}: {a} = {d!r}" for n, a, d in loss.hessian_keyword()] if order == 2 else []
-            for reduction, result in (('Literal["mean", "sum"] = "mean"', "np.floating[Any]"),
+            reduced = ", ".join(f'"{r}"' for r in loss.reductions if r != "none")
+            for reduction, result in ((f'Literal[{reduced}] = "mean"', "np.floating[Any]"),
                                       ('Literal["none"]', array)):
                 args = ", ".join(kw + [f"reduction: {reduction}", "n_threads: int | None = None"] + extra)
                 ret = f"tuple[{', '.join([result] + [array] * order)}]" if order else result
@@ -365,7 +374,10 @@ def docs_losses(reg) -> str:
     out = ["| function | kind | parameters beyond `reduction`, `n_threads` | `\"mean\"` divides by |",
            "|---|---|---|---|"]
     for loss in reg.LOSSES:
-        out.append(f"| `{loss.name}` | {loss.kind} | {params_of(loss)} | {loss.mean_divisor.replace('_', ' ')} |")
+        divisor = loss.mean_divisor.replace('_', ' ')
+        divisor += "".join(f"; `\"{r}\"`: batch size" if r == "batchmean" else f"; `\"{r}\"`"
+                           for r in loss.extra_reductions)
+        out.append(f"| `{loss.name}` | {loss.kind} | {params_of(loss)} | {divisor} |")
     for loss in reg.LOSSES:
         out += ["", f"#### `{loss.name}` / `{loss.name}_grad` / `{loss.name}_grad_hess`", "", loss.summary, "",
                 f"- loss per element (sample): `{loss.formula}`", f"- gradient: `{loss.gradient}`",
@@ -376,6 +388,8 @@ def docs_losses(reg) -> str:
                        "second derivative (then weighted and scaled as the exact one)")
         out += [
                 f"- `\"mean\"` divides by {DIVISOR_WORDS[loss.mean_divisor]}"]
+        out += [f"- `reduction=\"{r}\"` (also taken): divides by {reg.EXTRA_REDUCTIONS[r]}; the gradient "
+                "and Hessian are scaled by the same divisor" for r in loss.extra_reductions]
         domains = {"unit": "in [0, 1]", "sign": "-1 or +1", "nonnegative": ">= 0", "positive": "> 0"}
         if loss.input_domain:
             out.append(f"- input values must be {domains[loss.input_domain]} (else `ValueError`)")

@@ -565,16 +565,17 @@ def tweedie_deviance_hess(x, t, pw, power):
 
 
 def _in_float64(fn):
-    """float32 computed in float64 and rounded once (as bce_logits): the float64 math is
-    accurate to a few float64 ULP, far below float32's."""
+    """Compute float32 in float64 and round once (as BCE with logits: NumPy's float32 exp and
+    log differ per SIMD level; float64 gives the same bits on every one)."""
 
-    def wrapped(x, t, *args):
+    def wrapped(x, t, pw, *params):
         if x.dtype != np.float32:
-            return fn(x, t, *args)
-        out = fn(x.astype(np.float64), t.astype(np.float64), *args)
+            return fn(x, t, pw, *params)
+        out = fn(x.astype(np.float64), t.astype(np.float64), None if pw is None else pw.astype(np.float64),
+                 *params)
         if isinstance(out, tuple):
-            return tuple(None if v is None else v.astype(np.float32) for v in out)
-        return out.astype(np.float32)
+            return tuple(None if v is None else np.asarray(v).astype(np.float32) for v in out)
+        return np.asarray(out).astype(np.float32)
 
     return wrapped
 
@@ -673,6 +674,76 @@ def sigmoid_focal(x, t, pw, alpha, gamma, want_grad):
 def sigmoid_focal_hess(x, t, pw, alpha, gamma):
     at, _, _, h, zero_or_nan = _focal_terms(x, t, alpha, gamma, True)
     return np.where(at == 0, zero_or_nan, at * h if gamma == 0 else h)
+_HALF_LOG_2PI = 0.91893853320467274178  # log(2 pi) / 2
+
+
+def _rate_plus_eps(x, eps):
+    """(log(x + eps), 1 / (x + eps), c) with the rounding error d of s = x + eps (TwoSum),
+    c = d / s: log(s) + c and (1 / s)(1 - c), as the compiled kernel (PyTorch rounds s). x
+    is float64 here (float32 is computed in float64): eps is the double itself."""
+    s = x + eps
+    b = s - x
+    d = (x - (s - b)) + (eps - b)
+    inv = 1 / s
+    c = np.where((s != 0) & np.isfinite(s) & (d != 0), d * inv, 0)  # (s < 0: the gradient is finite)
+    return np.log(s) + np.where(s > 0, c, 0), np.where(c != 0, inv - inv * c, inv), c
+
+
+@elementwise("poisson_nll_loss")
+@_in_float64
+def poisson_nll(x, t, pw, log_input, full, eps, want_grad=False):
+    # PyTorch's formulas and NaN / inf (see the compiled PoissonNll): log_input: exp(x) - y x,
+    # gradient exp(x) - y; else x - y log(x + eps), gradient 1 - y / (x + eps), the sum x + eps
+    # with its rounding error. full: + y log y - y + log(2 pi y) / 2 where y > 1.
+    if log_input:
+        e = np.exp(x)
+        loss, grad = e - t * x, e - t
+    else:
+        # the gradient 1 - y (1 / s)(1 - c) as (1 - q) + q c, q = y / s (as the compiled kernel)
+        log_s, _, c = _rate_plus_eps(x, eps)
+        q = t / (x + eps)
+        loss, grad = x - t * log_s, np.where(c != 0, (1 - q) + q * c, 1 - q)
+    if full:
+        ly = np.log(t)
+        loss = loss + np.where(t <= 1, 0, (t * ly - t) + (0.5 * ly + _HALF_LOG_2PI))
+    return loss, (grad if want_grad else None)
+
+
+@hessian("poisson_nll_loss")
+@_in_float64
+def poisson_nll_hess(x, t, pw, log_input, full, eps):
+    if log_input:
+        return np.exp(x)
+    _, inv, _ = _rate_plus_eps(x, eps)
+    return (t * inv) * inv
+
+
+@elementwise("kl_div")
+@_in_float64
+def kl_div(x, t, pw, log_target, want_grad=False):
+    # y (log y - x) (log_target: exp(y) (y - x)); a term whose coefficient is 0 (y == 0, or
+    # y == -inf with log_target) is 0 even at x = +-inf, NaN for NaN x (see the compiled
+    # KlDiv); gradient -y (-exp(y)).
+    if log_target:
+        coef, d = np.exp(t), t - x
+        # exp(y) (y - x) as exp(y / 2) (exp(y / 2) (y - x)) where exp(y) alone would be
+        # subnormal or overflow and the term need not; exp(y) > 0 times an infinite
+        # difference is that infinity (the compiled kernel: vm::exp_times)
+        half = np.exp(t / 2)
+        term = np.where(np.abs(t) > 700, half * (half * d), coef * d)
+        term = np.where(np.isfinite(t) & np.isinf(d), d, term)
+        zero = t == -np.inf
+    else:
+        coef = t
+        term = t * (np.log(t) - x)
+        zero = t == 0
+    loss = np.where(zero, np.where(np.isnan(x), x, 0), term)
+    return loss, (-coef if want_grad else None)
+
+
+@hessian("kl_div")
+def kl_div_hess(x, t, pw, log_target):
+    return x.dtype.type(0)  # linear in x (the usual Hessian is the policy's constant)
 
 
 # --------------------------------------------------------------------------- class math

@@ -34,6 +34,13 @@ mean_divisor
     (the number of elements when no weight is given),
     ``"target_weight"``: the sum of ``weight[target]`` over the samples whose target is not
     ``ignore_index`` (their count when no weight is given).
+extra_reductions
+    Reductions a loss takes beyond ``"mean"``, ``"sum"`` and ``"none"`` (``REDUCTIONS``),
+    each a mean by another divisor (``EXTRA_REDUCTIONS``): ``"batchmean"`` (``kl_div``, as
+    PyTorch) divides the sum by the size of the input's first axis (1 for a 0-d input). Every
+    other loss refuses them like any unknown reduction. The compiled fast path leaves them to
+    the general path; at the C level they are ``FASTLOSS_SUM`` scaled by the caller
+    (``docs/API.md``, "C and Cython level").
 """
 
 from __future__ import annotations
@@ -90,12 +97,13 @@ class Interval:
     def __str__(self) -> str:
         lo = None if self.low is None else ("[" if self.closed in ("both", "left") else "(")
         hi = None if self.high is None else ("]" if self.closed in ("both", "right") else ")")
+        number = "a finite number" if self.finite else "a number"
         if lo and hi:
-            return f"a number in {lo}{_num(self.low)}, {_num(self.high)}{hi}"
+            return f"{number} in {lo}{_num(self.low)}, {_num(self.high)}{hi}"
         if lo:
-            return f"a number {'>=' if lo == '[' else '>'} {_num(self.low)}"
+            return f"{number} {'>=' if lo == '[' else '>'} {_num(self.low)}"
         if hi:
-            return f"a number {'<=' if hi == ']' else '<'} {_num(self.high)}"
+            return f"{number} {'<=' if hi == ']' else '<'} {_num(self.high)}"
         return "a finite real number" if self.finite else "a real number (not NaN)"
 
 
@@ -108,8 +116,8 @@ class OneOf:
     def contains(self, v) -> bool:
         return v in self.values
 
-    def c_test(self, v: str) -> str:
-        return "(" + " || ".join(f"{v} == {x!r}" for x in self.values) + ")"
+    def c_test(self, v: str) -> str:  # (a bool parameter reaches the C level as 0 or 1)
+        return "(" + " || ".join(f"{v} == {int(x) if isinstance(x, bool) else x!r}" for x in self.values) + ")"
 
     def __str__(self) -> str:
         *head, last = [_num(x) for x in self.values]
@@ -117,6 +125,8 @@ class OneOf:
 
 
 def _num(x) -> str:
+    if isinstance(x, bool):
+        return repr(x)
     return repr(int(x)) if float(x).is_integer() else repr(x)
 
 
@@ -126,7 +136,10 @@ class Param:
 
     name: str
     default: object
-    type: type  # float or int: what the value is converted to
+    # float, int or bool: what the value is converted to (a bool parameter takes Python and
+    # NumPy bools only, OneOf((False, True)); the kernels get it as 0.0 / 1.0, the C level as
+    # an int 0 / 1)
+    type: type
     domain: Interval | OneOf = Interval()
     doc: str = ""
 
@@ -149,6 +162,7 @@ class Loss:
     # last axis), each value in QUANTILE; the kernels read it as their second operand
     quantile: bool = False
     mean_divisor: str = "count"
+    extra_reductions: tuple[str, ...] = ()  # beyond REDUCTIONS: "batchmean" (EXTRA_REDUCTIONS)
     input_domain: str | None = None  # "unit": values must lie in [0, 1]
     target_domain: str | None = None  # "unit", "sign" (values in {-1, +1}), "nonnegative", "positive"
     ignore_index: bool = False  # takes ``ignore_index`` (class losses)
@@ -195,6 +209,11 @@ class Loss:
             kw.append(("ignore_index", "int", -100))
         kw += [(p.name, p.type.__name__, p.default) for p in self.params]
         return kw
+
+    @property
+    def reductions(self) -> tuple[str, ...]:
+        """Every ``reduction`` the loss takes: REDUCTIONS, then its extra ones."""
+        return REDUCTIONS + self.extra_reductions
 
     @property
     def functions(self) -> tuple[str, ...]:
@@ -451,11 +470,54 @@ LOSSES: tuple[Loss, ...] = (
                "gamma=0 with a negative alpha is binary_cross_entropy_with_logits bit for bit "
                "(loss, gradient and Hessian).",),
     ),
+    Loss(
+        "poisson_nll_loss", "elementwise", "Poisson negative log-likelihood (PyTorch's poisson_nll_loss).",
+        functor="PoissonNll",
+        formula=("exp(x) - y * x  (log_input=True: x is the log-rate), x - y * log(x + eps)  (log_input=False: "
+                 "x is the rate); full=True adds y * log(y) - y + 0.5 * log(2 * pi * y) where y > 1 "
+                 "(Stirling's approximation of log(y!); 0 where y <= 1)"),
+        gradient="exp(x) - y  (log_input=True), 1 - y / (x + eps)  (log_input=False)",
+        hessian="exp(x)  (log_input=True), y / (x + eps)**2  (log_input=False)",
+        params=(Param("log_input", True, bool, OneOf((False, True)),
+                      "the input is the log of the Poisson rate (else the rate itself)"),
+                Param("full", False, bool, OneOf((False, True)),
+                      "add the Stirling term, so the loss is the full negative log-likelihood"),
+                Param("eps", 1e-8, float, Interval(0, None, "left", finite=True),
+                      "added to the rate before its log when log_input=False (as PyTorch)")),
+        notes=("Any real target is accepted and NaN, inf and negative values give PyTorch's results "
+               "(log_input=False: a rate x + eps < 0 gives NaN).",
+               "log_input=False: log(x + eps) and 1 / (x + eps) take the rounding error of the sum "
+               "x + eps into account (accurate where it rounds, e.g. x near 1 with a large count).",),
+    ),
+    Loss(
+        "kl_div", "elementwise", "Pointwise Kullback-Leibler divergence (PyTorch's kl_div).",
+        functor="KlDiv",
+        formula=("y * (log(y) - x), 0 where y == 0  (x: log-probabilities, y: probabilities); "
+                 "log_target=True: exp(y) * (y - x), 0 where exp(y) == 0  (y: log-probabilities)"),
+        gradient="-y  (log_target=True: -exp(y))",
+        hessian="0 (the loss is linear in x)", hessian_policy=1.0,
+        params=(Param("log_target", False, bool, OneOf((False, True)),
+                      "the target holds log-probabilities (else probabilities)"),),
+        extra_reductions=("batchmean",),
+        notes=("reduction='batchmean' is the KL divergence of each sample (PyTorch's recommended "
+               "reduction); 'mean', the default (as PyTorch, which warns about it; fastloss does not), "
+               "divides by the element count.",
+               "A term whose coefficient y (exp(y)) is 0 is 0 even where x is +-inf (PyTorch: "
+               "0 * inf = NaN there); NaN in x still gives NaN. A negative target (log_target=False) "
+               "gives NaN, as PyTorch.",),
+    ),
 )
 
 BY_NAME: dict[str, Loss] = {loss.name: loss for loss in LOSSES}
 
 REDUCTIONS = ("mean", "sum", "none")
+
+# The reductions a loss may take beyond REDUCTIONS (Loss.extra_reductions): each is a mean by
+# its own divisor, described here (docs, docstrings, messages). "batchmean": PyTorch's
+# kl_div (the sum divided by input.shape[0]; a 0-d input is not divided).
+EXTRA_REDUCTIONS = {
+    "batchmean": "the size of the input's first axis, input.shape[0] (1 for a 0-d input: the sum)",
+}
 
 # Kernels of the backends: one per loss, and cross-entropy from class probabilities (its own
 # kernel behind the same public function). A kernel's id (C++ fl::kernel::Id, the C level)

@@ -318,6 +318,9 @@ cdef inline bint usable_out(object out, cnp.ndarray x, int typenum, cnp.ndarray 
 cdef inline int reduction_code(object reduction) noexcept:
     # Exact str only (its comparison cannot raise); subclasses such as np.str_ take the
     # general path, which reads them by their characters (fastloss._api._check_reduction).
+    # "mean", "sum" and "none" only: a loss's extra reductions (kl_div's "batchmean", a mean
+    # by the batch size) take the general path too, which computes their divisor (and which
+    # refuses them for every other loss).
     if type(reduction) is not str:
         return -1
     if reduction == "mean":

@@ -126,6 +126,17 @@ def _make_claims(rng, n, dtype):
     return x, rng.gamma(2.0 * k, np.exp(x.astype(np.float64)) / 2.0).astype(dtype)  # shape 0: 0
 
 
+def _make_poisson(rng, n, dtype):
+    x = _normal(rng, n, dtype, 0.5)  # log-rates
+    return x, rng.poisson(np.exp(x)).astype(dtype)  # counts
+
+
+def _make_kl(rng, n, dtype):
+    x = rng.exponential(2.3, n).astype(dtype)
+    x *= -1  # log-probabilities <= 0
+    return x, rng.random(n, dtype=dtype)  # probabilities
+
+
 def _make_classes(classes, log_softmax=False):
     def make(rng, n, dtype):
         rows = max(1, n // classes)
@@ -369,6 +380,17 @@ def np_tweedie_deviance(x, y, power=1.5):
     mu_a, mu_b = np.exp(a * x), np.exp(b * x)
     loss = 2 * np.mean(y ** b / (a * b) - y * mu_a / a + mu_b / b)
     grad = (mu_b - y * mu_a) * (2.0 / x.size)
+def np_poisson_nll(x, y):
+    e = np.exp(x)
+    loss = np.mean(e - y * x)
+    grad = (e - y) * (1.0 / x.size)
+    return loss, grad
+
+
+def np_kl_div(x, y):
+    ylogy = np.where(y > 0, y * np.log(np.where(y > 0, y, 1)), 0)  # xlogy(y, y): 0 at y = 0
+    loss = np.mean(ylogy - y * x)
+    grad = y * (-1.0 / x.size)
     return loss, grad
 
 
@@ -390,6 +412,8 @@ NUMPY: dict[str, Callable] = {
     "poisson_deviance": np_poisson_deviance,
     "gamma_deviance": np_gamma_deviance,
     "tweedie_deviance": np_tweedie_deviance,
+    "poisson_nll_loss": np_poisson_nll,
+    "kl_div": np_kl_div,
 }
 
 
@@ -435,6 +459,9 @@ TORCH: dict[str, Callable] = {
     "poisson_deviance": _torch_deviance(1),
     "gamma_deviance": _torch_deviance(2),
     "tweedie_deviance": _torch_deviance(1.5),
+    "poisson_nll_loss": lambda F, x, y: F.poisson_nll_loss(x, y),
+    # "mean" as the sum over the element count: F.kl_div(reduction="mean") warns at every call
+    "kl_div": lambda F, x, y: F.kl_div(x, y, reduction="sum") / x.numel(),
 }
 
 
@@ -480,6 +507,8 @@ SKLEARN: dict[str, SklearnLoss | None] = {
     "poisson_deviance": None,
     "gamma_deviance": None,
     "tweedie_deviance": None,
+    "poisson_nll_loss": SklearnLoss("HalfPoissonLoss", {}, 1.0),  # exp(raw) - y raw: log_input, not full
+    "kl_div": None,
 }
 
 
@@ -527,6 +556,8 @@ JAX: dict[str, Callable] = {
     "gamma_deviance": lambda jnp, nn, x, y: 2 * jnp.mean(x - jnp.log(y) + y * jnp.exp(-x) - 1),
     "tweedie_deviance": lambda jnp, nn, x, y: 2 * jnp.mean(  # power 1.5: a = -0.5, b = 0.5
         y ** 0.5 / -0.25 - y * jnp.exp(-0.5 * x) / -0.5 + jnp.exp(0.5 * x) / 0.5),
+    "poisson_nll_loss": lambda jnp, nn, x, y: jnp.mean(jnp.exp(x) - y * x),
+    "kl_div": lambda jnp, nn, x, y: jnp.mean(jnp.where(y > 0, y * jnp.log(jnp.where(y > 0, y, 1.0)), 0.0) - y * x),
 }
 
 

@@ -15,6 +15,10 @@
 //                                            last (2 r cannot overflow where 2 r w s is finite)
 //   static constexpr bool flat_zero = true;  a zero g (or h) is a selected constant (a hinge's
 //                                            flat side): it stays 0 whatever the weight
+// A loss whose parameters select different math (Poisson NLL's log_input, KL's log_target)
+// has a chooser as its registry functor: `static constexpr bool options = true` and
+// with_options(p, f), calling f with the functor of those options as template arguments, so
+// each variant's loops vectorise without a branch (isa.inc, run_functor).
 // h is the whole second derivative (no factor left out); the driver weighs it as g.
 // Numerics: each functor states its domain, formula and stability trick. Included once per
 // instruction-set namespace (isa.inc), like vecmath.hpp whose vm:: functions it uses.
@@ -704,5 +708,106 @@ struct SigmoidFocal {
         g = mg == T(0) ? T(0) : g;
         h = at == T(0) ? zero_or_nan : (bce_bits != T(0) ? ce2 : (at * (mg * (is_bce != T(0) ? ss_s : t2_s))) * down);
         h = mg == T(0) ? T(0) : h;
+    }
+};
+
+template <typename T, bool LOG_INPUT, bool FULL>
+struct PoissonNllOf {
+    // PyTorch's poisson_nll_loss; any real x and y (no domain: PyTorch's NaN and inf).
+    // LOG_INPUT: x is the log-rate. loss exp(x) - y x with y x fused into the subtraction
+    // (vm::mad: one rounding on the FMA levels; the terms may cancel, as in any rounded
+    // formula), gradient exp(x) - y, second derivative exp(x). exp(+inf) - y inf is NaN and
+    // 0 * inf too, as in PyTorch.
+    // Else x is the rate: loss x - y log(x + eps), gradient 1 - y / (x + eps), second
+    // derivative y / (x + eps)^2. s = x + eps is rounded with its error d (TwoSum, exact; eps
+    // as eps_hi + eps_lo, both in T: the double eps, not its float rounding), and
+    // log(x + eps) = log(s) + c, c = d / s (vm::log_rel), 1 / (x + eps) = (1 / s)(1 - c):
+    // accurate where x + eps rounds (a rate near 1 with a large count: PyTorch's log(s) is
+    // off by y d / s there). The gradient 1 - q (1 - c), q = y / s, as (1 - q) + q c: where
+    // 1 - q cancels (y ~ x + eps) the correction is not lost in the rounding of q (1 - c).
+    // s = 0 gives -inf, s < 0 NaN (PyTorch; the gradient stays finite). y / (x + eps)^2 as
+    // (y / s) / s: no overflow of s^2 where the result is finite.
+    // FULL: + y log y - y + 0.5 log(2 pi y) where y > 1 (0 where y <= 1, NaN for NaN y, as
+    // PyTorch's masked_fill), from one log: (y log y - y, fused) + (0.5 log y + log(2 pi) / 2).
+    static constexpr bool heavy = true;
+    T eps, eps_lo;
+    explicit PoissonNllOf(const double* p) : eps(T(p[2])), eps_lo(T(p[2] - double(T(p[2])))) {}
+    FL_OP void operator()(T x, T y, T, T& l, T& g, T& h) const {
+        if constexpr (LOG_INPUT) {
+            const T e = vm::exp(x);
+            l = vm::mad(-y, x, e);
+            g = e - y;
+            h = e;
+        } else {
+            const T s = x + eps, b = s - x;
+            const T d = ((x - (s - b)) + (eps - b)) + eps_lo;  // s + d ~ x + eps (finite s)
+            const T inv = T(1) / s;
+            // c = d / s where s is finite and not 0 (s < 0: the loss is NaN, the gradient is
+            // not); 0 where inv may be inf (s subnormal: d == 0)
+            const bool regular = s != T(0) && s - s == T(0) && d != T(0);
+            const T c = regular ? d * inv : T(0);
+            l = vm::mad(-y, vm::log_rel(s, c), x);
+            const T q = y * inv, one_minus_q = T(1) - q;
+            g = c != T(0) ? vm::mad(q, c, one_minus_q) : one_minus_q;  // (c == 0: q may be inf)
+            const T inv_c = c != T(0) ? vm::mad(-inv, c, inv) : inv;  // 1 / (x + eps)
+            h = (y * inv_c) * inv_c;
+        }
+        if constexpr (FULL) {
+            const T ly = vm::log(y);
+            const T stirling = vm::mad(y, ly, -y) + vm::mad(T(0.5), ly, T(0.91893853320467274178));
+            l = l + (y <= T(1) ? T(0) : stirling);
+        }
+    }
+};
+
+template <typename T>
+struct PoissonNll {  // the registry's functor: log_input and full select the math (isa.inc)
+    static constexpr bool options = true;
+    template <class F>
+    static double with_options(const double* p, F f) {
+        if (p[0] != 0)
+            return p[1] != 0 ? f(PoissonNllOf<T, true, true>(p)) : f(PoissonNllOf<T, true, false>(p));
+        return p[1] != 0 ? f(PoissonNllOf<T, false, true>(p)) : f(PoissonNllOf<T, false, false>(p));
+    }
+};
+
+template <typename T, bool LOG_TARGET>
+struct KlDivOf {
+    // PyTorch's kl_div; x: log-probabilities, y: probabilities (LOG_TARGET: log-probabilities),
+    // any real values. loss y (log y - x): one product of the difference (PyTorch's
+    // xlogy(y, y) - y x has the same terms; where log y and x cancel, the error is that of
+    // log y, relative to the terms). LOG_TARGET: exp(y) (y - x), the product formed before
+    // exp(y)'s scaling (vm::exp_times: exact to about 1.5 ulp even where exp(y) alone is
+    // subnormal, y < -87 in float32, and the term is not). A term whose coefficient is 0
+    // (y == 0, or y == -inf with LOG_TARGET) is exactly 0, also at x = +-inf (PyTorch:
+    // 0 * inf = NaN), and NaN for NaN x. y < 0 (not LOG_TARGET): log y and the loss are NaN,
+    // as PyTorch.
+    // Gradient -y (-exp(y)), whatever x (PyTorch's autograd too); second derivative 0 (the
+    // usual Hessian is the policy's constant).
+    static constexpr bool heavy = true;
+    explicit KlDivOf(const double*) {}
+    FL_OP void operator()(T x, T y, T, T& l, T& g, T& h) const {
+        T coef, term, zero_at;
+        if constexpr (LOG_TARGET) {
+            term = vm::exp_times(y, y - x, coef);
+            zero_at = -std::numeric_limits<T>::infinity();  // exp(-inf) == 0
+        } else {
+            coef = y;
+            term = y * (vm::log(y) - x);
+            zero_at = T(0);
+        }
+        const T zero = x != x ? x : T(0);
+        l = y == zero_at ? zero : term;
+        g = -coef;
+        h = T(0);
+    }
+};
+
+template <typename T>
+struct KlDiv {  // the registry's functor: log_target selects the math (isa.inc)
+    static constexpr bool options = true;
+    template <class F>
+    static double with_options(const double* p, F f) {
+        return p[0] != 0 ? f(KlDivOf<T, true>(p)) : f(KlDivOf<T, false>(p));
     }
 };

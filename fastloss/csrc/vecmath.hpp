@@ -128,6 +128,35 @@ FL_VM_INLINE T exp(T x) {
     return exp_poly(r) * pow2<T>(k1) * pow2<T>(k - k1);  // NaN x: NaN through r
 }
 
+// exp(x) into e (the bits of exp(x)) and exp(x) * d, returned, from one argument reduction:
+// the product is ((p 2^k2) d) 2^k1 with p = exp(r) in [0.7, 1.42], k1 = k / 2 (truncated) and
+// k2 = k - k1 (so p 2^k2 <= 0.71 for k < 0, and for k >= 0 every intermediate is at most the
+// result: no spurious overflow), so it does not lose the bits exp(x) loses where it is subnormal (KL
+// divergence's exp(y) (y - x) for a log-target y < -87 in float32: exp(y) keeps a few bits,
+// the product may be normal): one rounding of the product, one more only where the result
+// is subnormal; about 1.5 ulp. e is exp(x) bit for bit (the same single rounding of p 2^k).
+// Beyond [exp_lo, exp_hi] exp(x) is 0 or inf and the product is e * d, but d itself for a
+// finite x where e * d is NaN: an infinite d below exp_lo (exp(x) > 0 there), d == 0 above.
+template <typename T>
+FL_VM_INLINE T exp_times(T x, T d, T& e) {
+    using B = Bits<T>;
+    using I = typename B::I;
+    T xc = x < B::exp_lo ? B::exp_lo : (x > B::exp_hi ? B::exp_hi : x);  // NaN stays NaN
+    T shifted = mad(xc, T(1.44269504088896340736), B::round_magic);
+    T n = shifted - B::round_magic;
+    I k = I(to_bits(shifted) - to_bits(B::round_magic));
+    T r = mad(-n, T(B::ln2_lo), mad(-n, T(B::ln2_hi), xc));
+    I k1 = k / 2;
+    T p = exp_poly(r), s1 = pow2<T>(k1), s2 = pow2<T>(k - k1);
+    e = p * s1 * s2;  // as exp(x)
+    T product = ((p * s2) * d) * s1;
+    // outside: e * d, but d itself where that is NaN for a finite x (0 * inf below exp_lo,
+    // inf * 0 above exp_hi, whose exact products are inf and 0); selects on T values only
+    T ed = e * d, finite_x = x - x == T(0) ? d : ed;
+    T outside = ed != ed ? finite_x : ed;
+    return xc == x ? product : outside;
+}
+
 // exp(x) for x <= 0 or NaN (BCE with logits: exp(-|x|); softmax: exp(x - max)): the same
 // bits as exp(x), with one clamp and one scaling step: p 2^(k + OFF) is exact (a normal
 // number for every k >= exp_lo / ln2), and the multiplication by 2^-OFF rounds once, as
@@ -229,6 +258,21 @@ FL_VM_INLINE T log1p(T u) {
                           : (m > T(0) ? m : std::numeric_limits<T>::quiet_NaN());
     special = u != u ? u : special;
     return regular ? result : special;
+}
+
+// log(m (1 + c)) = log(m) + c to first order, for any m and a tiny relative correction
+// |c| <= 2^-p (the dropped c^2 / 2 is below 2^-2p): the log of an exact sum a + b given its
+// rounded value m = fl(a + b) and c = d / m, d = a + b - m its rounding error (TwoSum), to
+// about 1 ulp (as log) where a + b rounds (Poisson NLL's log(x + eps) near 1). m = 0, inf,
+// NaN or negative: log(m) (-inf, inf, NaN), c ignored.
+template <typename T>
+FL_VM_INLINE T log_rel(T m, T c) {
+    T safe = m > T(0) && m < std::numeric_limits<T>::infinity() ? m : T(1);
+    T result = log_core(safe, c);
+    T special = m == T(0) ? -std::numeric_limits<T>::infinity()
+                          : (m > T(0) ? m : std::numeric_limits<T>::quiet_NaN());  // inf, NaN
+    special = m != m ? m : special;
+    return safe == m ? result : special;
 }
 
 // Binary cross-entropy's two logs, for x in [0, 1] (the front layer validates the domain),

@@ -279,6 +279,7 @@ EXTREME_PARAMS = {
     float: [-math.inf, math.inf, math.nan, -5e-324, 5e-324, -0.0, 1.7976931348623157e308,
             np.nextafter(1.0, 2.0), np.nextafter(0.0, -1.0)],
     int: [INT_MIN, INT_MAX, -2, 0, 3, 1, 2],
+    bool: [INT_MIN, INT_MAX, -1, 0, 1, 2],  # a C int: 0 and 1 only
 }
 
 

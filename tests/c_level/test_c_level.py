@@ -46,7 +46,7 @@ def c_signature(spec, probabilities: bool = False, hess: bool = False):
     """The argument types of the loss's C kernel, from the registry (``hess``: its
     ``_grad_hess`` twin: the Hessian's buffer after ``grad``, and ``hessian`` before
     ``reduction`` where the loss has a policy)."""
-    scalars = [INT if p.type is int else DBL for p in spec.params]
+    scalars = [INT if p.type in (int, bool) else DBL for p in spec.params]  # a bool: int 0 or 1
     if hess and spec.hessian_policy is not None:
         scalars.append(DBL)
     outs = [P, P, P] if hess else [P, P]
@@ -186,7 +186,7 @@ def test_c_kernel_threads_and_in_place(loss, n_threads):
 
 
 def _bad_param_value(p):
-    return 3 if p.type is int else math.nan
+    return 3 if p.type in (int, bool) else math.nan
 
 
 def _error_overrides(spec, x, t):
@@ -256,7 +256,7 @@ def test_bad_arguments_return_nan_and_write_nothing(loss, dtype):
 
 
 PARAM_CANDIDATES = {float: [-math.inf, -1.0, -0.0, 0.0, 5e-324, 0.5, 1.0, 1.5, 2.0, 1e300, math.inf, math.nan],
-                    int: [-1, 0, 1, 2, 3]}
+                    int: [-1, 0, 1, 2, 3], bool: [-1, 0, 1, 2, 3]}
 
 
 @pytest.mark.parametrize("loss", [s.name for s in LOSSES if s.params])

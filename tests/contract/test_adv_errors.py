@@ -73,11 +73,37 @@ def test_extreme_valid_ignore_index(api, name, path):
 
 
 def _float_params():
+    """The numeric (float and int) parameters."""
     out = []
     for name in NAMES:
         for p in BY_NAME[name].params:
-            out.append(pytest.param(name, p.name, id=f"{name}-{p.name}"))
+            if p.type is not bool:
+                out.append(pytest.param(name, p.name, id=f"{name}-{p.name}"))
     return out
+
+
+def _bool_params():
+    return [pytest.param(name, p.name, id=f"{name}-{p.name}") for name in NAMES
+            for p in BY_NAME[name].params if p.type is bool]
+
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("name,param", _bool_params())
+def test_bool_parameters_take_bools_only(api, name, param, path):
+    """A flag (poisson_nll_loss's log_input, full; kl_div's log_target) takes Python and
+    NumPy bools, with the same results; anything else is a TypeError naming it, 1 and 0
+    included (as ints are refused where a float is wanted)."""
+    for dtype in FLOATS:
+        x, t, kw = valid_call(name, path, dtype)
+        for flag in (False, True):
+            expected = all_results(api, name, x, t, {**kw, param: flag})
+            for same in (np.bool_(flag), bool(np.bool_(flag))):
+                got = all_results(api, name, x, t, {**kw, param: same})
+                for key in expected:
+                    assert_bitwise(got[key], expected[key], f"{param}={same!r}: {key}")
+        for bad in (1, 0, 1.0, 0.0, np.int64(1), np.float64(0.0), "True", None, [True], np.array(True),
+                    math.nan):
+            _refused(api, name, x, t, {**kw, param: bad}, TypeError, [param])
 
 
 HUGE_NUMBERS = [10**400, -(10**400), 2**1024, Fraction(10**400), Fraction(-(10**400), 3)]

@@ -64,8 +64,12 @@ def test_every_record_is_complete(name):
             problems.append(f"{field}: not callable")
     if record.gradient_support not in GRADIENT_SUPPORTS:
         problems.append(f"gradient_support: {record.gradient_support!r} not one of {sorted(GRADIENT_SUPPORTS)}")
-    if record.gradient_sign not in GRADIENT_SIGNS[spec.kind]:
-        problems.append(f"gradient_sign: {record.gradient_sign!r} not one of {sorted(GRADIENT_SIGNS[spec.kind])}")
+    own_rule = spec.kind == "elementwise" and callable(record.gradient_sign)
+    if not own_rule and record.gradient_sign not in GRADIENT_SIGNS[spec.kind]:
+        problems.append(f"gradient_sign: {record.gradient_sign!r} not one of {sorted(GRADIENT_SIGNS[spec.kind])} "
+                        "(nor, elementwise, a rule of its own)")
+    if record.exact_loss_terms is not None and (spec.kind != "elementwise" or not callable(record.exact_loss_terms)):
+        problems.append("exact_loss_terms: an elementwise loss's callable, or None")
     if record.non_negative_if is not None and not callable(record.non_negative_if):
         problems.append("non_negative_if: neither None nor a condition on the target")
     ids = [vid for vid, _ in record.accuracy_variants]

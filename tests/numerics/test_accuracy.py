@@ -283,25 +283,31 @@ def test_bounds_are_tight(api):
 # --------------------------------------------------------------------------- reductions
 
 
-def _exact_sum(values):
+def _exact_sum(values, loss_terms=None):
+    """The exact sum, and the sum of the magnitudes each term's error is relative to (|term|,
+    or the larger term it subtracts: ``loss_terms``)."""
     with mpmath.workprec(reference.EXACT_PREC):
-        return mpmath.fsum(values.reshape(-1)), mpmath.fsum(abs(v) for v in values.reshape(-1))
+        flat = values.reshape(-1)
+        scales = flat if loss_terms is None else [max(abs(v), s) for v, s in zip(flat, loss_terms.reshape(-1))]
+        return mpmath.fsum(flat), mpmath.fsum(abs(v) for v in scales)
 
 
-def _representable_terms(x, t, kw, e_loss, e_grad, terms, dtype):
-    """The elements (rows of class losses) whose exact terms the reduction test keeps."""
+def _representable_terms(x, t, kw, e_loss, e_grad, terms, dtype, loss_terms=None):
+    """The elements (rows of class losses) whose exact terms the reduction test keeps (and
+    their ``loss_terms``, last)."""
     limit = np.finfo(dtype).max / (4 * e_loss.size) if dtype == F64 else None
     with mpmath.workprec(reference.EXACT_PREC):
         bad = np.vectorize(lambda v: bool(_overflows(v, dtype) or (limit is not None and abs(v) > limit)),
                            otypes=[bool])(e_loss)
     if not bad.any():
-        return x, t, kw, e_loss, e_grad, terms
+        return x, t, kw, e_loss, e_grad, terms, loss_terms
     if e_loss.shape == x.shape:  # elementwise: weights are full-shaped here
         keep = ~bad
         kw = {k: (v[keep] if isinstance(v, np.ndarray) and v.shape == x.shape else v) for k, v in kw.items()}
-        return x[keep], t[keep], kw, e_loss[keep], e_grad[keep], terms[keep]
+        return (x[keep], t[keep], kw, e_loss[keep], e_grad[keep], terms[keep],
+                None if loss_terms is None else loss_terms[keep])
     keep = ~bad.reshape(len(x), -1).any(axis=1)  # class losses: whole rows (first axis)
-    return x[keep], t[keep], kw, e_loss[keep], e_grad[keep], terms[keep]
+    return x[keep], t[keep], kw, e_loss[keep], e_grad[keep], terms[keep], loss_terms
 
 
 @dtypes
@@ -321,13 +327,10 @@ def test_sum_and_mean_within_relative_bound(api, name, vid, dtype):
     representable total (a known limit: there is no wider type; only float32 has headroom)."""
     loss_bound, grad_bound = bounds_for(api)[name][dtype]
     x, t, kw, e_loss, e_grad, terms = accuracy_case(name, vid, dtype.name)
-    x, t, kw, e_loss, e_grad, terms = _representable_terms(x, t, kw, e_loss, e_grad, terms, dtype)
+    x, t, kw, e_loss, e_grad, terms, loss_terms = _representable_terms(
+        x, t, kw, e_loss, e_grad, terms, dtype, loss_terms_case(name, vid, dtype.name))
     info = np.finfo(dtype)
-    total, magnitude = _exact_sum(e_loss)
-    loss_terms = reference.exact_loss_terms(name, x, t, kw)
-    if loss_terms is not None:  # each term within B ULP of max(|term|, what it cancels)
-        with mpmath.workprec(reference.EXACT_PREC):
-            magnitude = mpmath.fsum(max(abs(v), c) for v, c in zip(e_loss.reshape(-1), loss_terms.reshape(-1)))
+    total, magnitude = _exact_sum(e_loss, loss_terms)  # each term within B ULP of max(|term|, what it cancels)
     x64, t64, kw64 = reference._float64_args(x, t, kw)
     with np.errstate(all="ignore"):  # the formula's terms may overflow; its divisor does not
         divisor = REFERENCES[name].formula(x64, t64, **kw64)[1]

@@ -108,7 +108,8 @@ def _residual_inputs(dtype):
 
 
 # The thresholds of the registry: parameters over [0, inf) or (0, inf) of the residual losses
-# (beta, delta; sigmoid_focal_loss's gamma is an exponent, not a threshold on x - y)
+# (beta, delta: gradient of the sign of x - y; not sigmoid_focal_loss's gamma, an exponent,
+# nor poisson_nll_loss's eps)
 THRESHOLDS = [(spec.name, p.name) for spec in referenced_losses() for p in spec.params
               if isinstance(p.domain, Interval) and p.domain.low == 0 and p.domain.high is None
               and REFERENCES[spec.name].gradient_sign == "x - y"]

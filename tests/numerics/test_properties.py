@@ -292,6 +292,8 @@ def _sign_violations(name, x, t, kw, grad):
     x64 = np.asarray(x, np.float64)
     if BY_NAME[name].kind == "elementwise":
         t64 = np.asarray(t, np.float64)
+        if callable(rule):  # the loss's own rule (its record: poisson_nll_loss, kl_div)
+            return rule(x64, t64, kw, np.asarray(grad, np.float64))
         if rule == "x - y":
             return grad * np.sign(x64 - t64) < 0  # grad has the sign of x - y (or is 0)
         if rule == "-y":

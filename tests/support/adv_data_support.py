@@ -126,9 +126,10 @@ def exact_limits_override(name, x, t, kw, loss_none, grad_sum):
     xf, tf = np.asarray(x, np.float64), np.asarray(t, np.float64)
     loss_none, grad_sum = np.array(loss_none, np.float64), np.array(grad_sum, np.float64)
     bad = ~(np.isfinite(xf) & np.isfinite(tf) & np.isfinite(pw))
+    scalars = {k: v for k, v in kw.items() if not isinstance(v, np.ndarray)}
     for i in zip(*np.nonzero(bad)):
         v, g, _ = reference.exact_terms(name, np.array([xf[i]]), np.array([tf[i]]),
-                                        {"pos_weight": np.array([pw[i]]), "weight": np.array([w[i]])})
+                                        {**scalars, "pos_weight": np.array([pw[i]]), "weight": np.array([w[i]])})
         loss_none[i], grad_sum[i] = float(v[0]), float(g[0])
     return loss_none, grad_sum
 

@@ -58,8 +58,11 @@ CASES: Mapping[str, LossCases] = _CasesView()
 # integers around it. Wrong types: per the parameter's type.
 
 def invalid_values(param) -> tuple:
-    """Values ``param`` must refuse with ValueError (each outside ``param.domain``)."""
+    """Values ``param`` must refuse with ValueError (each outside ``param.domain``; none for
+    a bool parameter: both bools are valid, anything else is a TypeError)."""
     d = param.domain
+    if param.type is bool:
+        return ()
     if isinstance(d, OneOf):
         lo, hi = min(d.values), max(d.values)
         if all(float(v).is_integer() for v in d.values):
@@ -86,7 +89,8 @@ def invalid_values(param) -> tuple:
     return tuple(unique)
 
 
-WRONG_TYPES: dict[type, tuple] = {float: ("1.0", "0.1", None, 1j), int: (1.5, "1", None)}
+WRONG_TYPES: dict[type, tuple] = {float: ("1.0", "0.1", None, 1j), int: (1.5, "1", None),
+                                  bool: (1, 0, 1.0, np.int64(1), "True", None)}
 
 
 def wrong_type_values(param) -> tuple:

@@ -264,11 +264,12 @@ def _is_elementwise(loss):
 
 
 def _integer_params(loss):
-    """The scalar parameters that stay integers in the exact terms (ignore_index, and the
-    parameters of type int, such as multi_margin_loss's p)."""
+    """The scalar parameters that stay integers (or bools) in the exact terms (ignore_index,
+    and the parameters of type int or bool, such as multi_margin_loss's p, kl_div's
+    log_target)."""
     from fastloss._registry import BY_NAME
 
-    return {p.name for p in BY_NAME[loss].params if p.type is int} | {"ignore_index"}
+    return {p.name for p in BY_NAME[loss].params if p.type in (int, bool)} | {"ignore_index"}
 
 
 def _registry_defaults(loss):
