@@ -57,8 +57,9 @@ inline const char* simd_name() {
 
 // A weight of short period (a scalar, one per column) would make the kernel's runs between
 // period boundaries short; it is repeated to a run of at least MIN_WEIGHT_RUN elements (at
-// most n) first. Per-element weights are unchanged, so results are too. Out of memory, the
-// short period is kept: same results, shorter runs.
+// most n) first. Per-element weights are unchanged, and the drivers sum by element index
+// whatever the runs (drivers.hpp, block), so results are too. Out of memory, the short
+// period is kept: same results, shorter runs.
 constexpr idx MIN_WEIGHT_RUN = 4096;
 
 template <typename T>

@@ -282,9 +282,13 @@ __attribute__((noinline)) void run_rest(const Op& op, const T* x, const T* y, co
 }
 
 template <class Op, typename T, bool W, bool PW, bool LOSS, bool GRAD, bool HESS>
-__attribute__((noinline)) double run(const Op& op, const T* x, const T* y, const T* w, const T* pw,
-                                     const Outputs<T>& o, idx len, bool stream) {
-    double acc[LANES] = {0.0};
+__attribute__((noinline)) void run(const Op& op, const T* x, const T* y, const T* w, const T* pw,
+                                   const Outputs<T>& o, idx len, bool stream, double* lanes, idx lane0) {
+    // lanes: the block's LANES partial sums; element j of this run goes to lane
+    // (lane0 + j) % LANES (lane0: the run's offset in its block, mod LANES), so the block's
+    // sums do not depend on where runs start (the weight periods), only on element indices.
+    double acc[LANES];
+    for (int j = 0; j < LANES; ++j) acc[j] = lanes[(lane0 + j) % LANES];
     constexpr int CHUNK = UNROLL * LANES;
     T* const lo = o.lo;
     T* const go = o.go;
@@ -339,7 +343,7 @@ __attribute__((noinline)) double run(const Op& op, const T* x, const T* y, const
     }
     run_rest<Op, T, W, PW, LOSS, GRAD, HESS>(op, x, y, w, pw, o, i, len, racc);
     for (int j = 0; j < LANES; ++j) acc[(h + j) % LANES] = racc[j];
-    return sum_lanes(acc);
+    for (int j = 0; j < LANES; ++j) lanes[(lane0 + j) % LANES] = acc[j];
 }
 
 // The outputs of a run starting at element i.
@@ -349,26 +353,29 @@ inline Outputs<T> outputs_at(const ElementwiseArgs<T>& a, idx i) {
                       a.hess ? a.hess + i : nullptr, a.scale, T(a.hess_const), a.hess_const > 0};
 }
 
-// One block [begin, end): split into runs that cross no weight period boundary.
+// One block [begin, end): split into runs that cross no weight period boundary, summed into
+// one set of lanes (the same bits however the runs fall).
 template <class Op, typename T, bool W, bool PW, bool LOSS, bool GRAD, bool HESS>
 inline double block(const Op& op, const ElementwiseArgs<T>& a, idx begin, idx end, bool stream) {
-    if (!W && !PW)
-        return run<Op, T, W, PW, LOSS, GRAD, HESS>(op, a.x + begin, a.y + begin, nullptr, nullptr,
-                                                   outputs_at(a, begin), end - begin, stream);
-    double total = 0.0;
+    double lanes[LANES] = {0.0};
+    if (!W && !PW) {
+        run<Op, T, W, PW, LOSS, GRAD, HESS>(op, a.x + begin, a.y + begin, nullptr, nullptr, outputs_at(a, begin),
+                                            end - begin, stream, lanes, 0);
+        return sum_lanes(lanes);
+    }
     idx w_phase = W ? begin % a.w_period : 0, pw_phase = PW ? begin % a.pw_period : 0;
     for (idx i = begin; i < end;) {
         idx len = end - i;
         if (W) len = std::min(len, a.w_period - w_phase);
         if (PW) len = std::min(len, a.pw_period - pw_phase);
-        total += run<Op, T, W, PW, LOSS, GRAD, HESS>(op, a.x + i, a.y + i, W ? a.w + w_phase : nullptr,
-                                                     PW ? a.pw + pw_phase : nullptr, outputs_at(a, i), len,
-                                                     stream);
+        run<Op, T, W, PW, LOSS, GRAD, HESS>(op, a.x + i, a.y + i, W ? a.w + w_phase : nullptr,
+                                            PW ? a.pw + pw_phase : nullptr, outputs_at(a, i), len, stream,
+                                            lanes, (i - begin) % LANES);
         i += len;
         if (W && (w_phase += len) == a.w_period) w_phase = 0;
         if (PW && (pw_phase += len) == a.pw_period) pw_phase = 0;
     }
-    return total;
+    return sum_lanes(lanes);
 }
 
 template <class Op, typename T, bool W, bool PW, bool LOSS, bool GRAD, bool HESS>

@@ -15,9 +15,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+import fastloss._registry
+
 from adv_data_support import (BY_NAME, CLASS_NAMES, ELEMENTWISE_NAMES, FLOATS, NAMES, PATHS,
                                           REDUCTIONS, all_results, call, operands, valid_call)
-from helpers import assert_bitwise
+from helpers import assert_bitwise, compiled_api
 
 
 def unaligned(a, order="=", writable=True):
@@ -313,3 +315,39 @@ def test_large_in_place_and_shifted_out(api, name):
             tv, out = buf[1:], buf[:-1]
             tv[...] = t
             _check_alias(api, name, x, tv, kw, out, reduction, "out overlapping the target")
+
+
+# A weight (or pos_weight, quantile) that repeats with a short period reaches the kernel as
+# its repeating block; the drivers split each block of the fixed summation order into runs at
+# the block's period boundaries. The sums follow the element index, not the runs: any
+# broadcast form of the same per-element values gives the bits of the full-size array (the
+# compiled kernels; the NumPy backend sums its own way).
+ELEMENTWISE_WEIGHTED = [spec.name for spec in fastloss._registry.LOSSES
+                        if spec.kind == "elementwise" and spec.weight == "elementwise"]
+
+
+@pytest.mark.parametrize("name", ELEMENTWISE_WEIGHTED)
+@pytest.mark.parametrize("columns", [1, 3, 7, 4096, 5000])
+def test_weight_period_does_not_change_the_bits(name, columns):
+    pytest.importorskip("fastloss.kernels")
+    api = compiled_api()
+    rng = np.random.default_rng(columns)
+    rows = max(2, 40_000 // columns)
+    spec = fastloss._registry.BY_NAME[name]
+    from losses import REFERENCES
+
+    x, t = REFERENCES[name].cases.make(rng, (rows, columns), {}, "values")
+    for dtype in FLOATS:
+        xd, td = np.asarray(x, dtype), np.asarray(t, dtype)
+        per_column = rng.uniform(0.5, 2.0, columns).astype(dtype)
+        full = np.ascontiguousarray(np.broadcast_to(per_column, xd.shape))
+        fg = getattr(api, name + "_grad_hess")
+        kw = {"hessian": 1.0} if spec.hessian_policy is not None and spec.hessian_policy != "exact" else {}
+        # ("mean" divides by the weight's sum, rounded as computed from the array given: the
+        # full array's sum and the block's sum times its repeats may differ in the last bit)
+        for reduction in ("sum", "none"):
+            expected = fg(xd, td, weight=full, reduction=reduction, **kw)
+            for weight in (per_column, per_column.reshape(1, columns)):
+                got = fg(xd, td, weight=weight, reduction=reduction, **kw)
+                for e, g, what in zip(expected, got, ("loss", "grad", "hess")):
+                    assert_bitwise(g, e, f"{name} {np.dtype(dtype).name} {reduction} {what}, period {columns}")
