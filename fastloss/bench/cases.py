@@ -5,8 +5,9 @@ them needs an entry for every loss: a registry loss without one is still benchma
 
 * ``CASES``    how to make benchmark inputs: one or more variants per loss (cross-entropy
                with 10 and with 1000 classes). Without an entry, ``derived_variant`` makes
-               them from the registry row: elementwise losses N(0, 1) input and target,
-               with the row's domains honoured (input "unit": uniform in (0.01, 0.99);
+               them from the registry row: elementwise losses N(0, 1) input and |N(0, 1)|
+               target (non-negative: counts and probabilities too), with the row's domains
+               honoured (input "unit": uniform in (0.01, 0.99);
                target "unit": labels 0/1, "sign": labels -1/+1, "positive": exp(N(0, 1)),
                "nonnegative": the same with a quarter 0); class losses logits
                (N, 10) ~ N(0, 4) with int64 class indices.
@@ -155,6 +156,12 @@ def _lognormal(rng, n, dtype):
     return y
 
 
+def _abs_normal(rng, n, dtype):
+    # a target without a registry domain: non-negative, so counts (poisson_nll_loss) and
+    # probabilities (kl_div) are valid too
+    return np.abs(_normal(rng, n, dtype))
+
+
 def _zero_inflated(rng, n, dtype):
     y = _lognormal(rng, n, dtype)
     y[rng.random(n) < 0.25] = 0
@@ -163,7 +170,7 @@ def _zero_inflated(rng, n, dtype):
 
 # Inputs and targets from the registry row's domains: (make(rng, n, dtype), description)
 _DERIVED_INPUTS = {None: (_normal, "~ N(0, 1)"), "unit": (_unit, "in (0.01, 0.99)")}
-_DERIVED_TARGETS = {None: (_normal, "~ N(0, 1)"), "unit": (_labels01, "labels 0/1"),
+_DERIVED_TARGETS = {None: (_abs_normal, "~ |N(0, 1)|"), "unit": (_labels01, "labels 0/1"),
                     "sign": (_sign_labels, "labels -1/+1"),
                     "nonnegative": (_zero_inflated, "exp(N(0, 1)), a quarter 0"),
                     "positive": (_lognormal, "exp(N(0, 1))")}
@@ -226,6 +233,12 @@ CASES: dict[str, tuple[Variant, ...]] = {
     "tweedie_deviance": (
         Variant("tweedie_deviance", _make_claims,
                 "log-means ~ N(0, 1), compound Poisson(1)-Gamma(2) targets (37% zeros), power=1.5"),
+    ),
+    "poisson_nll_loss": (
+        Variant("poisson_nll_loss", _make_poisson, "log-rates ~ N(0, 0.25), counts ~ Poisson(exp(x)), log_input=True"),
+    ),
+    "kl_div": (
+        Variant("kl_div", _make_kl, "log-probabilities -Exp(mean 2.3), probabilities U(0, 1), log_target=False"),
     ),
 }
 
@@ -380,6 +393,9 @@ def np_tweedie_deviance(x, y, power=1.5):
     mu_a, mu_b = np.exp(a * x), np.exp(b * x)
     loss = 2 * np.mean(y ** b / (a * b) - y * mu_a / a + mu_b / b)
     grad = (mu_b - y * mu_a) * (2.0 / x.size)
+    return loss, grad
+
+
 def np_poisson_nll(x, y):
     e = np.exp(x)
     loss = np.mean(e - y * x)

@@ -126,6 +126,7 @@ def test_derived_inputs_respect_the_domains(loss):
     """The inputs derived from a registry row are valid for the loss: probabilities in
     (0.01, 0.99) for a "unit" input, labels 0/1 or -1/+1 for "unit" / "sign" targets,
     exp(N(0, 1)) (a quarter of them 0 for "nonnegative") for "positive" / "nonnegative" ones,
+    |N(0, 1)| without a domain,
     int64 class indices in [0, 10) for class losses; fastloss and its NumPy backend take
     them and agree."""
     spec = fastloss._registry.BY_NAME[loss]
