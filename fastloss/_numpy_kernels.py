@@ -686,7 +686,7 @@ def _rate_plus_eps(x, eps):
     d = (x - (s - b)) + (eps - b)
     inv = 1 / s
     c = np.where((s != 0) & np.isfinite(s) & (d != 0), d * inv, 0)  # (s < 0: the gradient is finite)
-    return np.log(s) + np.where(s > 0, c, 0), np.where(c != 0, inv - inv * c, inv), c
+    return np.log(s) + np.where(s > 0, c, 0), np.where(c != 0, inv - inv * c, inv), c, s, d
 
 
 @elementwise("poisson_nll_loss")
@@ -700,9 +700,11 @@ def poisson_nll(x, t, pw, log_input, full, eps, want_grad=False):
         loss, grad = e - t * x, e - t
     else:
         # the gradient 1 - y (1 / s)(1 - c) as (1 - q) + q c, q = y / s (as the compiled kernel)
-        log_s, _, c = _rate_plus_eps(x, eps)
-        q = t / (x + eps)
-        loss, grad = x - t * log_s, np.where(c != 0, (1 - q) + q * c, 1 - q)
+        # where t is within a factor 2 of s: (s - t + d) / (x + eps), s - t exact (Sterbenz)
+        log_s, inv_c, c, s, d = _rate_plus_eps(x, eps)
+        q = t / s
+        far = np.where((c != 0) & np.isfinite(q), (1 - q) + q * c, 1 - q)
+        loss, grad = x - t * log_s, np.where((q >= 0.5) & (q <= 2), ((s - t) + d) * inv_c, far)
     if full:
         ly = np.log(t)
         loss = loss + np.where(t <= 1, 0, (t * ly - t) + (0.5 * ly + _HALF_LOG_2PI))
@@ -714,7 +716,7 @@ def poisson_nll(x, t, pw, log_input, full, eps, want_grad=False):
 def poisson_nll_hess(x, t, pw, log_input, full, eps):
     if log_input:
         return np.exp(x)
-    _, inv, _ = _rate_plus_eps(x, eps)
+    inv = _rate_plus_eps(x, eps)[1]
     return (t * inv) * inv
 
 
@@ -732,6 +734,7 @@ def kl_div(x, t, pw, log_target, want_grad=False):
         half = np.exp(t / 2)
         term = np.where(np.abs(t) > 700, half * (half * d), coef * d)
         term = np.where(np.isfinite(t) & np.isinf(d), d, term)
+        term = np.where(np.isfinite(t) & (d == 0), d, term)  # exactly 0 (exp(y) may overflow)
         zero = t == -np.inf
     else:
         coef = t

@@ -723,8 +723,8 @@ struct PoissonNllOf {
     // as eps_hi + eps_lo, both in T: the double eps, not its float rounding), and
     // log(x + eps) = log(s) + c, c = d / s (vm::log_rel), 1 / (x + eps) = (1 / s)(1 - c):
     // accurate where x + eps rounds (a rate near 1 with a large count: PyTorch's log(s) is
-    // off by y d / s there). The gradient 1 - q (1 - c), q = y / s, as (1 - q) + q c: where
-    // 1 - q cancels (y ~ x + eps) the correction is not lost in the rounding of q (1 - c).
+    // off by y d / s there). The gradient 1 - q (1 - c), q = y / s: see below (where
+    // 1 - q cancels, y ~ x + eps, neither q's rounding nor the correction is lost).
     // s = 0 gives -inf, s < 0 NaN (PyTorch; the gradient stays finite). y / (x + eps)^2 as
     // (y / s) / s: no overflow of s^2 where the result is finite.
     // FULL: + y log y - y + 0.5 log(2 pi y) where y > 1 (0 where y <= 1, NaN for NaN y, as
@@ -748,8 +748,14 @@ struct PoissonNllOf {
             const T c = regular ? d * inv : T(0);
             l = vm::mad(-y, vm::log_rel(s, c), x);
             const T q = y * inv, one_minus_q = T(1) - q;
-            g = c != T(0) ? vm::mad(q, c, one_minus_q) : one_minus_q;  // (c == 0: q may be inf)
             const T inv_c = c != T(0) ? vm::mad(-inv, c, inv) : inv;  // 1 / (x + eps)
+            // Gradient 1 - y / (x + eps). Where y is within a factor 2 of s (q in [0.5, 2])
+            // 1 - q cancels and q's rounding would dominate: there it is (x + eps - y) / (x +
+            // eps) with s - y exact (Sterbenz) and d added (one rounding), a few ulp. Else
+            // (1 - q) + q c, the correction only where 1 - q is finite (a count y = inf gives
+            // 1 - q = -inf, which q c would turn into NaN where c > 0).
+            const T far = c != T(0) && one_minus_q - one_minus_q == T(0) ? vm::mad(q, c, one_minus_q) : one_minus_q;
+            g = q >= T(0.5) && q <= T(2) ? ((s - y) + d) * inv_c : far;
             h = (y * inv_c) * inv_c;
         }
         if constexpr (FULL) {
