@@ -26,12 +26,27 @@ overwritten by the next (the libraries copy them into their own storage before t
 
 from __future__ import annotations
 
+import importlib
 import math
 from dataclasses import dataclass, field
 
 import numpy as np
 
 import fastloss as _fl
+
+
+LIBRARIES = {"xgboost": "XGBoost", "lightgbm": "LightGBM", "catboost": "CatBoost"}
+
+
+def require(module: str):
+    """Import the boosting library an adapter serves (``fastloss.<module>``, when a factory is
+    called), or raise an ImportError naming the extra that installs it."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise ImportError(
+            f"fastloss.{module} needs {LIBRARIES[module]}, which is not installed: pip install "
+            f"'fastloss[{module}]' (or pip install {module}); the import failed with: {exc}") from exc
 
 
 class _Converted:

@@ -63,15 +63,6 @@ __all__ = [
 _F32 = np.dtype(np.float32)
 
 
-def _require_lightgbm():
-    try:
-        import lightgbm
-    except ImportError as exc:
-        raise ImportError(
-            "fastloss.lightgbm needs LightGBM, which is not installed: pip install 'fastloss[lightgbm]' "
-            f"(or pip install lightgbm); the import failed with: {exc}") from exc
-    return lightgbm
-
 
 class LGBMObjective:
     """A fastloss objective in LightGBM's conventions (see the module docstring).
@@ -168,7 +159,7 @@ class LGBMObjective:
 
 
 def _make(spec, n_threads):
-    _require_lightgbm()
+    _boosting.require("lightgbm")
     return LGBMObjective(_boosting.ElementwiseObjective(spec, n_threads), spec.metric_name)
 
 
@@ -209,7 +200,7 @@ def softmax(num_class=None, *, class_weight=None, hess_scale=None, n_threads=Non
     cross_entropy's class weight. Sample weights multiply the rows of gradient and Hessian
     in place (cross_entropy has class weights only: one extra pass over each). Pass
     ``num_class`` in the params as for the built-in. Metric ``mlogloss``."""
-    _require_lightgbm()
+    _boosting.require("lightgbm")
     core = _boosting.SoftmaxObjective(class_weight=class_weight, hess_scale=hess_scale, n_threads=n_threads)
     return LGBMObjective(core, "mlogloss", num_class=None if num_class is None else int(num_class))
 

@@ -55,15 +55,6 @@ __all__ = [
 _F32 = np.dtype(np.float32)
 
 
-def _require_xgboost():
-    try:
-        import xgboost
-    except ImportError as exc:
-        raise ImportError(
-            "fastloss.xgboost needs XGBoost, which is not installed: pip install 'fastloss[xgboost]' "
-            f"(or pip install xgboost); the import failed with: {exc}") from exc
-    return xgboost
-
 
 class XGBObjective:
     """A fastloss objective in XGBoost's conventions (see the module docstring).
@@ -148,7 +139,7 @@ class XGBObjective:
 
 
 def _make(spec, n_threads):
-    _require_xgboost()
+    _boosting.require("xgboost")
     return XGBObjective(_boosting.ElementwiseObjective(spec, n_threads), spec.metric_name)
 
 
@@ -192,7 +183,7 @@ def softmax(num_class=None, *, class_weight=None, hess_scale=2.0, n_threads=None
     cross_entropy's class weight. Sample weights multiply the rows of gradient and Hessian
     in place (cross_entropy has class weights only: one extra pass over each). Labels are
     class indices stored as floats. Metric ``mlogloss``."""
-    _require_xgboost()
+    _boosting.require("xgboost")
     core = _boosting.SoftmaxObjective(class_weight=class_weight, hess_scale=hess_scale, n_threads=n_threads)
     return XGBObjective(core, "mlogloss", num_class=None if num_class is None else int(num_class))
 

@@ -4,7 +4,7 @@
     _registry  <-  backends (_numpy_kernels; kernels.pyx + _cython_backend)
     backends, _registry  <-  _api (the front layer)  <-  public surface (__init__, numpy_backend)
     public surface  <-  bench (the benchmark subpackage), __main__ (the command line)
-    public surface  <-  _boosting  <-  xgboost, lightgbm (the gradient-boosting adapters)
+    public surface  <-  _boosting  <-  xgboost, lightgbm, catboost (the gradient-boosting adapters)
 
 No backend imports the front layer or the public surface back, and nothing but the command
 line imports the benchmark. A module missing from LAYERS below fails this test: a new
@@ -34,6 +34,7 @@ LAYERS = {
     "_boosting": {"fastloss"},
     "xgboost": {"_boosting"},
     "lightgbm": {"_boosting"},
+    "catboost": {"_boosting"},
 }
 BENCH_MAY_IMPORT = {"fastloss", "numpy_backend", "_registry", "kernels", "bench"}
 
