@@ -307,8 +307,10 @@ def main(argv=None):
     train_sizes = (100_000,) if args.quick else (100_000, 1_000_000)
     profile = core.QUICK if args.quick else core.Profile(sample_s=2e-3, min_samples=5, max_samples=21, budget_s=0.3)
     facts = core.backend_facts()
-    versions = {m: core._installed_version(d) for m, d in
-                (("xgboost", "xgboost"), ("lightgbm", "lightgbm"), ("scikit-learn", "scikit-learn"))}
+    # (the test extra installs XGBoost's CPU-only distribution, "xgboost-cpu")
+    versions = {m: next(filter(None, map(core._installed_version, dists)), None) for m, dists in
+                (("xgboost", ("xgboost", "xgboost-cpu")), ("lightgbm", ("lightgbm",)),
+                 ("scikit-learn", ("scikit-learn",)))}
     load = core.other_load()
     print(f"# fastloss boosting benchmark: {' '.join([os.path.basename(sys.argv[0])] + (argv or sys.argv[1:]))}")
     print(f"{core.cpu_model()}, {cores} usable cores; fastloss {facts['fastloss']} backend {facts['backend']} "

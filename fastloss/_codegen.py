@@ -412,7 +412,9 @@ def readme_losses(reg) -> str:
         hess = f"`{cell(loss.hessian)}`"
         if loss.hessian_policy is not None:
             hess += f"; policy `hessian={loss.hessian_policy!r}`"
-        out.append(f"| `{loss.name}` | `{cell(loss.formula)}` | {hess} | {cell(DIVISOR_WORDS[loss.mean_divisor])} |")
+        divisor = DIVISOR_WORDS[loss.mean_divisor] + "".join(
+            f'; `reduction="{r}"`: {reg.EXTRA_REDUCTIONS[r]}' for r in loss.extra_reductions)
+        out.append(f"| `{loss.name}` | `{cell(loss.formula)}` | {hess} | {cell(divisor)} |")
     return "\n".join(out)
 
 
