@@ -1454,6 +1454,10 @@ LOG_COSH = LossReference(
     numpy_ulp_bounds={F32: (1.0, 1.0), F64: (3.0, 1.5)},
     huge_terms=huge_residuals,  # log cosh r = |r| - log 2 there
     half_max_cases=half_max_residuals,
+    exp_log=True,
+)
+
+
 # =========================================================================== poisson_nll_loss, kl_div
 # PyTorch's losses of a log and an exp. Their formulas subtract terms that cancel (exp(x) - y x,
 # x - y log(x + eps), y log y - y x): the cases keep every loss term at least CANCEL_GAP of the
@@ -1779,6 +1783,14 @@ SIGMOID_FOCAL = LossReference(
         (np.array([0.9 * m, -0.9 * m, 2.0, -3.0], dtype), np.array([0.0, 1.0, 1.0, 0.0], dtype),
          {"gamma": 1.0}, "huge logits, hard targets")],  # alpha_t 0.75 and 0.25: the exact sum is 0.9 max
     held_to_exact=lambda x, t: True,  # its limits at +-inf included
+    exact_limits=True,
+    exp_log=True,
+)
+
+
+# =========================================================================== kl_div
+
+
 def f_kl_div(x, t, log_target=False):
     with np.errstate(all="ignore"):
         if log_target:
