@@ -13,17 +13,22 @@
 // Whether a kernel takes ignore_index or probabilities is the registry's (FACTS).
 // Included once per instruction-set namespace (isa.inc).
 
-template <typename T, bool CONTIG>
-inline T softmax_sample(const ClassArgs<T>& a, const T* x, const T* prob, int64_t y, T* g, T* h,
-                        idx stride_if_strided, double wsum, bool stream) {
-    const idx st = CONTIG ? 1 : stride_if_strided;
-    const idx C = a.C;
-    const T eps_c = T(a.params[0] / double(C)), keep = T(1.0 - a.params[0]);
-    const bool smooth = a.params[0] > 0;
+// The softmax sums of one row of C logits (x[c * st]): its max m, s = sum_c exp(x_c - m) and
+// s - 1 (float64), log(s); with `buffered` (C <= EXP_BUFFER) ebuf holds exp(x_c - m).
+// (softmax_sample's first pass, as a function: other softmax losses share it.)
+template <typename T>
+struct SoftmaxSums {
+    T m;
+    bool buffered;
+    double s, s_minus_1;
+    T log_s;
+};
+
+template <typename T>
+inline SoftmaxSums<T> softmax_sums(const T* x, idx st, idx C, T* ebuf) {
     const T m = lane_max<T>(C, [&](idx c) { return x[c * st]; });
     // exp(x_c - m) once per element: kept in a stack buffer for the gradient pass when the
     // row fits (rows longer than EXP_BUFFER recompute it there instead).
-    T ebuf[EXP_BUFFER];
     const bool buffered = C <= EXP_BUFFER;
     if (buffered) {
 #pragma omp simd
@@ -36,8 +41,22 @@ inline T softmax_sample(const ClassArgs<T>& a, const T* x, const T* prob, int64_
     const double o = buffered ? lane_sum(C, [&](idx c) { return excess(c, ebuf[c]); })
                               : lane_sum(C, [&](idx c) { return excess(c, vm::exp_nonpos(x[c * st] - m)); });
     const double k = lane_sum(C, [&](idx c) { return x[c * st] == m ? 1.0 : 0.0; });
-    const double s = o + k, s_minus_1 = o + (k - 1.0);
-    const T log_s = vm::log1p(T(s_minus_1));
+    const double s_minus_1 = o + (k - 1.0);
+    return {m, buffered, o + k, s_minus_1, vm::log1p(T(s_minus_1))};
+}
+
+template <typename T, bool CONTIG>
+inline T softmax_sample(const ClassArgs<T>& a, const T* x, const T* prob, int64_t y, T* g, T* h,
+                        idx stride_if_strided, double wsum, bool stream) {
+    const idx st = CONTIG ? 1 : stride_if_strided;
+    const idx C = a.C;
+    const T eps_c = T(a.params[0] / double(C)), keep = T(1.0 - a.params[0]);
+    const bool smooth = a.params[0] > 0;
+    T ebuf[EXP_BUFFER];
+    const SoftmaxSums<T> sums = softmax_sums(x, st, C, ebuf);
+    const T m = sums.m, log_s = sums.log_s;
+    const bool buffered = sums.buffered;
+    const double s = sums.s, s_minus_1 = sums.s_minus_1;
     const bool top = !prob && x[y * st] == m;  // read before the gradient is written (in place)
     auto nlogp = [&](idx c) { return (m - x[c * st]) + log_s; };  // -log softmax(x)_c
     auto q_of = [&](idx c) { return smooth ? keep * prob[c * st] + eps_c : prob[c * st]; };
