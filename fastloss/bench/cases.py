@@ -401,6 +401,9 @@ def np_tweedie_deviance(x, y, power=1.5):
     mu_a, mu_b = np.exp(a * x), np.exp(b * x)
     loss = 2 * np.mean(y ** b / (a * b) - y * mu_a / a + mu_b / b)
     grad = (mu_b - y * mu_a) * (2.0 / x.size)
+    return loss, grad
+
+
 def np_poisson_nll(x, y):
     e = np.exp(x)
     loss = np.mean(e - y * x)
