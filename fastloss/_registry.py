@@ -523,7 +523,10 @@ LOSSES: tuple[Loss, ...] = (
                "and 'mean' as cross_entropy with class indices.",
                "gamma=0 is cross_entropy bit for bit (loss, gradient and Hessian).",
                "1 - q is formed without cancellation (the other classes' share of the softmax sum) and "
-               "no negative power of 1 - q is formed: gamma < 1 at q -> 1 stays finite."),
+               "no negative power of 1 - q is formed: gamma < 1 at q -> 1 stays finite.",
+               "(1 - q)**gamma is pow of 1 - q rounded to float64, whose condition number is gamma: its "
+               "relative error grows as gamma * 2**-53 (about 1e-10 at gamma = 1e6; the ULP bounds are "
+               "measured up to gamma = 4.5)."),
     ),
 )
 
