@@ -761,15 +761,21 @@ def _log_softmax(x):
     summed in float64 without the exact 1 of the max (the k max classes add exp - 1 = 0):
     log(s) = log1p(s - 1) keeps the relative accuracy of tiny losses (a dominant target), and
     p_y - 1 = -(s - 1) / s at a max target has no cancellation."""
+    m, shifted, e, at_max, s, s_minus_1 = _softmax_sums(x)
+    logp = shifted - np.log1p(s_minus_1.astype(x.dtype))
+    return logp, (e / s).astype(x.dtype), (s_minus_1 / s).astype(x.dtype), at_max
+
+
+def _softmax_sums(x):
+    """(m, x - m, e = exp(x - m), at_max, s, s - 1) along axis 1 (kept), s and s - 1 in float64
+    (see _log_softmax)."""
     m = np.max(x, axis=1, keepdims=True)
     shifted = x - m
     e = np.exp(shifted)
     at_max = x == m
     o = np.sum(e.astype(np.float64) - at_max, axis=1, keepdims=True)
     k = np.sum(at_max, axis=1, keepdims=True)
-    s, s_minus_1 = o + k, o + (k - 1)
-    logp = shifted - np.log1p(s_minus_1.astype(x.dtype))
-    return logp, (e / s).astype(x.dtype), (s_minus_1 / s).astype(x.dtype), at_max
+    return m, shifted, e, at_max, o + k, o + (k - 1)
 
 
 def _gather(a, t):
@@ -947,3 +953,47 @@ def multi_margin(x, t, w, pw, params, want_none, grad_scale, out, n_threads, hes
             h_y = np.sum(h, axis=1, keepdims=True, dtype=np.float64).astype(dtype)
             hess = np.where(not_target > 0, h, h_y).astype(dtype)
     return _finish(loss, grad, want_none, 1.0, out, dtype, None, hessian, hess)
+
+
+@kernel("softmax_focal_loss")
+def softmax_focal(x, t, w, pw, params, want_none, grad_scale, out, n_threads, hessian=None):
+    # -w_y (1 - q)**gamma log q, q = softmax(x)_y: the compiled kernel's math (SoftmaxFocal,
+    # class_losses.hpp, where the stable forms are explained), the per-row scalars in
+    # float64: u = 1 - q as the other classes' share of the softmax sum, no negative power
+    # of u, q log q = 0 at q = 0. gamma = 0 is cross_entropy's operations (the same bits).
+    ignore_index, gamma = params
+    if gamma == 0:
+        return cross_entropy(x, t, w, pw, (ignore_index, 0.0), want_none, grad_scale, out, n_threads, hessian)
+    dtype = x.dtype
+    n_classes = x.shape[1]
+    wc = _class_weight(w, n_classes, dtype)
+    keep = t != ignore_index
+    m, _, e, _, s, s_minus_1 = _softmax_sums(x)
+    row = lambda a: a[:, None, :]  # noqa: E731  (N, K) -> (N, 1, K)
+    x_y, e_y = row(_gather(x, t)), row(_gather(e, t))
+    w_y = row(np.where(keep, wc[np.clip(t, 0, n_classes - 1)], 0).astype(np.float64))
+    others = np.where(x_y == m, s_minus_1, s - e_y.astype(np.float64))  # sum of e_c over c != y
+    u, q = others / s, e_y / s
+    nl = (m.astype(np.float64) - x_y.astype(np.float64)) + np.log1p(s_minus_1)  # -log q
+    ug = u ** gamma
+    loss = np.where(keep, (w_y * (ug * nl))[:, 0, :].astype(dtype), 0).astype(dtype)
+    grad = hess = None
+    if grad_scale is not None:
+        big_l = -nl
+        q_r = np.where(q == 0, 0.0, q * np.where(u > 0, big_l / u, -1.0))  # q log(q) / (1 - q)
+        q_l = np.where(q == 0, 0.0, q * big_l)
+        g_coef = ug * (gamma * q_r - 1.0)
+        coef_p = (-w_y * g_coef * grad_scale).astype(dtype)
+        hot = _onehot(t, n_classes, dtype) > 0
+        inv_s = (1.0 / s).astype(dtype)
+        p = e * inv_s
+        grad = np.where(hot, (w_y * g_coef * u * grad_scale).astype(dtype), p * coef_p)
+        if hessian is not None:
+            q_k = q_l + 2.0 * q - (gamma - 1.0) * q * q_r
+            h_ratio = np.where(ug == 0, 0.0, w_y * ug * gamma * q_k * grad_scale).astype(dtype)
+            h_y = np.where(ug == 0, 0.0, w_y * ug * u * (gamma * q_k - q * (gamma * q_r - 1.0)) * grad_scale)
+            others_t = others.astype(dtype)
+            ratio = np.where(others_t > 0, e / others_t, 0)
+            one_minus = np.where(e == 1, s_minus_1.astype(dtype) * inv_s, 1 - p)
+            hess = np.where(hot, h_y.astype(dtype), p * (h_ratio * ratio + coef_p * one_minus))
+    return _finish(loss, grad, want_none, 1.0, out, dtype, keep, hessian, hess, None, True)

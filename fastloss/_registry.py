@@ -506,6 +506,28 @@ LOSSES: tuple[Loss, ...] = (
                "0 * inf = NaN there); NaN in x still gives NaN. A negative target (log_target=False) "
                "gives NaN, as PyTorch.",),
     ),
+    Loss(
+        "softmax_focal_loss", "classes",
+        "Multiclass focal loss from logits (softmax; Lin et al. 2017), stable for any logit.",
+        functor="SoftmaxFocal",
+        formula="-w[y] * (1 - q)**gamma * log(q),  q = p[y],  p = exp(x) / sum(exp(x))",
+        gradient=("w[y] * G * (onehot(y) - p),  "
+                  "G = gamma * q * (1 - q)**(gamma - 1) * log(q) - (1 - q)**gamma"),
+        hessian=("the diagonal, exact: w[y] * ((onehot(y) - p)**2 * D - G * p * (1 - p)),  "
+                 "D = gamma * q * (1 - q)**(gamma - 1) * (log(q) + 2 - (gamma - 1) * q * log(q) / (1 - q)); "
+                 "the off-diagonal entries are not returned"),
+        params=(Param("gamma", 2.0, float, Interval(0, None, finite=True),
+                      "the focusing exponent; 0 gives cross_entropy (the same bits)"),),
+        weight="class", mean_divisor="target_weight", ignore_index=True,
+        notes=("Class indices only (no class probabilities, no label smoothing); weight, ignore_index "
+               "and 'mean' as cross_entropy with class indices.",
+               "gamma=0 is cross_entropy bit for bit (loss, gradient and Hessian).",
+               "1 - q is formed without cancellation (the other classes' share of the softmax sum) and "
+               "no negative power of 1 - q is formed: gamma < 1 at q -> 1 stays finite.",
+               "(1 - q)**gamma is pow of 1 - q rounded to float64, whose condition number is gamma: its "
+               "relative error grows as gamma * 2**-53 (about 1e-10 at gamma = 1e6; the ULP bounds are "
+               "measured up to gamma = 4.5)."),
+    ),
 )
 
 BY_NAME: dict[str, Loss] = {loss.name: loss for loss in LOSSES}

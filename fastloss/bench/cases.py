@@ -240,6 +240,9 @@ CASES: dict[str, tuple[Variant, ...]] = {
     "kl_div": (
         Variant("kl_div", _make_kl, "log-probabilities -Exp(mean 2.3), probabilities U(0, 1), log_target=False"),
     ),
+    "softmax_focal_loss": (
+        Variant("softmax_focal_loss", _make_classes(10), "logits (N, 10) ~ N(0, 4), int64 class indices, gamma=2", 10),
+    ),
 }
 
 
@@ -366,6 +369,24 @@ def np_sigmoid_focal(x, y, alpha=0.25, gamma=2.0):
     return loss, grad
 
 
+def np_softmax_focal(x, t, gamma=2.0):
+    # -(1 - q)^gamma log q, q = softmax(x)[y], vectorised (1 - q as 1 - exp(log q), as a user would);
+    # d/dx_j = G (onehot - p)_j, G = gamma q (1 - q)^(gamma-1) log q - (1 - q)^gamma
+    n = x.shape[0]
+    rows = np.arange(n)
+    z = x - x.max(axis=1, keepdims=True)
+    log_p = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+    log_q = log_p[rows, t]
+    q = np.exp(log_q)
+    u = 1 - q
+    loss = -np.mean(u ** gamma * log_q)
+    g_coef = gamma * q * u ** (gamma - 1) * log_q - u ** gamma
+    grad = -np.exp(log_p)
+    grad[rows, t] += 1
+    grad *= (g_coef * (1.0 / n))[:, None]
+    return loss, grad
+
+
 def np_pinball(x, y, q=0.5):
     r = y - x
     loss = np.mean(np.maximum(q * r, (q - 1) * r))
@@ -430,6 +451,7 @@ NUMPY: dict[str, Callable] = {
     "tweedie_deviance": np_tweedie_deviance,
     "poisson_nll_loss": np_poisson_nll,
     "kl_div": np_kl_div,
+    "softmax_focal_loss": np_softmax_focal,
 }
 
 
@@ -478,7 +500,14 @@ TORCH: dict[str, Callable] = {
     "poisson_nll_loss": lambda F, x, y: F.poisson_nll_loss(x, y),
     # "mean" as the sum over the element count: F.kl_div(reduction="mean") warns at every call
     "kl_div": lambda F, x, y: F.kl_div(x, y, reduction="sum") / x.numel(),
+    # PyTorch has no softmax focal loss: its formula in torch ops, as a user would
+    "softmax_focal_loss": lambda F, x, t: _torch_softmax_focal(F, x, t),
 }
+
+
+def _torch_softmax_focal(F, x, t, gamma=2.0):
+    log_q = F.log_softmax(x, dim=1).gather(1, t[:, None])[:, 0]
+    return (-(1 - log_q.exp()) ** gamma * log_q).mean()
 
 
 def _torch_focal(F, x, y, alpha=0.25, gamma=2.0):
@@ -525,6 +554,7 @@ SKLEARN: dict[str, SklearnLoss | None] = {
     "tweedie_deviance": None,
     "poisson_nll_loss": SklearnLoss("HalfPoissonLoss", {}, 1.0),  # exp(raw) - y raw: log_input, not full
     "kl_div": None,
+    "softmax_focal_loss": None,
 }
 
 
@@ -574,7 +604,13 @@ JAX: dict[str, Callable] = {
         y ** 0.5 / -0.25 - y * jnp.exp(-0.5 * x) / -0.5 + jnp.exp(0.5 * x) / 0.5),
     "poisson_nll_loss": lambda jnp, nn, x, y: jnp.mean(jnp.exp(x) - y * x),
     "kl_div": lambda jnp, nn, x, y: jnp.mean(jnp.where(y > 0, y * jnp.log(jnp.where(y > 0, y, 1.0)), 0.0) - y * x),
+    "softmax_focal_loss": lambda jnp, nn, x, t: _jax_softmax_focal(jnp, nn, x, t),
 }
+
+
+def _jax_softmax_focal(jnp, nn, x, t, gamma=2.0):
+    log_q = jnp.take_along_axis(nn.log_softmax(x, axis=1), t[:, None], axis=1)[:, 0]
+    return -jnp.mean((1 - jnp.exp(log_q)) ** gamma * log_q)
 
 
 def _jax_focal(jnp, nn, x, y, alpha=0.25, gamma=2.0):

@@ -13,17 +13,23 @@
 // Whether a kernel takes ignore_index or probabilities is the registry's (FACTS).
 // Included once per instruction-set namespace (isa.inc).
 
-template <typename T, bool CONTIG>
-inline T softmax_sample(const ClassArgs<T>& a, const T* x, const T* prob, int64_t y, T* g, T* h,
-                        idx stride_if_strided, double wsum, bool stream) {
-    const idx st = CONTIG ? 1 : stride_if_strided;
-    const idx C = a.C;
-    const T eps_c = T(a.params[0] / double(C)), keep = T(1.0 - a.params[0]);
-    const bool smooth = a.params[0] > 0;
+// The softmax sums of one row of C logits (x[c * st]): its max m, s = sum_c exp(x_c - m) and
+// s - 1 (float64), log(s); with `buffered` (C <= EXP_BUFFER) ebuf holds exp(x_c - m).
+// Shared by cross_entropy (softmax_sample) and softmax_focal_loss (softmax_focal_sample):
+// the same operations in the same order, whichever loss asks.
+template <typename T>
+struct SoftmaxSums {
+    T m;
+    bool buffered;
+    double s, s_minus_1;
+    T log_s;
+};
+
+template <typename T>
+inline SoftmaxSums<T> softmax_sums(const T* x, idx st, idx C, T* ebuf) {
     const T m = lane_max<T>(C, [&](idx c) { return x[c * st]; });
     // exp(x_c - m) once per element: kept in a stack buffer for the gradient pass when the
     // row fits (rows longer than EXP_BUFFER recompute it there instead).
-    T ebuf[EXP_BUFFER];
     const bool buffered = C <= EXP_BUFFER;
     if (buffered) {
 #pragma omp simd
@@ -36,8 +42,22 @@ inline T softmax_sample(const ClassArgs<T>& a, const T* x, const T* prob, int64_
     const double o = buffered ? lane_sum(C, [&](idx c) { return excess(c, ebuf[c]); })
                               : lane_sum(C, [&](idx c) { return excess(c, vm::exp_nonpos(x[c * st] - m)); });
     const double k = lane_sum(C, [&](idx c) { return x[c * st] == m ? 1.0 : 0.0; });
-    const double s = o + k, s_minus_1 = o + (k - 1.0);
-    const T log_s = vm::log1p(T(s_minus_1));
+    const double s_minus_1 = o + (k - 1.0);
+    return {m, buffered, o + k, s_minus_1, vm::log1p(T(s_minus_1))};
+}
+
+template <typename T, bool CONTIG>
+inline T softmax_sample(const ClassArgs<T>& a, const T* x, const T* prob, int64_t y, T* g, T* h,
+                        idx stride_if_strided, double wsum, bool stream) {
+    const idx st = CONTIG ? 1 : stride_if_strided;
+    const idx C = a.C;
+    const T eps_c = T(a.params[0] / double(C)), keep = T(1.0 - a.params[0]);
+    const bool smooth = a.params[0] > 0;
+    T ebuf[EXP_BUFFER];
+    const SoftmaxSums<T> sums = softmax_sums(x, st, C, ebuf);
+    const T m = sums.m, log_s = sums.log_s;
+    const bool buffered = sums.buffered;
+    const double s = sums.s, s_minus_1 = sums.s_minus_1;
     const bool top = !prob && x[y * st] == m;  // read before the gradient is written (in place)
     auto nlogp = [&](idx c) { return (m - x[c * st]) + log_s; };  // -log softmax(x)_c
     auto q_of = [&](idx c) { return smooth ? keep * prob[c * st] + eps_c : prob[c * st]; };
@@ -116,6 +136,82 @@ inline T softmax_sample(const ClassArgs<T>& a, const T* x, const T* prob, int64_
     };
     const T* w = a.w;
     return w ? finish([w](idx c) { return w[c]; }) : finish([](idx) { return T(1); });
+}
+
+// Softmax focal loss (Lin et al.) of one sample, gamma > 0 (gamma = 0 is softmax_sample:
+// SoftmaxFocal). Any real logits; class index y; gamma finite >= 0 (checked before).
+// With p = softmax(x), q = p_y, u = 1 - q, L = log q <= 0, f(q) = -u^gamma L:
+//   loss      w_y u^gamma (-L)
+//   gradient  w_y G (onehot_y - p),  G = q f'(q) = u^gamma (gamma Q - 1),  Q = q L / u
+//   Hessian   w_y ((onehot_y - p_c)^2 D - G p_c (1 - p_c)),  D = q (q f')' =
+//             gamma q u^(gamma-1) K,  K = L + 2 - (gamma - 1) Q   (the diagonal)
+// Stability:
+// * u without cancellation: the other classes' share of the softmax sum, (s - e_y) / s with
+//   s - e_y = s - 1 exactly from the float64 sums when y holds the max (q > 1/2 only there);
+//   otherwise q <= 1/2 and s - e_y >= 1 (the max class adds 1) loses nothing.
+// * -L = (m - x_y) + log(s), as cross_entropy (log1p(s - 1): tiny losses keep their
+//   relative accuracy). No exp or power of a huge difference: e = exp(x - m) <= 1, and
+//   u <= 1, so nothing overflows where the exact value is finite (1e30, the float maximum).
+// * no negative power of u is formed (gamma < 1 at q -> 1: u^(gamma-1) -> inf against L ->
+//   0): Q = q (L / u), with L / u = log1p(-u) / u -> -1 at u = 0 (taken exactly there), and
+//   the Hessian's u^(gamma-1) p_c^2 as u^gamma p_c (e_c / (s - e_y)), e_c / (s - e_y) =
+//   p_c / u in [0, 1] (0 where the other classes underflow: then p_c = 0).
+// * q = 0 (x_y - m below exp's range, or -inf): q L and Q are 0 (their limit; q * -inf
+//   would be NaN), so the gradient is cross_entropy's (u^gamma = 1) and NaN still propagates.
+// * u^gamma underflowing to 0: the gradient and Hessian are 0 (no 0 * inf from gamma^2
+//   terms of absurd gammas).
+// The per-row scalars (q, u, L, u^gamma = pow(u, gamma), G, K) are float64 for both dtypes,
+// rounded once into the per-element loops (which vectorise as softmax_sample's).
+// Accuracy: pow's condition number is gamma, so u's float64 rounding costs gamma * 2^-53
+// relative in u^gamma (negligible for the usual gamma <= 5; 1e-10 at gamma = 1e6, where
+// exp(gamma log1p(-q)) would be the better form for q <= 1/2).
+template <typename T, bool CONTIG>
+inline T softmax_focal_sample(const ClassArgs<T>& a, const T* x, int64_t y, T* g, T* h, idx stride_if_strided) {
+    const idx st = CONTIG ? 1 : stride_if_strided;
+    const idx C = a.C;
+    const double gamma = a.params[0];
+    T ebuf[EXP_BUFFER];
+    const SoftmaxSums<T> sums = softmax_sums(x, st, C, ebuf);
+    const T m = sums.m, x_y = x[y * st];  // read before the gradient is written (in place)
+    const bool top = x_y == m;
+    const T e_y = sums.buffered ? ebuf[y] : vm::exp_nonpos(x_y - m);
+    const double s = sums.s, w_y = a.w ? double(a.w[y]) : 1.0;
+    const double others = top ? sums.s_minus_1 : s - double(e_y);  // sum of e_c over c != y
+    const double u = others / s, q = double(e_y) / s;
+    const double nl = (double(m) - double(x_y)) + std::log1p(sums.s_minus_1);  // -L
+    const double ug = std::pow(u, gamma);
+    const T loss = T(w_y * (ug * nl));
+    if (!g) return loss;
+    const double L = -nl, R = u > 0 ? L / u : -1.0;
+    const double Q = q == 0 ? 0.0 : q * R, qL = q == 0 ? 0.0 : q * L;
+    const double scale = double(a.scale), G = ug * (gamma * Q - 1.0);
+    const T coef_p = T(-w_y * G * scale);  // g_c = p_c coef_p for c != y
+    const T g_y = T(w_y * G * u * scale);
+    const T inv_s = T(1.0 / s);
+    auto e_of = [&](idx c) { return sums.buffered ? ebuf[c] : vm::exp_nonpos(x[c * st] - m); };
+    if (h) {
+        // q K = q L + 2 q - (gamma - 1) q Q; h_c = p_c (h_ratio e_c / (s - e_y) + coef_p (1 - p_c))
+        // for c != y, 1 - p_c as softmax_sample's (s - 1) / s at a max class
+        const double qK = qL + 2.0 * q - (gamma - 1.0) * q * Q;
+        const T h_ratio = ug == 0 ? T(0) : T(w_y * ug * gamma * qK * scale);
+        const T h_y = ug == 0 ? T(0) : T(w_y * ug * u * (gamma * qK - q * (gamma * Q - 1.0)) * scale);
+        const T others_t = T(others), sm1_over_s = T(sums.s_minus_1) * inv_s;
+#pragma omp simd
+        for (idx c = 0; c < C; ++c) {
+            const T e = e_of(c), p = e * inv_s;
+            const T ratio = others_t > T(0) ? e / others_t : T(0);
+            const T gv = p * coef_p, hv = p * (h_ratio * ratio + coef_p * (e == T(1) ? sm1_over_s : T(1) - p));
+            g[c * st] = gv;
+            h[c * st] = hv;
+        }
+        g[y * st] = g_y;
+        h[y * st] = h_y;
+        return loss;
+    }
+#pragma omp simd
+    for (idx c = 0; c < C; ++c) g[c * st] = e_of(c) * inv_s * coef_p;
+    g[y * st] = g_y;
+    return loss;
 }
 
 // The Hessian row of a sample under a constant policy (ClassArgs::hess_const > 0): every
@@ -428,5 +524,22 @@ struct MultiMargin {
     template <bool CONTIG>
     T sample(const ClassArgs<T>& a, idx offset, int64_t y, T* g, T* h, bool) const {
         return multi_margin_sample(a, a.x + offset, y, g, h, a.K);
+    }
+};
+
+template <typename T>
+struct SoftmaxFocal {  // class indices; params[0] = gamma
+    double wsum = 0.0;  // softmax_sample's label-smoothing sum: unused (no smoothing)
+    explicit SoftmaxFocal(const ClassArgs<T>&) {}
+    // gamma = 0 is cross_entropy without label smoothing (params[0] = 0 reads as eps = 0):
+    // its very operations, row tiles included, so the bits are the same.
+    static bool tiles(const ClassArgs<T>& a) { return a.C <= TILE && a.params[0] == 0; }
+    static void tile(const ClassArgs<T>& a, idx first, const int64_t* ys, T* losses) { softmax_tile(a, first, ys, losses); }
+    static constexpr bool streams = true;  // (gamma = 0 only: the focal rows are stored as usual)
+    template <bool CONTIG>
+    T sample(const ClassArgs<T>& a, idx offset, int64_t y, T* g, T* h, bool stream) const {
+        if (a.params[0] == 0)
+            return softmax_sample<T, CONTIG>(a, a.x + offset, nullptr, y, g, h, a.K, wsum, stream);
+        return softmax_focal_sample<T, CONTIG>(a, a.x + offset, y, g, h, a.K);
     }
 };

@@ -1793,6 +1793,9 @@ SIGMOID_FOCAL = LossReference(
 )
 
 
+# =========================================================================== kl_div
+
+
 def f_kl_div(x, t, log_target=False):
     with np.errstate(all="ignore"):
         if log_target:
@@ -1921,6 +1924,176 @@ KL_DIV = LossReference(
 )
 
 
+# =========================================================================== softmax_focal_loss
+# The multiclass focal loss (Lin et al. 2017) on softmax: -w_y (1 - q)**gamma log q, q = p_y.
+# PyTorch has none: its formula is written in torch below. gamma = 0 is cross_entropy.
+
+
+def _focal_rows(z, tt, weight, ignore_index, gamma):
+    """Per row (float64): kept, y, row index, w_y, p, q, u = 1 - q (the other classes'
+    probabilities summed: no cancellation), log q (-log1p(u / q) where q > 1/2: the textbook
+    log-softmax rounds a tiny log q to 0 there), q log(q) / u, u**gamma and G = q f'(q)
+    (f(q) = -(1 - q)**gamma log q), its term gamma q (1 - q)**(gamma - 1) log q written as
+    gamma (1 - q)**gamma (q log(q) / (1 - q)): 0 at q = 0, -gamma (1 - q)**gamma at q = 1,
+    no 0 * inf for gamma < 1."""
+    n_classes = z.shape[1]
+    w = np.ones(n_classes) if weight is None else np.asarray(weight, np.float64)
+    kept = tt != ignore_index
+    y = np.where(kept, tt, 0)
+    idx = np.arange(len(tt))
+    wy = np.where(kept, w[y], 0.0)
+    logp = log_softmax_rows(z)
+    p = np.exp(logp)
+    q = p[idx, y]
+    u = np.where(np.arange(n_classes)[None, :] == y[:, None], 0.0, p).sum(axis=1)
+    with np.errstate(all="ignore"):
+        log_q = np.where(q > 0.5, -np.log1p(u / q), logp[idx, y])
+        ratio = np.where(u > 0, log_q / u, -1.0)  # log(q) / (1 - q)
+        qr = np.where(q == 0, 0.0, q * ratio)
+        ug = u ** gamma
+        g_coef = ug * (gamma * qr - 1.0)
+    return kept, y, idx, wy, p, q, u, log_q, qr, ug, g_coef
+
+
+def f_softmax_focal(x, t, weight=None, ignore_index=-100, gamma=2.0):
+    z, tt, back, lshape = rows(x, t)
+    kept, y, idx, wy, p, q, u, log_q, qr, ug, g_coef = _focal_rows(z, tt, weight, ignore_index, gamma)
+    per = np.where(kept, -wy * ug * log_q, 0.0)
+    onehot = np.zeros_like(z)
+    onehot[idx, y] = 1.0
+    d = onehot - p
+    d[idx, y] = u
+    grad = np.where(kept[:, None], (wy * g_coef)[:, None] * d, 0.0)
+    return per.reshape(lshape), float(wy.sum()), back(grad)
+
+
+def h_softmax_focal(x, t, weight=None, ignore_index=-100, gamma=2.0):
+    # w_y ((onehot - p)**2 D - G p (1 - p)), D = gamma q u**(gamma - 1) (log q + 2 - (gamma - 1) q log(q) / u),
+    # with u**(gamma - 1) (onehot - p)**2 as u**gamma (onehot - p) ((onehot - p) / u) (|.| / u <= 1)
+    z, tt, back, lshape = rows(x, t)
+    kept, y, idx, wy, p, q, u, log_q, qr, ug, g_coef = _focal_rows(z, tt, weight, ignore_index, gamma)
+    with np.errstate(all="ignore"):
+        qk = np.where(q == 0, 0.0, q * log_q) + 2.0 * q - (gamma - 1.0) * q * qr
+        d = -p.copy()
+        d[idx, y] = u
+        over_u = np.where(u[:, None] > 0, np.abs(d) / u[:, None], 0.0)
+        one_minus = 1.0 - p
+        one_minus[idx, y] = u
+        h = (gamma * ug * qk)[:, None] * np.abs(d) * over_u - g_coef[:, None] * p * one_minus
+        h = np.where(ug[:, None] == 0, 0.0, h)
+    return back(np.where(kept[:, None], wy[:, None] * h, 0.0))
+
+
+def _exact_focal_row(z, target, params):
+    """(w-free) loss, gradient and Hessian's diagonal of one row, exactly (mpmath)."""
+    mp = mpmath_module()
+    gamma = mp.mpf(params.get("gamma", 2.0))
+    nlogp, e = neg_log_softmax(z)
+    s = mp.fsum(e)
+    p = [v / s for v in e]
+    u = mp.fsum(e[d] for d in range(len(z)) if d != target) / s  # 1 - q without cancellation
+    q, log_q = p[target], -nlogp[target]
+    ug = u ** gamma if gamma != 0 else mp.mpf(1)
+    qr = mp.mpf(0) if q == 0 else q * (log_q / u if u != 0 else mp.mpf(-1))
+    g_coef = ug * (gamma * qr - 1)
+    ql = mp.mpf(0) if q == 0 else q * log_q
+    qk = ql + 2 * q - (gamma - 1) * q * qr
+    d = [u if c == target else -pc for c, pc in enumerate(p)]
+    hess = [gamma * ug * qk * abs(dc) * (abs(dc) / u if u != 0 else 0) - g_coef * pc * (u if c == target else 1 - pc)
+            for c, (dc, pc) in enumerate(zip(d, p))]
+    return ug * nlogp[target], [g_coef * dc for dc in d], hess
+
+
+def exact_softmax_focal(z, target, w, params):
+    mp = mpmath_module()
+    zeros = [mp.mpf(0)] * len(z)
+    if target == params.get("ignore_index", -100):
+        return zeros[0], zeros, zeros
+    w_y = w[target]
+    value, grad, _ = _exact_focal_row(z, target, params)
+    # (onehot - p) is formed from the sums (no cancellation) and G's two terms have one sign:
+    # nothing is subtracted
+    return w_y * value, [w_y * g for g in grad], zeros
+
+
+def torch_softmax_focal(x, t, *, reduction, weight=None, ignore_index=-100, gamma=2.0):
+    # the textbook form in torch: -w_y (1 - q)**gamma log q with log q from log_softmax
+    if x.ndim == 1:
+        out = torch_softmax_focal(x[None], t.reshape(1), reduction=reduction, weight=weight,
+                                  ignore_index=ignore_index, gamma=gamma)
+        return out.reshape(()) if reduction == "none" else out
+    kept = t != ignore_index
+    y = torch.where(kept, t, torch.zeros_like(t))
+    log_q = torch.log_softmax(x, dim=1).gather(1, y.unsqueeze(1)).squeeze(1)
+    w_y = torch.ones_like(log_q) if weight is None else weight[y]
+    w_y = torch.where(kept, w_y, torch.zeros_like(w_y))
+    loss = torch.where(kept, -w_y * (1 - log_q.exp()) ** gamma * log_q, torch.zeros_like(log_q))
+    if reduction == "mean":
+        return loss.sum() / w_y.sum()
+    if reduction == "sum":
+        return loss.sum()
+    return loss
+
+
+def focal_class_variant(params, build=None):
+    label = ",".join(f"{k}={v}" for k, v in params.items()) or "gamma=2.0"
+    build = build or (lambda d: (*class_inputs(d), {}))
+
+    def make(d):
+        x, t, kw = build(d)
+        return x, t, dict(kw, **params)
+
+    return label, make
+
+
+SOFTMAX_FOCAL = LossReference(
+    "softmax_focal_loss",
+    cases=LossCases(
+        make_cross_entropy, CLASS_SHAPES,
+        ({}, {"weight": CLASS_WEIGHT}, {"gamma": 0.0}, {"gamma": 0.5}, {"gamma": 1.0, "weight": CLASS_WEIGHT},
+         {"gamma": 3.5}),
+        forms=("indices", "indices+ignored"),
+        form_params={
+            "indices+ignored": (
+                {}, {"ignore_index": -100}, {"weight": CLASS_WEIGHT}, {"ignore_index": 1, "gamma": 0.5},
+                {"ignore_index": -3, "weight": CLASS_WEIGHT, "gamma": 0.0},
+            ),
+        },
+        large_shape=(5000, 40),
+    ),
+    formula=f_softmax_focal, exact=exact_softmax_focal, hessian=h_softmax_focal, torch_formula=torch_softmax_focal,
+    gradient_support="kept samples",
+    non_negative_if=always,
+    gradient_sign="target class",  # G <= 0: <= 0 at the target class, >= 0 elsewhere
+    accuracy_variants=(
+        focal_class_variant({}),
+        focal_class_variant({"gamma": 0.0}),
+        focal_class_variant({"gamma": 0.5}),
+        focal_class_variant({"gamma": 1.0}),
+        focal_class_variant({"gamma": 4.5}),
+        ("weight", lambda d: (*class_inputs(d), {"weight": class_weight(d)})),
+        ("weight,gamma=0.25", lambda d: (*class_inputs(d), {"weight": class_weight(d), "gamma": 0.25})),
+        ("ignore_index", lambda d: ignored(class_inputs(d), 2)),
+        ("(N,C,d),gamma=1.5", lambda d: (*spatial(class_inputs(d))[:2], {"gamma": 1.5})),
+    ),
+    # measured (every SIMD level: the same worst values): cross_entropy's errors (the rounding
+    # of x_c - m before exp: about |x_c - m| / 2 ULP on the random rows), and (1 - q)**gamma
+    # multiplies the relative error of 1 - q (the other classes' exp summed) by gamma: the
+    # worst are at gamma = 4.5 (float64 loss 8.06, gradient 12.4; float32 5.1 and 6.9)
+    ulp_bounds={F32: (5.5, 7.0), F64: (8.5, 12.5)},
+    # NumPy's own exp (float32: one per level; float64 at AVX-512) differs in the last bits
+    numpy_ulp_bounds={F32: {"avx512": (5.5, 7.5), "avx2": (5.5, 7.5), "baseline": (5.5, 9.5)},
+                      F64: {"avx512": (8.5, 13.0), "avx2": (8.5, 12.5), "baseline": (8.5, 12.5)}},
+    huge_terms=lambda big, n: (np.stack([np.zeros(n, np.float32), big], axis=1), np.zeros(n, np.int64), {}),
+    half_max_cases=lambda dtype, m: [
+        (np.array([[0.9 * m, -0.9 * m, 0.0], [1.0, 2.0, 3.0]], dtype), np.array([0, 2]), {}, "huge logits"),
+        (np.array([[0.9 * m, -0.9 * m, 0.0], [1.0, 2.0, 3.0]], dtype), np.array([0, 2]),
+         {"gamma": 0.5}, "huge logits, gamma=0.5")],
+    held_to_exact=_finite_logit_row,
+    exp_log=True,
+)
+
+
 # =========================================================================== the table
 
 RECORDS: tuple[LossReference, ...] = (
@@ -1928,7 +2101,7 @@ RECORDS: tuple[LossReference, ...] = (
     PINBALL,
     POISSON_DEVIANCE, GAMMA_DEVIANCE, TWEEDIE_DEVIANCE,
     LOG_COSH, SIGMOID_FOCAL,
-    POISSON_NLL, KL_DIV,
+    POISSON_NLL, KL_DIV, SOFTMAX_FOCAL,
 )
 
 
