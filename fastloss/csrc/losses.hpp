@@ -761,7 +761,10 @@ struct PoissonNllOf {
         if constexpr (FULL) {
             const T ly = vm::log(y);
             const T stirling = vm::mad(y, ly, -y) + vm::mad(T(0.5), ly, T(0.91893853320467274178));
-            l = l + (y <= T(1) ? T(0) : stirling);
+            const T sum = l + (y <= T(1) ? T(0) : stirling);
+            // both NaN (x = -inf, y = inf): which payload an addition keeps depends on its
+            // operand order, which the loss-only and fused loops may compile differently: one NaN
+            l = sum == sum ? sum : std::numeric_limits<T>::quiet_NaN();
         }
     }
 };
