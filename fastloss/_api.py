@@ -607,19 +607,28 @@ def _docstring(spec: Loss, grad: int, backend_name: str) -> str:
     return "\n".join(lines)
 
 
-def _fast_path_source(spec: Loss, grad: bool) -> str:
+def _fast_path_source(spec: Loss, grad: int) -> str:
     """The lines that try the backend's fast path first (see ``kernels.pyx``): only when
-    no weight is given and every scalar parameter is its default (checked by identity)."""
+    every scalar parameter is its default (checked by identity) and no pos_weight or class
+    weight is given; an elementwise weight goes to the fast path, which takes the common
+    forms (a float, an array like the input) and leaves the others to the general path."""
     if spec.operand_domain is not None:
         return ""  # a required operand (quantile): the general path always
     conditions = ["_fast is not None"]
-    conditions += [f"{name} is None" for name, on in (("weight", spec.weight), ("pos_weight", spec.pos_weight)) if on]
+    if spec.pos_weight:
+        conditions.append("pos_weight is None")
+    if spec.weight and spec.kind == "classes":
+        conditions.append("weight is None")
     conditions += [f"{p.name} is _defaults[{i}]" for i, p in enumerate(spec.params)]
-    args = "input, target, " + ("ignore_index, " if spec.kind == "classes" and spec.ignore_index else
-                                ("None, " if spec.kind == "classes" else ""))
+    if spec.kind == "classes":
+        args = "input, target, " + ("ignore_index, " if spec.ignore_index else "None, ")
+    else:
+        args = "input, target, " + ("weight, " if spec.weight else "None, ")
+    # the Hessian policy ("exact" for a loss without one, and for the loss and _grad twins)
+    hessian = "hessian" if grad == 2 and spec.hessian_policy is not None else "'exact'"
     return (
         f"    if {' and '.join(conditions)}:\n"
-        f"        result = _fast({args}reduction, n_threads, {'out' if grad else 'None'}, {grad})\n"
+        f"        result = _fast({args}reduction, n_threads, {'out' if grad else 'None'}, {grad}, {hessian})\n"
         f"        if result is not None:\n"
         f"            return result\n"
     )
@@ -645,7 +654,7 @@ def make_public_api(backend) -> dict:
             params = "".join(f"{p.name}, " for p in spec.params)
             src = (
                 f"def {name}(input, target, *, {', '.join(kw)}):\n"
-                + (_fast_path_source(spec, bool(grad)) if grad < 2 else "")
+                + _fast_path_source(spec, grad)
                 + f"    return _call(_spec, _backend, input, target, "
                 f"{'weight' if spec.weight else 'None'}, "
                 f"{spec.operand or 'None'}, "

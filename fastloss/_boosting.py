@@ -240,12 +240,13 @@ class SoftmaxObjective:
         return self._grad, self._hess
 
     def labels(self, label, n):
-        """Class indices as int32, converted once per data set; float labels must hold
-        integers (XGBoost and LightGBM store labels as float32)."""
+        """Class indices as int64 (what the kernels read: the compiled fast path takes them
+        as they are), converted once per data set; float labels must hold integers (XGBoost
+        and LightGBM store labels as float32)."""
         label = np.asarray(label)
         if label.size != n:
             raise ValueError(f"got {label.size} labels for {n} samples")
-        if label.dtype.kind in "iu":
+        if label.dtype == np.int64:
             return label.reshape(n)
 
         def convert(src, buf):
@@ -254,7 +255,7 @@ class SoftmaxObjective:
                 bad = src.reshape(n)[buf != src.reshape(n)][0]
                 raise ValueError(f"softmax labels must be integer class indices, got {bad!r}")
 
-        return self._converted.get("label", label, np.dtype(np.int32), (n,), convert)
+        return self._converted.get("label", label, np.dtype(np.int64), (n,), convert)
 
     def grad_hess(self, preds, label, weight=None):
         n, k = preds.shape

@@ -18,6 +18,7 @@ their parameters all come from the registry (fastloss/_registry.py).
 """
 
 cimport numpy as cnp
+from libc.float cimport FLT_MAX
 from libc.math cimport INFINITY, NAN, copysign, isfinite
 from libc.stdint cimport INT64_MAX, INT64_MIN, int64_t, uintptr_t
 from libc.stdlib cimport free, malloc
@@ -304,15 +305,47 @@ cdef inline bint overlaps(cnp.ndarray a, cnp.ndarray b) noexcept:
     return pa < pb + cnp.PyArray_NBYTES(b) and pb < pa + cnp.PyArray_NBYTES(a)
 
 
-cdef inline bint usable_out(object out, cnp.ndarray x, int typenum, cnp.ndarray other) noexcept:
-    """out can take the gradient directly: input's shape and dtype, writable, contiguous,
-    overlapping no operand except being the input itself."""
+cdef inline bint usable_out(object out, cnp.ndarray x, int typenum, cnp.ndarray other,
+                            object weight=None) noexcept:
+    """out can take the gradient (or the Hessian) directly: input's shape and dtype, writable,
+    contiguous, overlapping no operand (the target, a weight array) except being the input
+    itself."""
     if not plain_float(out, typenum):
         return False
     cdef cnp.ndarray o = <cnp.ndarray>out
     if not same_shape(o, x) or not cnp.PyArray_ISWRITEABLE(o) or overlaps(o, other):
         return False
+    if weight is not None and overlaps(o, <cnp.ndarray>weight):
+        return False
     return not overlaps(o, x) or cnp.PyArray_DATA(o) == cnp.PyArray_DATA(x)
+
+
+cdef inline bint usable_outs(object out, cnp.ndarray x, int typenum, cnp.ndarray other, object weight,
+                             int want) noexcept:
+    """``out`` of a call that wants the gradient (want 1: an array or None) or the gradient
+    and the Hessian (want 2: None or a pair of usable arrays that do not overlap each other)."""
+    if out is None or want == 0:
+        return True
+    if want == 1:
+        return usable_out(out, x, typenum, other, weight)
+    if type(out) is not tuple or len(<tuple>out) != 2:
+        return False
+    g, h = (<tuple>out)[0], (<tuple>out)[1]
+    return (usable_out(g, x, typenum, other, weight) and usable_out(h, x, typenum, other, weight)
+            and not overlaps(<cnp.ndarray>g, <cnp.ndarray>h))
+
+
+cdef inline double hessian_const(object hessian) noexcept:
+    """The Hessian policy as the kernels take it (0.0: "exact", else the positive constant),
+    for the forms the fast path knows (an exact str "exact", an exact float in (0, inf)); -1
+    for anything else, which the general path checks (fastloss._api._check_hessian)."""
+    cdef double c
+    if type(hessian) is str:
+        return 0.0 if hessian == "exact" else -1.0
+    if type(hessian) is float:
+        c = hessian
+        return c if c > 0 and c < INFINITY else -1.0
+    return -1.0
 
 
 cdef inline int reduction_code(object reduction) noexcept:
@@ -366,17 +399,28 @@ cdef inline int thread_count(object n_threads) noexcept:
     return -1
 
 
-cdef inline object grad_buffer(object out, cnp.ndarray x, int typenum, bint want_grad):
+cdef inline object grad_buffer(object out, cnp.ndarray x, int typenum, int want):
     """Where the fast path's gradient goes: the caller's out, else a new array like x."""
-    if not want_grad:
+    if want == 0:
         return None
-    return out if out is not None else empty_like_shape(x, typenum)
+    if out is None:
+        return empty_like_shape(x, typenum)
+    return (<tuple>out)[0] if want == 2 else out
+
+
+cdef inline object hess_buffer(object out, cnp.ndarray x, int typenum, int want):
+    """Where the fast path's Hessian goes: out[1], else a new array like x."""
+    if want != 2:
+        return None
+    return (<tuple>out)[1] if out is not None else empty_like_shape(x, typenum)
 
 
 cdef object fast_result(double total, double divisor, int reduction, int typenum, object loss,
-                        object grad, bint want_grad):
+                        object grad, object hess, int want):
     result = loss if reduction == 2 else scalar_result(total, divisor, reduction, typenum)
-    return (result, grad) if want_grad else result
+    if want == 2:
+        return result, grad, hess
+    return (result, grad) if want == 1 else result
 
 
 cdef object scalar_result(double total, double divisor, int reduction, int typenum):
@@ -394,16 +438,32 @@ cdef inline cnp.ndarray empty_like_shape(cnp.ndarray a, int typenum):
     return cnp.PyArray_EMPTY(cnp.PyArray_NDIM(a), cnp.PyArray_DIMS(a), typenum, 0)
 
 
+cdef object scalar_weight(double value, int typenum):
+    """A Python float weight as the general path makes it: a one-element array of the
+    compute dtype (period 1). None where the float32 cast would overflow (NumPy warns
+    there: the general path keeps that)."""
+    cdef cnp.npy_intp one = 1
+    cdef cnp.ndarray w = cnp.PyArray_EMPTY(1, &one, typenum, 0)
+    if typenum == cnp.NPY_FLOAT32:
+        if isfinite(value) and not (-FLT_MAX <= value <= FLT_MAX):
+            return None  # beyond float32: rounds to inf with NumPy's overflow warning
+        (<float*>cnp.PyArray_DATA(w))[0] = <float>value
+    else:
+        (<double*>cnp.PyArray_DATA(w))[0] = value
+    return w
+
+
 cdef class _Elementwise:
     """An elementwise kernel: see the backend contract in fastloss._numpy_kernels."""
 
     cdef readonly int kernel
     cdef double default_params[MAX_PARAMS_CAP]
-    cdef bint input_unit, target_unit, target_sign, target_nonneg, target_pos
+    cdef bint input_unit, target_unit, target_sign, target_nonneg, target_pos, by_count
 
     def __init__(self, spec, int kernel):
         init_defaults(self.default_params, spec)
         self.kernel = kernel
+        self.by_count = FACTS[kernel].divisor == DIVIDE_BY_COUNT
         self.input_unit = FACTS[kernel].input_unit
         self.target_unit = FACTS[kernel].target_unit
         self.target_sign = FACTS[kernel].target_sign
@@ -463,8 +523,12 @@ cdef class _Elementwise:
             return (None if want_none else total), loss, grad, hess
         return (None if want_none else total), loss, grad
 
-    def fast(self, input, target, reduction, n_threads, out, bint want_grad):
-        """The common call, or None (see "fast path" above)."""
+    def fast(self, input, target, weight, reduction, n_threads, out, int want, hessian):
+        """The common call, or None (see "fast path" above). ``want``: 0 the loss, 1 with the
+        gradient, 2 with the gradient and the Hessian (``hessian``: the policy; "exact" for a
+        loss without one). ``weight``: None, a Python float, or an array of the input's shape
+        and compute dtype (a weighted "mean" divided by the weights' sum takes the general
+        path, which computes and scales that divisor)."""
         if type(input) is not np.ndarray:
             return None
         cdef int typenum = cnp.PyArray_TYPE(<cnp.ndarray>input)
@@ -476,9 +540,26 @@ cdef class _Elementwise:
         cdef int red = reduction_code(reduction), nt = thread_count(n_threads)
         if red < 0 or nt < 0 or not same_shape(x, t):
             return None
-        if want_grad and out is not None and not usable_out(out, x, typenum, t):
+        cdef double hc = hessian_const(hessian) if want == 2 else 0.0
+        if hc < 0:
             return None
         cdef idx n = cnp.PyArray_SIZE(x)
+        w = None
+        if weight is not None:
+            if red == 0 and not self.by_count:
+                return None
+            if type(weight) is float:
+                w = scalar_weight(<double>weight, typenum)
+                if w is None:
+                    return None
+            elif plain_float(weight, typenum) and same_shape(<cnp.ndarray>weight, x):
+                w = weight
+            else:
+                return None
+            if n == 0:
+                w = None  # nothing to weigh (the general path's rule: a period divides n)
+        if not usable_outs(out, x, typenum, t, w, want):
+            return None
         if self.input_unit and first_breaking(UNIT_INTERVAL, x, nt) is not None:
             return None
         if self.target_unit and first_breaking(UNIT_INTERVAL, t, nt) is not None:
@@ -490,9 +571,10 @@ cdef class _Elementwise:
         if self.target_pos and first_breaking(POSITIVE, t, nt) is not None:
             return None
         loss = empty_like_shape(x, typenum) if red == 2 else None
-        grad = grad_buffer(out, x, typenum, want_grad)
-        total = self.run(x, t, None, None, self.default_params, loss, grad, mean_scale_c(red, n), nt)
-        return fast_result(total, n, red, typenum, loss, grad, want_grad)
+        grad = grad_buffer(out, x, typenum, want)
+        hess = hess_buffer(out, x, typenum, want)
+        total = self.run(x, t, w, None, self.default_params, loss, grad, mean_scale_c(red, n), nt, hess, hc)
+        return fast_result(total, n, red, typenum, loss, grad, hess, want)
 
 
 cdef class _Classes:
@@ -567,8 +649,9 @@ cdef class _Classes:
             return (None if want_none else total), loss, grad, hess
         return (None if want_none else total), loss, grad
 
-    def fast(self, input, target, ignore_index, reduction, n_threads, out, bint want_grad):
-        """The common call on (N, C) input with int64 class indices, or None."""
+    def fast(self, input, target, ignore_index, reduction, n_threads, out, int want, hessian):
+        """The common call on (N, C) input with int64 class indices and no class weight, or
+        None (``want`` and ``hessian`` as for the elementwise kernels)."""
         if type(input) is not np.ndarray or type(target) is not np.ndarray:
             return None
         cdef int typenum = cnp.PyArray_TYPE(<cnp.ndarray>input)
@@ -586,7 +669,8 @@ cdef class _Classes:
         cdef int red = reduction_code(reduction), nt = thread_count(n_threads)
         if red < 0 or nt < 0:
             return None
-        if want_grad and out is not None and not usable_out(out, x, typenum, t):
+        cdef double hc = hessian_const(hessian) if want == 2 else 0.0
+        if hc < 0 or not usable_outs(out, x, typenum, t, None, want):
             return None
         cdef idx N = x.shape[0], C = x.shape[1]
         cdef int64_t ignore = ignore_index if self.has_ignore else 0
@@ -603,10 +687,11 @@ cdef class _Classes:
             return None
         cdef double divisor = count if self.by_target_weight else N
         loss = cnp.PyArray_EMPTY(1, cnp.PyArray_DIMS(t), typenum, 0) if red == 2 else None
-        grad = grad_buffer(out, x, typenum, want_grad)
+        grad = grad_buffer(out, x, typenum, want)
+        hess = hess_buffer(out, x, typenum, want)
         total = self.run(x, t, None, ignore, self.default_params, loss, grad,
-                         mean_scale_c(red, divisor), nt)
-        return fast_result(total, divisor, red, typenum, loss, grad, want_grad)
+                         mean_scale_c(red, divisor), nt, hess, hc)
+        return fast_result(total, divisor, red, typenum, loss, grad, hess, want)
 
 
 cdef void init_defaults(double* prm, spec):

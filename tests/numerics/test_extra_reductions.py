@@ -126,8 +126,8 @@ def test_batchmean_takes_the_general_path_with_the_same_bits():
         assert_bitwise(a, b)
     if fastloss.get_backend() == "cython":
         fast = fastloss.kernels.KERNELS["kl_div"].fast
-        assert fast(x, t, "batchmean", None, None, False) is None
-        assert fast(x, t, "sum", None, None, False) is not None
+        assert fast(x, t, None, "batchmean", None, None, 0, None) is None
+        assert fast(x, t, None, "sum", None, None, 0, None) is not None
 
 
 @pytest.mark.parametrize("n_threads", [1, 2, 3])

@@ -211,3 +211,33 @@ def test_instruments_catch_a_c_leak_of_8_bytes_per_call():
     libc.free.argtypes = [ctypes.c_void_p]
     for p in leaked:
         libc.free(p)
+
+
+@pytest.mark.skipif(not COMPILED_BACKENDS, reason="the fast path exists only in the compiled backend")
+@pytest.mark.parametrize("name", ["mse_loss", "l1_loss", "binary_cross_entropy_with_logits", "cross_entropy"])
+def test_no_leak_on_the_fast_path_of_grad_hess_and_weights(name):
+    """The compiled fast path's own allocations (the Hessian buffer, a float weight's array,
+    the result tuples) and its declines (a bad policy, an overlapping out pair) leak nothing."""
+    import fastloss
+
+    spec = next(s for s in LOSSES if s.name == name)
+    f = getattr(fastloss, name + "_grad_hess")
+    x, t, _ = Case(name, (64,) if spec.kind == "elementwise" else (64, 5),
+                   "indices" if spec.kind == "classes" else "values", ()).generate(np.float32)
+    g, h = np.empty_like(x), np.empty_like(x)
+    arrays = [x, t, g, h]
+    pol = {"hessian": 1.0} if spec.hessian_policy is not None else {}
+    calls = [lambda: f(x, t), lambda: f(x, t, reduction="none", out=(g, h)),
+             lambda: f(x, t, reduction="sum", out=(g, h), **pol)]
+    if spec.kind == "elementwise" and spec.weight:
+        w = np.full_like(x, 0.5)
+        arrays.append(w)
+        calls += [lambda: f(x, t, weight=0.5, reduction="sum", out=(g, h)), lambda: f(x, t, weight=w, reduction="none")]
+    if pol:
+        calls.append(_raising(ValueError, lambda: f(x, t, out=(g, h), hessian=-1.0)))
+    calls.append(_raising(ValueError, lambda: f(x, t, out=(g, g))))
+    traced, malloced, changed = measure(calls, arrays, -(-1000 // len(calls)))
+    assert traced < BLOCKS, f"tracemalloc: {traced} Python blocks more per window"
+    if malloced is not None:
+        assert malloced < THRESHOLD, f"malloc: {malloced} bytes more per window"
+    assert not changed, f"reference counts changed: {changed}"

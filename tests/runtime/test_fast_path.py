@@ -1,0 +1,142 @@
+"""The compiled fast path (fastloss/kernels.pyx, "fast path") gives the general path's bits.
+
+A public function first offers its call to the kernel's ``fast`` method, which takes the
+common forms (exact float32/float64 ndarrays, C-contiguous, native byte order, default scalar
+parameters; an elementwise weight that is a float or an array like the input; the Hessian
+policy as an exact float or "exact"; ``out`` arrays or pairs that overlap nothing) and
+returns None for everything else, which the general front layer (fastloss/_api.py) then
+checks and computes. Here every loss, twin (loss, ``_grad``, ``_grad_hess``), reduction,
+dtype and weight form runs both ways: through the fast path (asserted to be taken) and
+through the general path (forced by giving the reduction as ``np.str_``, which the fast path
+leaves to the general one), with the same bits, with and without ``out``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import fastloss
+from cases import DTYPES, one_case_per_param_set
+from fastloss._registry import BY_NAME, REDUCTIONS
+from helpers import COMPILED_BACKENDS, assert_bitwise
+
+pytestmark = pytest.mark.skipif(not COMPILED_BACKENDS, reason="the fast path exists only in the compiled backend")
+
+# The plain case of every loss with a fast path: default parameters, no operand.
+PLAIN = [c for c in one_case_per_param_set() if not c.params and c.form != "probabilities"
+         and BY_NAME[c.loss].operand_domain is None]
+TWINS = {0: "", 1: "_grad", 2: "_grad_hess"}
+
+
+def weight_forms(spec, x):
+    """None, and for elementwise losses with a weight: a float and an array like the input."""
+    forms = {"no weight": None}
+    if spec.kind == "elementwise" and spec.weight:
+        rng = np.random.default_rng(5)
+        forms["float weight"] = 0.5
+        forms["array weight"] = rng.uniform(0.25, 2.0, x.shape).astype(x.dtype)
+    return forms
+
+
+def fast_method(spec):
+    return fastloss.kernels.KERNELS[spec.kernel_name].fast
+
+
+def fast_call(spec, x, t, weight, reduction, out, want, hessian="exact"):
+    """The kernel's fast method called as the generated function calls it."""
+    third = weight if spec.kind == "elementwise" else (-100 if spec.ignore_index else None)
+    return fast_method(spec)(x, t, third, reduction, None, out, want, hessian)
+
+
+def outputs(result, want):
+    return (result,) if want == 0 else tuple(result)
+
+
+def test_every_plain_case_is_here():
+    assert {c.loss for c in PLAIN} == {s.name for s in BY_NAME.values() if s.operand_domain is None}
+
+
+@pytest.mark.parametrize("want", [0, 1, 2])
+@pytest.mark.parametrize("reduction", [r for r in REDUCTIONS if r in ("mean", "sum", "none")])
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("case", PLAIN, ids=str)
+def test_fast_path_gives_the_general_paths_bits(case, dtype, reduction, want):
+    spec = case.spec
+    x, t, _ = case.generate(dtype)
+    if spec.kind == "classes" and x.ndim == 3:  # (N, C, K) -> (N K, C): the fast path's form
+        x = np.ascontiguousarray(np.moveaxis(x, 1, -1).reshape(-1, x.shape[1]))
+        t = np.ascontiguousarray(t.reshape(-1))
+    fn = getattr(fastloss, spec.name + TWINS[want])
+    for what, weight in weight_forms(spec, x).items():
+        kw = {} if weight is None else {"weight": weight}
+        declined = ((weight is not None and reduction == "mean" and spec.mean_divisor != "count")
+                    or (spec.kind == "classes" and (x.ndim != 2 or t.dtype != np.int64)))
+        taken = fast_call(spec, x, t, weight, reduction, None, want)
+        assert (taken is None) == declined, f"{what}: the fast path {'took' if taken is not None else 'declined'} it"
+        fast = outputs(fn(x, t, reduction=reduction, **kw), want)
+        general = outputs(fn(x, t, reduction=np.str_(reduction), **kw), want)
+        for a, b, name in zip(fast, general, ("loss", "grad", "hess")):
+            assert_bitwise(a, b, f"{what}: {name}")
+        if want:
+            # into out: the fast path writes the caller's arrays and returns them
+            bufs = tuple(np.full(x.shape, np.nan, x.dtype) for _ in range(want))
+            out = bufs if want == 2 else bufs[0]
+            got = outputs(fn(x, t, reduction=reduction, out=out, **kw), want)
+            for k, buf in enumerate(bufs):
+                assert got[1 + k] is buf
+                assert_bitwise(buf, general[1 + k], f"{what}: out[{k}]")
+            assert_bitwise(got[0], general[0], f"{what}: loss with out")
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+def test_fast_path_declines_what_the_general_path_must_check(dtype):
+    """Forms the fast path leaves to the general path: a Hessian policy it does not know
+    (the general path refuses a bad one before writing), an out pair that overlaps, an out
+    overlapping the weight, a weight of another dtype or shape, a float weight beyond
+    float32, a weighted "mean" divided by the weights' sum."""
+    spec = BY_NAME["l1_loss"]
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal(100).astype(dtype)
+    t = rng.standard_normal(100).astype(dtype)
+    g, h = np.empty_like(x), np.empty_like(x)
+    w = rng.uniform(0.5, 1.5, 100).astype(dtype)
+    other = np.float64 if dtype == np.float32 else np.float32
+    assert fast_call(spec, x, t, None, "sum", (g, h), 2, 1.0) is not None
+    assert fast_call(spec, x, t, None, "sum", (g, h), 2, "exact") is not None
+    declined = [
+        (None, "sum", (g, h), 2, -1.0), (None, "sum", (g, h), 2, float("inf")), (None, "sum", (g, h), 2, 1),
+        (None, "sum", (g, h), 2, np.str_("exact")), (None, "sum", (g, h), 2, "Exact"),
+        (None, "sum", (g, g), 2, 1.0), (None, "sum", (g, h[::-1]), 2, 1.0), (None, "sum", [g, h], 2, 1.0),
+        (None, "sum", (g, h), 2, None), (None, "sum", (g,), 2, 1.0), (w, "sum", (w, h), 2, 1.0),
+        (w, "sum", w, 1, "exact"), (w.astype(other), "sum", None, 1, "exact"), (w[:50], "sum", None, 1, "exact"),
+        (w.reshape(10, 10), "sum", None, 1, "exact"), (w, "mean", None, 1, "exact"),
+        (0.5, "mean", None, 0, "exact"), (1, "sum", None, 0, "exact"), (np.float64(0.5), "sum", None, 0, "exact"),
+    ]
+    if dtype == np.float32:
+        declined.append((1e39, "sum", None, 0, "exact"))
+    for weight, reduction, out, want, hessian in declined:
+        assert fast_call(spec, x, t, weight, reduction, out, want, hessian) is None, (weight, reduction, out, hessian)
+    # the general path then does what it does: refuses a bad policy before writing,
+    g[:] = 7
+    with pytest.raises(ValueError, match="hessian"):
+        fastloss.l1_loss_grad_hess(x, t, reduction="sum", out=(g, h), hessian=-1.0)
+    assert np.all(g == 7)
+    # and computes an out that overlaps the weight through a copy, with the same bits
+    expected = fastloss.l1_loss_grad(x, t, weight=w.copy(), reduction="sum")
+    ww = w.copy()
+    loss, grad = fastloss.l1_loss_grad(x, t, weight=ww, reduction="sum", out=ww)
+    assert_bitwise(loss, expected[0])
+    assert_bitwise(grad, expected[1])
+
+
+def test_a_float_weight_is_the_one_element_array_of_the_general_path():
+    """float32: the weight is rounded to float32 once, as np.asarray(w, np.float32)."""
+    x = np.linspace(-3, 3, 1000, dtype=np.float32)
+    t = np.zeros(1000, np.float32)
+    w = 0.1  # not a float32 value
+    fast = fastloss.mse_loss_grad_hess(x, t, weight=w, reduction="sum")
+    general = fastloss.mse_loss_grad_hess(x, t, weight=np.asarray([w]), reduction="sum")
+    for a, b in zip(fast, general):
+        assert_bitwise(a, b)
+    np.testing.assert_array_equal(fast[2], np.float32(2) * np.float32(w))
