@@ -96,6 +96,28 @@ class Elementwise:
     metric_takes_weight: bool = True
 
 
+def _no_loss_kernel(loss: str, kwargs: dict):
+    """``(fast, policy)``: the compiled kernel's fast method and the Hessian policy to give it,
+    when the compiled backend is in use and the objective's parameters are the registry's
+    defaults; else ``(None, None)``. Its ``want=3`` computes the gradient and Hessian alone
+    (the loss, which a booster does not ask for, is not computed: Poisson's deviance costs a
+    log per sample), with the bits of ``NAME_grad_hess`` (tests/runtime/test_fast_path.py);
+    it returns None for any call it does not take, which then goes to ``NAME_grad_hess``."""
+    if _fl.get_backend() != "cython":
+        return None, None
+    from fastloss import kernels
+    from fastloss._registry import BY_NAME
+
+    spec = BY_NAME[loss]
+    extra = set(kwargs) - {p.name for p in spec.params} - {"hessian"}
+    if extra or any(p.name in kwargs and kwargs[p.name] != p.default for p in spec.params):
+        return None, None
+    policy = kwargs.get("hessian", spec.hessian_policy if spec.hessian_policy is not None else "exact")
+    if isinstance(policy, (int, float)) and not isinstance(policy, bool):
+        policy = float(policy)
+    return kernels.KERNELS[spec.kernel_name].fast, policy
+
+
 class ElementwiseObjective:
     """Computes gradient and Hessian of an ``Elementwise`` spec into reused buffers."""
 
@@ -103,6 +125,7 @@ class ElementwiseObjective:
         self.spec = spec
         self.n_threads = n_threads
         self._grad_hess = getattr(_fl, spec.loss + "_grad_hess")
+        self._no_loss, self._policy = _no_loss_kernel(spec.loss, spec.kwargs)
         self._metric_fn = getattr(_fl, spec.metric_loss or spec.loss)
         self._grad = self._hess = None
         self._converted = _Converted()
@@ -170,7 +193,12 @@ class ElementwiseObjective:
             post = self._weight(weight, preds, spec.weight_scale)
         elif spec.weight_scale != 1.0:
             post = spec.weight_scale
-        self._grad_hess(preds, target, reduction="sum", n_threads=self.n_threads, out=(grad, hess), **kwargs)
+        done = None
+        if self._no_loss is not None:  # the kernel without the loss, else the public function
+            done = self._no_loss(preds, target, kwargs.get("weight"), "sum", self.n_threads, (grad, hess), 3,
+                                 self._policy)
+        if done is None:
+            self._grad_hess(preds, target, reduction="sum", n_threads=self.n_threads, out=(grad, hess), **kwargs)
         if spec.min_hessian is not None:
             np.maximum(hess, spec.min_hessian, out=hess)
         if post is not None:

@@ -78,6 +78,7 @@ cdef extern from "dispatch.hpp" namespace "fl" nogil:
         idx n
         const double* params
         double hess_const
+        bint no_sum
 
     cdef cppclass ClassArgs[T]:
         const T* x
@@ -472,7 +473,7 @@ cdef class _Elementwise:
 
     cdef double run(self, cnp.ndarray x, cnp.ndarray t, object w, object pw,
                     const double* prm, object loss, object grad, double scale, int n_threads,
-                    object hess=None, double hess_const=0):
+                    object hess=None, double hess_const=0, bint no_sum=False):
         cdef idx n = cnp.PyArray_SIZE(x)
         cdef double total
         cdef ElementwiseArgs[float] af
@@ -484,7 +485,7 @@ cdef class _Elementwise:
             af.pw_period = pw.size if pw is not None else 0
             af.loss, af.grad, af.scale, af.n = <float*>data(loss), <float*>data(grad), <float>scale, n
             af.hess, af.hess_const = <float*>data(hess), hess_const
-            af.params = prm
+            af.params, af.no_sum = prm, no_sum
             if n >= NOGIL_FROM:
                 with nogil:
                     total = elementwise[float](self.kernel, af, n_threads)
@@ -497,7 +498,7 @@ cdef class _Elementwise:
             ad.pw_period = pw.size if pw is not None else 0
             ad.loss, ad.grad, ad.scale, ad.n = <double*>data(loss), <double*>data(grad), scale, n
             ad.hess, ad.hess_const = <double*>data(hess), hess_const
-            ad.params = prm
+            ad.params, ad.no_sum = prm, no_sum
             if n >= NOGIL_FROM:
                 with nogil:
                     total = elementwise[double](self.kernel, ad, n_threads)
@@ -526,7 +527,8 @@ cdef class _Elementwise:
     def fast(self, input, target, weight, reduction, n_threads, out, int want, hessian):
         """The common call, or None (see "fast path" above). ``want``: 0 the loss, 1 with the
         gradient, 2 with the gradient and the Hessian (``hessian``: the policy; "exact" for a
-        loss without one). ``weight``: None, a Python float, or an array of the input's shape
+        loss without one), 3 the gradient and the Hessian alone, ``(grad, hess)``, without
+        computing the loss (the boosting objectives; not for reduction "none"). ``weight``: None, a Python float, or an array of the input's shape
         and compute dtype (a weighted "mean" divided by the weights' sum takes the general
         path, which computes and scales that divisor)."""
         if type(input) is not np.ndarray:
@@ -538,8 +540,11 @@ cdef class _Elementwise:
             return None
         cdef cnp.ndarray x = <cnp.ndarray>input, t = <cnp.ndarray>target
         cdef int red = reduction_code(reduction), nt = thread_count(n_threads)
-        if red < 0 or nt < 0 or not same_shape(x, t):
+        if red < 0 or nt < 0 or not same_shape(x, t) or (want == 3 and red == 2):
             return None
+        cdef bint no_sum = want == 3
+        if no_sum:
+            want = 2
         cdef double hc = hessian_const(hessian) if want == 2 else 0.0
         if hc < 0:
             return None
@@ -573,7 +578,9 @@ cdef class _Elementwise:
         loss = empty_like_shape(x, typenum) if red == 2 else None
         grad = grad_buffer(out, x, typenum, want)
         hess = hess_buffer(out, x, typenum, want)
-        total = self.run(x, t, w, None, self.default_params, loss, grad, mean_scale_c(red, n), nt, hess, hc)
+        total = self.run(x, t, w, None, self.default_params, loss, grad, mean_scale_c(red, n), nt, hess, hc, no_sum)
+        if no_sum:
+            return grad, hess
         return fast_result(total, n, red, typenum, loss, grad, hess, want)
 
 
@@ -667,8 +674,11 @@ cdef class _Classes:
                                 or not INT64_MIN <= ignore_index <= INT64_MAX):
             return None  # the general path refuses it with its message
         cdef int red = reduction_code(reduction), nt = thread_count(n_threads)
-        if red < 0 or nt < 0:
+        if red < 0 or nt < 0 or (want == 3 and red == 2):
             return None
+        cdef bint no_loss = want == 3  # (the class kernels compute the loss sum anyway)
+        if no_loss:
+            want = 2
         cdef double hc = hessian_const(hessian) if want == 2 else 0.0
         if hc < 0 or not usable_outs(out, x, typenum, t, None, want):
             return None
@@ -691,6 +701,8 @@ cdef class _Classes:
         hess = hess_buffer(out, x, typenum, want)
         total = self.run(x, t, None, ignore, self.default_params, loss, grad,
                          mean_scale_c(red, divisor), nt, hess, hc)
+        if no_loss:
+            return grad, hess
         return fast_result(total, divisor, red, typenum, loss, grad, hess, want)
 
 

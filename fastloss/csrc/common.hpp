@@ -81,6 +81,7 @@ struct ElementwiseArgs {
     idx n;
     const double* params;
     double hess_const;  // > 0: every term's second derivative is this constant (a policy); 0: exact
+    bool no_sum = false;  // with grad and hess and no per-element loss: skip the loss sum (returns 0)
 };
 
 template <typename T>

@@ -208,7 +208,9 @@ inline void stream_fence() {
 constexpr int UNROLL = 2;
 
 // What a run writes besides the loss sum: the per-element losses, the gradient and the
-// Hessian's diagonal (each optional: compile-time flags LOSS, GRAD, HESS), and the Hessian
+// Hessian's diagonal (each optional: compile-time flags LOSS, GRAD, HESS; SUM false: no loss
+// sum either, for callers that want the gradient and Hessian alone, such as a boosting
+// objective: the loss's own math is then dead code the compiler drops), and the Hessian
 // policy (hc > 0: every term's second derivative is the constant hc).
 template <typename T>
 struct Outputs {
@@ -232,7 +234,7 @@ FL_OP T weighted_hess(T h, T ws, T hc, T use_hc) {
 }
 
 // Elements [i, end) (fewer than a chunk) into lanes (lane0 + k) % LANES, k = 0, 1, ...
-template <class Op, typename T, bool W, bool PW, bool LOSS, bool GRAD, bool HESS>
+template <class Op, typename T, bool W, bool PW, bool LOSS, bool GRAD, bool HESS, bool SUM = true>
 __attribute__((noinline)) void run_rest(const Op& op, const T* x, const T* y, const T* w, const T* pw,
                                         const Outputs<T>& o, idx i, idx end, double* acc) {
     constexpr int CHUNK = UNROLL * LANES;
@@ -243,7 +245,7 @@ __attribute__((noinline)) void run_rest(const Op& op, const T* x, const T* y, co
             op(x[i], y[i], PW ? pw[i] : T(1), l, g, h);
             const T ws = W ? w[i] * scale : scale;
             if (W) l *= w[i];
-            acc[j] += double(l);
+            if (SUM) acc[j] += double(l);
             if (LOSS) o.lo[i] = l;
             if (GRAD) o.go[i] = weighted<Op>(g, ws);
             if (HESS) o.ho[i] = weighted_hess<Op>(h, ws, hc, use_hc);
@@ -273,7 +275,7 @@ __attribute__((noinline)) void run_rest(const Op& op, const T* x, const T* y, co
             if (HESS) hs[j] = weighted_hess<Op>(h, ws, hc, use_hc);
         }
         for (idx j = 0; j < rem; ++j) {
-            acc[j % LANES] += double(ls[j]);
+            if (SUM) acc[j % LANES] += double(ls[j]);
             if (LOSS) o.lo[i + j] = ls[j];
             if (GRAD) o.go[i + j] = gs[j];
             if (HESS) o.ho[i + j] = hs[j];
@@ -281,7 +283,7 @@ __attribute__((noinline)) void run_rest(const Op& op, const T* x, const T* y, co
     }
 }
 
-template <class Op, typename T, bool W, bool PW, bool LOSS, bool GRAD, bool HESS>
+template <class Op, typename T, bool W, bool PW, bool LOSS, bool GRAD, bool HESS, bool SUM = true>
 __attribute__((noinline)) void run(const Op& op, const T* x, const T* y, const T* w, const T* pw,
                                    const Outputs<T>& o, idx len, bool stream, double* lanes, idx lane0) {
     // lanes: the block's LANES partial sums; element j of this run goes to lane
@@ -301,7 +303,7 @@ __attribute__((noinline)) void run(const Op& op, const T* x, const T* y, const T
     if (stream) {
         const uintptr_t mis = reinterpret_cast<uintptr_t>(go) % STREAM_ALIGN;
         h = mis ? int((STREAM_ALIGN - mis) / sizeof(T)) : 0;
-        run_rest<Op, T, W, PW, LOSS, GRAD, HESS>(op, x, y, w, pw, o, 0, h, acc);
+        run_rest<Op, T, W, PW, LOSS, GRAD, HESS, SUM>(op, x, y, w, pw, o, 0, h, acc);
         i = h;
     }
     double racc[LANES];  // racc[j] is lane (h + j) % LANES
@@ -318,8 +320,9 @@ __attribute__((noinline)) void run(const Op& op, const T* x, const T* y, const T
                 gs[j] = weighted<Op>(g, W ? w[i + j] * scale : scale);
                 if (LOSS) lo[i + j] = l;
             }
-            for (int u = 0; u < UNROLL; ++u)
-                for (int j = 0; j < LANES; ++j) racc[j] += double(ls[u * LANES + j]);
+            if (SUM)
+                for (int u = 0; u < UNROLL; ++u)
+                    for (int j = 0; j < LANES; ++j) racc[j] += double(ls[u * LANES + j]);
             stream_chunk(go + i, gs, CHUNK);
         }
         stream_fence();
@@ -337,11 +340,12 @@ __attribute__((noinline)) void run(const Op& op, const T* x, const T* y, const T
                 if (GRAD) go[i + j] = weighted<Op>(g, ws);
                 if (HESS) ho[i + j] = weighted_hess<Op>(hh, ws, hc, use_hc);
             }
-            for (int u = 0; u < UNROLL; ++u)
-                for (int j = 0; j < LANES; ++j) racc[j] += double(ls[u * LANES + j]);
+            if (SUM)
+                for (int u = 0; u < UNROLL; ++u)
+                    for (int j = 0; j < LANES; ++j) racc[j] += double(ls[u * LANES + j]);
         }
     }
-    run_rest<Op, T, W, PW, LOSS, GRAD, HESS>(op, x, y, w, pw, o, i, len, racc);
+    run_rest<Op, T, W, PW, LOSS, GRAD, HESS, SUM>(op, x, y, w, pw, o, i, len, racc);
     for (int j = 0; j < LANES; ++j) acc[(h + j) % LANES] = racc[j];
     for (int j = 0; j < LANES; ++j) lanes[(lane0 + j) % LANES] = acc[j];
 }
@@ -355,11 +359,11 @@ inline Outputs<T> outputs_at(const ElementwiseArgs<T>& a, idx i) {
 
 // One block [begin, end): split into runs that cross no weight period boundary, summed into
 // one set of lanes (the same bits however the runs fall).
-template <class Op, typename T, bool W, bool PW, bool LOSS, bool GRAD, bool HESS>
+template <class Op, typename T, bool W, bool PW, bool LOSS, bool GRAD, bool HESS, bool SUM = true>
 inline double block(const Op& op, const ElementwiseArgs<T>& a, idx begin, idx end, bool stream) {
     double lanes[LANES] = {0.0};
     if (!W && !PW) {
-        run<Op, T, W, PW, LOSS, GRAD, HESS>(op, a.x + begin, a.y + begin, nullptr, nullptr, outputs_at(a, begin),
+        run<Op, T, W, PW, LOSS, GRAD, HESS, SUM>(op, a.x + begin, a.y + begin, nullptr, nullptr, outputs_at(a, begin),
                                             end - begin, stream, lanes, 0);
         return sum_lanes(lanes);
     }
@@ -368,7 +372,7 @@ inline double block(const Op& op, const ElementwiseArgs<T>& a, idx begin, idx en
         idx len = end - i;
         if (W) len = std::min(len, a.w_period - w_phase);
         if (PW) len = std::min(len, a.pw_period - pw_phase);
-        run<Op, T, W, PW, LOSS, GRAD, HESS>(op, a.x + i, a.y + i, W ? a.w + w_phase : nullptr,
+        run<Op, T, W, PW, LOSS, GRAD, HESS, SUM>(op, a.x + i, a.y + i, W ? a.w + w_phase : nullptr,
                                             PW ? a.pw + pw_phase : nullptr, outputs_at(a, i), len, stream,
                                             lanes, (i - begin) % LANES);
         i += len;
@@ -378,12 +382,12 @@ inline double block(const Op& op, const ElementwiseArgs<T>& a, idx begin, idx en
     return sum_lanes(lanes);
 }
 
-template <class Op, typename T, bool W, bool PW, bool LOSS, bool GRAD, bool HESS>
+template <class Op, typename T, bool W, bool PW, bool LOSS, bool GRAD, bool HESS, bool SUM = true>
 double drive(const Op& op, const ElementwiseArgs<T>& a, int n_threads) {
     idx nblocks = (a.n + BLOCK - 1) / BLOCK;
     const bool stream = GRAD && a.n * idx(sizeof(T)) * 3 >= STREAM_FROM_BYTES;
     return sum_blocks(nblocks, a.n >= SERIAL_BELOW, n_threads, [&](idx b) {
-        return block<Op, T, W, PW, LOSS, GRAD, HESS>(op, a, b * BLOCK, std::min(a.n, (b + 1) * BLOCK), stream);
+        return block<Op, T, W, PW, LOSS, GRAD, HESS, SUM>(op, a, b * BLOCK, std::min(a.n, (b + 1) * BLOCK), stream);
     });
 }
 
@@ -395,6 +399,10 @@ template <bool OPERAND, class Op, typename T>
 double dispatch_flags(const Op& op, const ElementwiseArgs<T>& a, int n_threads) {
     const bool w = a.w != nullptr, pw = OPERAND && a.pw != nullptr, lo = a.loss != nullptr,
                g = a.grad != nullptr, hs = g && a.hess != nullptr;
+    if (a.no_sum && !lo && hs) {  // gradient and Hessian alone (the loss sum is not wanted)
+        if (!w && !pw) return drive<Op, T, false, false, false, true, true, false>(op, a, n_threads);
+        if (w && !pw) return drive<Op, T, true, false, false, true, true, false>(op, a, n_threads);
+    }
 #define FL_CASE(W, PW, LO, G, H)                                                          \
     if (w == W && pw == PW && lo == LO && g == G && hs == H)                              \
         return drive<Op, T, W, PW && OPERAND, LO, G, H>(op, a, n_threads);

@@ -140,3 +140,30 @@ def test_a_float_weight_is_the_one_element_array_of_the_general_path():
     for a, b in zip(fast, general):
         assert_bitwise(a, b)
     np.testing.assert_array_equal(fast[2], np.float32(2) * np.float32(w))
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("case", [c for c in PLAIN if c.spec.kind == "elementwise"], ids=str)
+def test_gradient_and_hessian_without_the_loss_are_the_grad_hess_bits(case, dtype):
+    """``want=3`` (the boosting objectives' call, fastloss._boosting): the kernel computes the
+    gradient and Hessian with no loss sum, so the loss's own math is compiled out; the
+    gradient and Hessian keep the bits of NAME_grad_hess, for every elementwise loss, weight
+    form, reduction and both sides of the block size (4096) and of the parallel threshold."""
+    spec = case.spec
+    policy = spec.hessian_policy if spec.hessian_policy is not None else "exact"
+    for n in (1, 37, 4096 + 33, 50_000):
+        x, t, _ = case.generate(dtype)
+        x, t = np.resize(x, n), np.resize(t, n)
+        for what, weight in weight_forms(spec, x).items():
+            kw = {} if weight is None else {"weight": weight}
+            for reduction in ("mean", "sum"):
+                if weight is not None and reduction == "mean" and spec.mean_divisor != "count":
+                    continue
+                g, h = np.full_like(x, np.nan), np.full_like(x, np.nan)
+                got = fast_call(spec, x, t, weight, reduction, (g, h), 3, policy)
+                assert got is not None and got[0] is g and got[1] is h
+                _, eg, eh = getattr(fastloss, spec.name + "_grad_hess")(x, t, reduction=reduction, **kw)
+                assert_bitwise(g, eg, f"{what} n={n} {reduction}: grad")
+                assert_bitwise(h, eh, f"{what} n={n} {reduction}: hess")
+    x, t, _ = case.generate(dtype)
+    assert fast_call(spec, x, t, None, "none", None, 3, policy) is None  # "none" is a loss per element
