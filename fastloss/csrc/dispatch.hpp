@@ -84,6 +84,17 @@ struct TiledWeight {
 
 template <typename T>
 double elementwise(int kernel, const ElementwiseArgs<T>& args, int n_threads) {
+    if (args.no_sum && args.w && args.w_period == 1 && !args.loss && args.grad && args.hess) {
+        // A constant weight without the loss (a boosting objective's w / 2): the weighted
+        // loops would use ws = w * scale for the gradient and the Hessian, rounded in T; the
+        // unweighted loops with that product as their scale give the very same bits without
+        // reading a tiled weight.
+        ElementwiseArgs<T> a = args;
+        a.scale = T(args.w[0] * args.scale);
+        a.w = nullptr;
+        a.w_period = 0;
+        return elementwise(kernel, a, n_threads);
+    }
     TiledWeight<T> w(args.w, args.w_period, args.n), pw(args.pw, args.pw_period, args.n);
     ElementwiseArgs<T> a = args;
     a.w = w.w;
