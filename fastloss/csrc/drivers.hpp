@@ -283,12 +283,36 @@ __attribute__((noinline)) void run_rest(const Op& op, const T* x, const T* y, co
     }
 }
 
+// A functor whose second derivative is one constant everywhere (mse_loss: 2) says so with
+// `static constexpr int constant_hessian`.
+template <class Op, class = void>
+struct constant_hessian_of { static constexpr bool value = false; static constexpr int h = 0; };
+template <class Op>
+struct constant_hessian_of<Op, decltype(void(Op::constant_hessian))> {
+    static constexpr bool value = true;
+    static constexpr int h = Op::constant_hessian;
+};
+
 template <class Op, typename T, bool W, bool PW, bool LOSS, bool GRAD, bool HESS, bool SUM = true>
 __attribute__((noinline)) void run(const Op& op, const T* x, const T* y, const T* w, const T* pw,
                                    const Outputs<T>& o, idx len, bool stream, double* lanes, idx lane0) {
     // lanes: the block's LANES partial sums; element j of this run goes to lane
     // (lane0 + j) % LANES (lane0: the run's offset in its block, mod LANES), so the block's
     // sums do not depend on where runs start (the weight periods), only on element indices.
+    if (HESS && (constant_hessian_of<Op>::value || o.hconst)) {
+        // A Hessian that is a constant before weighting (the loss's own, or a policy's): the
+        // run without it, then the Hessian in a pass of its own over the run (a block at
+        // most, cache-hot). The same values; one store stream per loop instead of two
+        // interleaved ones, which measured 2x slower on this machine's caches (mse_loss
+        // gradient + Hessian at 8192-1e5 elements: 0.72 against 0.38 ns per element).
+        run<Op, T, W, PW, LOSS, GRAD, false, SUM>(op, x, y, w, pw, o, len, stream, lanes, lane0);
+        T* const ho = o.ho;
+        const T scale = o.scale, hc = o.hc, use_hc = o.hconst ? T(1) : T(0);
+        const T hv = T(constant_hessian_of<Op>::h);
+#pragma omp simd
+        for (idx i = 0; i < len; ++i) ho[i] = weighted_hess<Op>(hv, W ? w[i] * scale : scale, hc, use_hc);
+        return;
+    }
     double acc[LANES];
     for (int j = 0; j < LANES; ++j) acc[j] = lanes[(lane0 + j) % LANES];
     constexpr int CHUNK = UNROLL * LANES;

@@ -32,6 +32,7 @@ inline T sign_or_zero(T r) {  // sign(r), 0 at 0 and at NaN (PyTorch's L1 gradie
 template <typename T>
 struct Mse {
     static constexpr int grad_factor = 2;  // gradient 2 r
+    static constexpr int constant_hessian = 2;  // the Hessian's value everywhere (drivers.hpp)
     explicit Mse(const double*) {}
     FL_OP void operator()(T x, T y, T, T& l, T& g, T& h) const {
         T r = x - y;
