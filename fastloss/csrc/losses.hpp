@@ -606,21 +606,21 @@ struct PseudoHuber {
     // (1 - 3 da a / (delta^2 + a^2)) = (1 - 3 (c' da / max(a, delta)) / (1 + m^2)), c' = m
     // (a <= delta) or 1: the Hessian's condition number in a is 3 a^2 / (delta^2 + a^2) <= 3.
     // Plain IEEE operations only (no vm::mad): the same bits at every SIMD level.
-    // delta is clamped to T's range: a delta beyond T's maximum (float32) is that maximum, one
-    // below T's smallest subnormal is that subnormal (0 would make r = 0 a 0 / 0).
+    // delta is T(delta): in float32 a delta below half its smallest subnormal is 0 (then the
+    // exact loss, gradient and Hessian round to 0 wherever r != 0, and 1 is the Hessian at
+    // r == 0: max(a, delta) = 0 is replaced by 1 in m's division, no 0 / 0), one beyond its
+    // maximum is inf (the limit r^2 / 2, gradient r, Hessian 1). r = +-inf is selected last:
+    // loss inf, gradient +-delta, Hessian 0 (no 0 * inf or inf / inf at delta = 0 or inf).
     // Measured against mpmath (tests/numerics): see the PSEUDO_HUBER record's ulp_bounds.
     T delta;
-    static double delta_of(const double* p) {
-        return std::min(std::max(p[0], double(std::numeric_limits<T>::denorm_min())),
-                        double(std::numeric_limits<T>::max()));
-    }
-    explicit PseudoHuber(const double* p) : delta(T(delta_of(p))) {}
+    explicit PseudoHuber(const double* p) : delta(T(p[0])) {}
     FL_OP void operator()(T x, T y, T, T& l, T& g, T& h) const {
         T r = x - y, a = std::abs(r);
         T rb = r - x, r_lo = (x - (r - rb)) + (-y - rb);  // TwoSum; NaN when x - y overflows
         T da = r < T(0) ? -r_lo : r_lo;
         da = std::abs(da) < std::numeric_limits<T>::infinity() ? da : T(0);  // inf or NaN r: none
         T lo = std::min(a, delta), hi = std::max(a, delta);  // NaN a: both NaN
+        hi = hi > T(0) ? hi : T(1);  // a == delta == 0 (float32 delta underflowed): m = 0 (NaN stays: lo)
         T m = lo / hi, m2 = m * m, s2 = T(1) + m2;
         T k = std::sqrt(s2);
         T c = a <= delta ? T(1) : m;
@@ -628,10 +628,12 @@ struct PseudoHuber {
         T g0 = lo / k;
         T h0 = (a <= delta ? T(1) : m2 * m) / (k * s2);
         T dh = (T(3) * (a <= delta ? m : T(1)) * da) / (hi * s2);  // tiny (<= 3 ulp): its rounding is moot
-        l = l0 + g0 * da;
-        T gc = g0 + h0 * da;
+        T lc = l0 + g0 * da, gc = g0 + h0 * da, hc = h0 - h0 * dh;
+        const T inf = std::numeric_limits<T>::infinity();
+        l = a == inf ? a : lc;
+        gc = a == inf ? delta : gc;
         g = r < T(0) ? -gc : gc;  // NaN r: NaN
-        h = h0 - h0 * dh;
+        h = a == inf ? T(0) : hc;
     }
 };
 
