@@ -413,6 +413,12 @@ def log_cosh() -> Elementwise:
     return Elementwise("log_cosh_loss", metric_name="log_cosh", metric_loss="log_cosh_loss")
 
 
+def pseudo_huber(delta=1.0) -> Elementwise:
+    delta = _positive("delta", delta)
+    return Elementwise("pseudo_huber_loss", {"delta": delta}, metric_name="pseudo_huber",
+                       metric_loss="pseudo_huber_loss", metric_kwargs={"delta": delta})
+
+
 ELEMENTWISE = {
     "squared_error": squared_error,
     "absolute_error": absolute_error,
@@ -424,4 +430,5 @@ ELEMENTWISE = {
     "quantile": quantile,
     "focal": focal,
     "log_cosh": log_cosh,
+    "pseudo_huber": pseudo_huber,
 }

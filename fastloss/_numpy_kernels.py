@@ -620,6 +620,45 @@ def log_cosh_hess(x, t, pw):
     return hess - 2 * th * hess * da  # sech**2 of |x - t| = |r| + da
 
 
+def _pseudo_huber_terms(x, t, delta):
+    """(loss, |grad|, hess) of r = x - t with the residual's rounding corrected to first order
+    (TwoSum: |x - t| = |r| + da, 0 where x - t overflows). z = r / delta is never formed:
+    m = min(|r|, delta) / max(|r|, delta) <= 1, k = sqrt(1 + m**2); the loss
+    delta**2 (sqrt(1 + z**2) - 1) = r**2 / (sqrt(1 + z**2) + 1) is |r| * (min / (k + c)) with
+    c = 1 (|r| <= delta) or m, the gradient min / k, the Hessian (1 or m**3) / (k (1 + m**2))
+    (the compiled functor PseudoHuber states the derivation)."""
+    r = x - t
+    rb = r - x
+    r_lo = (x - (r - rb)) + (-t - rb)
+    da = np.where(np.isfinite(r_lo), np.where(r < 0, -r_lo, r_lo), 0)
+    a = np.abs(r)
+    inside = a <= delta
+    lo, hi = np.minimum(a, delta), np.maximum(a, delta)  # NaN a: NaN
+    m = lo / hi
+    s2 = 1 + m * m
+    k = np.sqrt(s2)
+    loss = a * (lo / (k + np.where(inside, 1, m)))
+    g = lo / k
+    h = np.where(inside, 1, m * m * m) / (k * s2)
+    dh = 3 * np.where(inside, m, 1) * da / (hi * s2)  # hess at a + da: condition 3 a**2 / (delta**2 + a**2)
+    return loss + g * da, g + h * da, h - h * dh
+
+
+@elementwise("pseudo_huber_loss")
+@_in_float64
+def pseudo_huber(x, t, pw, delta, want_grad):
+    loss, g, _ = _pseudo_huber_terms(x, t, delta)
+    if not want_grad:
+        return loss, None
+    return loss, np.where(x - t < 0, -g, g)  # NaN r: NaN
+
+
+@hessian("pseudo_huber_loss")
+@_in_float64
+def pseudo_huber_hess(x, t, pw, delta):
+    return _pseudo_huber_terms(x, t, delta)[2]
+
+
 def _focal_terms(x, t, alpha, gamma, want_hess):
     """torchvision's sigmoid focal loss in float64 (the compiled functor SigmoidFocal states the
     derivation): ce = BCE with logits, m = 1 - p_t, M = m**gamma, alpha_t, and the gradient

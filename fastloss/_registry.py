@@ -528,6 +528,24 @@ LOSSES: tuple[Loss, ...] = (
                "relative error grows as gamma * 2**-53 (about 1e-10 at gamma = 1e6; the ULP bounds are "
                "measured up to gamma = 4.5)."),
     ),
+    Loss(
+        "pseudo_huber_loss", "elementwise",
+        "Pseudo-Huber loss: a smooth Huber loss, quadratic near 0 and linear (slope delta) far out.",
+        functor="PseudoHuber",
+        formula="w * delta**2 * (sqrt(1 + (r / delta)**2) - 1),  r = x - y",
+        gradient="w * r / sqrt(1 + (r / delta)**2)",
+        hessian="w * (1 + (r / delta)**2)**(-3/2)  (always positive; underflows to 0 for huge residuals)",
+        params=(Param("delta", 1.0, float, Interval(0, None, "neither", finite=True),
+                      "the residual scale where the loss turns from quadratic to linear"),),
+        weight="elementwise", mean_divisor="count",
+        notes=("PyTorch has no pseudo-Huber loss; this is its formula (XGBoost's reg:pseudohubererror "
+               "with huber_slope = delta), with huber_loss's conventions: with weight, 'mean' divides by "
+               "the number of elements.",
+               "Stable for every residual r: computed from m = min(|r|, delta) / max(|r|, delta) <= 1, "
+               "so (r / delta)**2 is never formed (no overflow for huge r or tiny delta), and "
+               "sqrt(1 + z**2) - 1 as z**2 / (sqrt(1 + z**2) + 1) (no cancellation for small r); "
+               "the Hessian underflows to 0, never inf / inf.",),
+    ),
 )
 
 BY_NAME: dict[str, Loss] = {loss.name: loss for loss in LOSSES}

@@ -46,6 +46,7 @@ __all__ = [
     "log_cosh",
     "logistic",
     "poisson",
+    "pseudo_huber",
     "quantile",
     "squared_error",
     "tweedie",
@@ -188,3 +189,10 @@ def log_cosh(*, n_threads=None) -> CatBoostObjective:
     """Log-cosh loss: ``der1 = -w tanh(x - y)``, ``der2 = -w (1 - tanh(x - y)^2)``. Metric
     ``log_cosh``."""
     return _make(_boosting.log_cosh(), n_threads)
+
+
+def pseudo_huber(delta=1.0, *, n_threads=None) -> CatBoostObjective:
+    """Pseudo-Huber loss (``pseudo_huber_loss``): ``der1 = -w r / sqrt(1 + (r / delta)^2)``,
+    ``der2 = -w (1 + (r / delta)^2)^(-3/2)``, ``r = x - y`` (no built-in counterpart: CatBoost's
+    ``Huber`` is the Huber loss). Metric ``pseudo_huber``."""
+    return _make(_boosting.pseudo_huber(delta), n_threads)

@@ -54,6 +54,7 @@ __all__ = [
     "log_cosh",
     "logistic",
     "poisson",
+    "pseudo_huber",
     "quantile",
     "softmax",
     "squared_error",
@@ -251,3 +252,12 @@ def log_cosh(*, n_threads=None) -> LGBMObjective:
     residuals: start near the target (``init_score``) and keep its scale near 1. Metric
     ``log_cosh``."""
     return _make(_boosting.log_cosh(), n_threads)
+
+
+def pseudo_huber(delta=1.0, *, n_threads=None) -> LGBMObjective:
+    """Pseudo-Huber loss (``pseudo_huber_loss``): gradient ``w r / sqrt(1 + (r / delta)^2)``,
+    Hessian ``w (1 + (r / delta)^2)^(-3/2)`` (exact, always positive), ``r = x - y``; no
+    built-in counterpart (LightGBM's ``huber`` is the Huber loss: ``huber``). The Hessian
+    vanishes for residuals large against ``delta``: start near the target (``init_score``).
+    Metric ``pseudo_huber``."""
+    return _make(_boosting.pseudo_huber(delta), n_threads)

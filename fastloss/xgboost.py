@@ -46,6 +46,7 @@ __all__ = [
     "log_cosh",
     "logistic",
     "poisson",
+    "pseudo_huber",
     "quantile",
     "softmax",
     "squared_error",
@@ -163,7 +164,7 @@ def huber(delta=1.0, *, hessian=1.0, n_threads=None) -> XGBObjective:
     """Huber loss (``huber_loss``): gradient ``w clip(x - y, -delta, delta)``, Hessian ``w``
     (the constant policy, as LightGBM's huber; ``hessian="exact"``: 1 inside ``|r| < delta``,
     0 outside). XGBoost has no built-in Huber objective (its ``reg:pseudohubererror`` is the
-    pseudo-Huber loss, which fastloss does not have). Metric ``huber``."""
+    pseudo-Huber loss: ``pseudo_huber``). Metric ``huber``."""
     return _make(_boosting.huber(delta, hessian), n_threads)
 
 
@@ -239,3 +240,12 @@ def log_cosh(*, n_threads=None) -> XGBObjective:
     residuals, so start near the target (``base_score``) and keep the target's scale near 1.
     Metric ``log_cosh``."""
     return _make(_boosting.log_cosh(), n_threads)
+
+
+def pseudo_huber(delta=1.0, *, n_threads=None) -> XGBObjective:
+    """Pseudo-Huber loss (``pseudo_huber_loss``): gradient ``w r / sqrt(1 + (r / delta)^2)``,
+    Hessian ``w (1 + (r / delta)^2)^(-3/2)`` (exact, always positive), ``r = x - y``; XGBoost's
+    ``reg:pseudohubererror`` with ``huber_slope=delta``. The Hessian vanishes for residuals
+    large against ``delta``: start near the target (``base_score``; the built-in estimates
+    it unless given). Metric ``pseudo_huber`` (XGBoost's ``mphe``)."""
+    return _make(_boosting.pseudo_huber(delta), n_threads)

@@ -220,6 +220,7 @@ CASES: dict[str, tuple[Variant, ...]] = {
         Variant("squared_hinge_loss", _make_sign, "scores ~ N(0, 1), labels -1/+1, margin=1"),
     ),
     "log_cosh_loss": (Variant("log_cosh_loss", _make_regression, _REGRESSION),),
+    "pseudo_huber_loss": (Variant("pseudo_huber_loss", _make_regression, _REGRESSION + ", delta=1"),),
     "sigmoid_focal_loss": (
         Variant("sigmoid_focal_loss", _make_bce_logits, "logits ~ N(0, 9), labels 0/1, alpha=0.25, gamma=2"),
     ),
@@ -354,6 +355,14 @@ def np_log_cosh(x, y):
     return loss, grad
 
 
+def np_pseudo_huber(x, y, delta=1.0):
+    r = x - y
+    s = np.sqrt(1 + (r / delta) ** 2)
+    loss = np.mean(delta * delta * (s - 1))
+    grad = (r / s) * (1.0 / r.size)
+    return loss, grad
+
+
 def np_sigmoid_focal(x, y, alpha=0.25, gamma=2.0):
     # torchvision's formula, vectorised: p = sigmoid(x), ce = BCE with logits, p_t, alpha_t
     softplus = np.logaddexp(0, x)
@@ -452,6 +461,7 @@ NUMPY: dict[str, Callable] = {
     "poisson_nll_loss": np_poisson_nll,
     "kl_div": np_kl_div,
     "softmax_focal_loss": np_softmax_focal,
+    "pseudo_huber_loss": np_pseudo_huber,
 }
 
 
@@ -502,6 +512,8 @@ TORCH: dict[str, Callable] = {
     "kl_div": lambda F, x, y: F.kl_div(x, y, reduction="sum") / x.numel(),
     # PyTorch has no softmax focal loss: its formula in torch ops, as a user would
     "softmax_focal_loss": lambda F, x, t: _torch_softmax_focal(F, x, t),
+    # PyTorch has no pseudo-Huber loss: its formula in torch ops (delta = 1), as a user would
+    "pseudo_huber_loss": lambda F, x, y: ((1 + (x - y) ** 2).sqrt() - 1).mean(),
 }
 
 
@@ -555,6 +567,7 @@ SKLEARN: dict[str, SklearnLoss | None] = {
     "poisson_nll_loss": SklearnLoss("HalfPoissonLoss", {}, 1.0),  # exp(raw) - y raw: log_input, not full
     "kl_div": None,
     "softmax_focal_loss": None,
+    "pseudo_huber_loss": None,  # sklearn._loss has HuberLoss only
 }
 
 
@@ -605,6 +618,7 @@ JAX: dict[str, Callable] = {
     "poisson_nll_loss": lambda jnp, nn, x, y: jnp.mean(jnp.exp(x) - y * x),
     "kl_div": lambda jnp, nn, x, y: jnp.mean(jnp.where(y > 0, y * jnp.log(jnp.where(y > 0, y, 1.0)), 0.0) - y * x),
     "softmax_focal_loss": lambda jnp, nn, x, t: _jax_softmax_focal(jnp, nn, x, t),
+    "pseudo_huber_loss": lambda jnp, nn, x, y: jnp.mean(jnp.sqrt(1 + (x - y) ** 2) - 1),  # delta = 1
 }
 
 

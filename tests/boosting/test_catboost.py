@@ -163,6 +163,20 @@ def test_focal_trains_on_breast_cancer(cb):
     assert accuracy > 0.9
 
 
+def test_pseudo_huber_trains_on_diabetes(cb):
+    datasets = pytest.importorskip("sklearn.datasets")
+    X, y = datasets.load_diabetes(return_X_y=True)
+    z = (y - y.mean()) / y.std()  # pseudo-Huber is scale dependent: residuals of order delta
+    obj = flc.pseudo_huber(delta=0.5)
+    model = cb.CatBoostRegressor(loss_function=obj, eval_metric=obj.metric, **{**PARAMS, "iterations": 50})
+    model.fit(X[:350], z[:350])
+    for part in (slice(None, 350), slice(350, None)):  # the metric falls, the fit holds out of sample
+        pred = raw(model, X[part])
+        assert obj.metric.evaluate([pred], z[part], None)[0] < 0.6 * obj.metric.evaluate([0 * pred], z[part], None)[0]
+    pred = raw(model, X[350:])
+    assert 1 - np.mean((pred - z[350:]) ** 2) / np.var(z[350:]) > 0.3
+
+
 def test_bad_ranges_are_clear_errors(cb):
     obj = flc.squared_error()
     with pytest.raises(ValueError, match="targets"):

@@ -182,16 +182,19 @@ def test_focal_trains_on_breast_cancer(lgb):
     assert accuracy > 0.9
 
 
-def test_log_cosh_trains_on_diabetes(lgb):
+@pytest.mark.parametrize("factory,metric", [(fll.log_cosh, "log_cosh"),
+                                            (lambda: fll.pseudo_huber(delta=0.5), "pseudo_huber")],
+                         ids=["log_cosh", "pseudo_huber"])
+def test_smooth_robust_losses_train_on_diabetes(lgb, factory, metric):
     datasets = pytest.importorskip("sklearn.datasets")
     X, y = datasets.load_diabetes(return_X_y=True)
-    z = (y - y.mean()) / y.std()  # log-cosh is scale dependent: residuals of order 1
-    obj = fll.log_cosh()
+    z = (y - y.mean()) / y.std()  # both are scale dependent: residuals of order 1 (delta)
+    obj = factory()
     history = {}
     booster = lgb.train({**PARAMS, "objective": obj}, lgb.Dataset(X[:350], z[:350]), 20,
                         valid_sets=[lgb.Dataset(X[:350], z[:350])], valid_names=["train"], feval=obj.metric,
                         callbacks=[lgb.record_evaluation(history)])
-    assert history["train"]["log_cosh"][-1] < 0.6 * history["train"]["log_cosh"][0]
+    assert history["train"][metric][-1] < 0.6 * history["train"][metric][0]
     pred = booster.predict(X[350:], raw_score=True)
     r2 = 1 - np.mean((pred - z[350:]) ** 2) / np.var(z[350:])
     assert r2 > 0.3

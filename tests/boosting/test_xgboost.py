@@ -77,6 +77,14 @@ BUILTINS = [
     ("gamma", "positive", {"objective": "reg:gamma", "base_score": 1.0}, {"base_score": 0.0}, flx.gamma),
     ("tweedie", "counts", {"objective": "reg:tweedie", "tweedie_variance_power": 1.3, "base_score": 1.0},
      {"base_score": 0.0}, lambda: flx.tweedie(1.3)),
+    # reg:pseudohubererror estimates base_score when none is given: 0.0 for both
+    ("pseudo_huber", "z", {"objective": "reg:pseudohubererror", "base_score": 0.0}, {"base_score": 0.0},
+     flx.pseudo_huber),
+    ("pseudo_huber_slope", "z", {"objective": "reg:pseudohubererror", "huber_slope": 0.3, "base_score": 0.0},
+     {"base_score": 0.0}, lambda: flx.pseudo_huber(0.3)),
+    ("pseudo_huber_large_slope", "z",
+     {"objective": "reg:pseudohubererror", "huber_slope": 4.0, "base_score": 0.0},
+     {"base_score": 0.0}, lambda: flx.pseudo_huber(delta=4.0)),
 ]
 
 
@@ -224,6 +232,19 @@ def test_log_cosh_trains_on_diabetes(xgb):
     pred = booster.predict(dtest, output_margin=True)
     r2 = 1 - np.mean((pred - z[350:]) ** 2) / np.var(z[350:])
     assert r2 > 0.3  # squared error reaches about 0.46 with the same settings
+
+
+def test_pseudo_huber_metric_is_xgboosts_mphe(xgb, data):
+    """The metric is XGBoost's mean pseudo-Huber error (mphe, huber_slope = delta), weighted."""
+    dtrain = xgb.DMatrix(data.X, data.z, weight=data.weight)
+    obj = flx.pseudo_huber(0.3)
+    builtin, custom = {}, {}
+    xgb.train({**PARAMS, "objective": "reg:pseudohubererror", "huber_slope": 0.3, "base_score": 0.0,
+               "eval_metric": "mphe"}, dtrain, ROUNDS, evals=[(dtrain, "train")], evals_result=builtin,
+              verbose_eval=False)
+    xgb.train({**PARAMS, "base_score": 0.0}, dtrain, ROUNDS, obj=obj, custom_metric=obj.metric,
+              evals=[(dtrain, "train")], evals_result=custom, verbose_eval=False)
+    np.testing.assert_allclose(custom["train"]["pseudo_huber"], builtin["train"]["mphe"], rtol=1e-5)
 
 
 @pytest.mark.parametrize("factory,field", [(flx.squared_error, "z"), (lambda: flx.softmax(4), "classes"),

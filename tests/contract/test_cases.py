@@ -95,7 +95,7 @@ def test_invalid_parameter_values_are_invalid_in_the_registry(name):
         assert bool(invalid) == (p.type is not bool), p.name
         for bad in invalid:
             assert not p.valid(bad), (p.name, bad)
-        assert cases.INVALID_PARAM_VALUES[p.name] == invalid
+        assert cases.INVALID_PARAM_VALUES[name, p.name] == invalid
         assert cases.wrong_type_values(p), p.name
 
 

@@ -98,9 +98,13 @@ def wrong_type_values(param) -> tuple:
     return WRONG_TYPES[param.type]
 
 
-# Invalid values of every scalar parameter (ValueError) and values of a wrong type (TypeError).
-INVALID_PARAM_VALUES: dict[str, tuple] = {p.name: invalid_values(p) for spec in LOSSES for p in spec.params}
-WRONG_TYPE_PARAM_VALUES: dict[str, tuple] = {p.name: wrong_type_values(p) for spec in LOSSES for p in spec.params}
+# Invalid values of every scalar parameter (ValueError) and values of a wrong type (TypeError),
+# by (loss, parameter): parameters of one name may differ in domain (huber_loss's delta may be
+# inf, pseudo_huber_loss's is finite).
+INVALID_PARAM_VALUES: dict[tuple[str, str], tuple] = {
+    (spec.name, p.name): invalid_values(p) for spec in LOSSES for p in spec.params}
+WRONG_TYPE_PARAM_VALUES: dict[tuple[str, str], tuple] = {
+    (spec.name, p.name): wrong_type_values(p) for spec in LOSSES for p in spec.params}
 
 
 # --------------------------------------------------------------------------- cases
