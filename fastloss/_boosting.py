@@ -374,8 +374,13 @@ def logistic(scale_pos_weight=None) -> Elementwise:
 
 
 def poisson(max_delta_step=0.7) -> Elementwise:
+    # The gradient and Hessian of half the Poisson deviance on the log link are those of
+    # poisson_nll_loss (log_input=True): exp(x) - y and exp(x), the boosting libraries' own
+    # formulas, one exp per sample. (poisson_deviance's gradient is extra-precise near
+    # mu = y, in the log domain: 5-8 ns per sample, slower than the NumPy objective.) It
+    # takes no weight: sample weights multiply the gradient and Hessian afterwards.
     mds = _positive("max_delta_step", max_delta_step, zero_ok=True)
-    return Elementwise("poisson_deviance", weight_scale=0.5, hess_scale=math.exp(mds),
+    return Elementwise("poisson_nll_loss", hess_scale=math.exp(mds), takes_weight=False,
                        metric_name="poisson_deviance", metric_loss="poisson_deviance")
 
 

@@ -208,8 +208,8 @@ def softmax(num_class=None, *, class_weight=None, hess_scale=None, n_threads=Non
 
 def poisson(*, max_delta_step=0.7, n_threads=None) -> LGBMObjective:
     """``poisson`` (log link): gradient ``w (exp(x) - y)``, Hessian ``w exp(x +
-    max_delta_step)`` (``poisson_deviance`` with weight ``w / 2``, Hessian times
-    ``exp(max_delta_step)``; 0.7 is LightGBM's ``poisson_max_delta_step``, 0 the exact
+    max_delta_step)`` (``poisson_nll_loss``'s, which are half the Poisson deviance's, Hessian
+    times ``exp(max_delta_step)``; 0.7 is LightGBM's ``poisson_max_delta_step``, 0 the exact
     Hessian). Metric ``poisson_deviance``, the mean unit deviance."""
     return _make(_boosting.poisson(max_delta_step), n_threads)
 

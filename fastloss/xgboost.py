@@ -191,8 +191,9 @@ def softmax(num_class=None, *, class_weight=None, hess_scale=2.0, n_threads=None
 
 def poisson(*, max_delta_step=0.7, n_threads=None) -> XGBObjective:
     """``count:poisson`` (log link): gradient ``w (exp(x) - y)``, Hessian
-    ``w exp(x + max_delta_step)`` (``poisson_deviance`` with weight ``w / 2``, Hessian times
-    ``exp(max_delta_step)``; 0.7 is XGBoost's default, 0 the exact Hessian). XGBoost also caps
+    ``w exp(x + max_delta_step)`` (``poisson_nll_loss``'s, which are half the Poisson
+    deviance's, Hessian times ``exp(max_delta_step)``; 0.7 is XGBoost's default, 0 the exact
+    Hessian). XGBoost also caps
     the leaf values with ``max_delta_step`` (0.7) when the built-in objective is
     ``count:poisson``: to reproduce it, pass ``max_delta_step=0.7`` in the booster's params
     too. Metric ``poisson_deviance``, the mean unit deviance ``2 (y log(y / mu) - y + mu)``."""
