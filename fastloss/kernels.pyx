@@ -528,9 +528,10 @@ cdef class _Elementwise:
         """The common call, or None (see "fast path" above). ``want``: 0 the loss, 1 with the
         gradient, 2 with the gradient and the Hessian (``hessian``: the policy; "exact" for a
         loss without one), 3 the gradient and the Hessian alone, ``(grad, hess)``, without
-        computing the loss (the boosting objectives; not for reduction "none"). ``weight``: None, a Python float, or an array of the input's shape
-        and compute dtype (a weighted "mean" divided by the weights' sum takes the general
-        path, which computes and scales that divisor)."""
+        computing the loss (the boosting objectives; not for reduction "none"). ``weight``:
+        None, a Python float, or an array of the input's shape and compute dtype (a weighted
+        "mean" divided by the weights' sum takes the general path, which computes and scales
+        that divisor)."""
         if type(input) is not np.ndarray:
             return None
         cdef int typenum = cnp.PyArray_TYPE(<cnp.ndarray>input)
