@@ -29,9 +29,11 @@ LAYERS = {
     "numpy_backend": {"_numpy_kernels", "_api"},
     "__init__": {"_api", "_registry", "_cython_backend", "_numpy_kernels"},
     "__main__": {"_registry", "bench"},
-    # The boosting adapters: the public functions only (XGBoost and LightGBM themselves are
-    # imported inside the factories, so importing the adapters needs neither).
-    "_boosting": {"fastloss"},
+    # The boosting adapters: the public functions (XGBoost and LightGBM themselves are
+    # imported inside the factories, so importing the adapters needs neither), and, on the
+    # compiled backend, the kernels' fast method for the gradient and Hessian without the
+    # loss (its registry entry names the kernel and the default parameters).
+    "_boosting": {"fastloss", "kernels", "_registry"},
     "xgboost": {"_boosting"},
     "lightgbm": {"_boosting"},
     "catboost": {"_boosting"},

@@ -147,7 +147,7 @@ def test_hessian_is_xgboosts_and_the_derivative(api, dtype, delta):
     z = x.astype(np.float64) - t.astype(np.float64)
     scale = delta ** 2 + z ** 2
     sq = np.sqrt(1 + z ** 2 / delta ** 2)
-    rtol = 4 * np.finfo(dtype).eps
+    rtol = 4 * float(np.finfo(dtype).eps)
     np.testing.assert_allclose(grad, z / sq, rtol=rtol)
     np.testing.assert_allclose(hess, delta ** 2 / (scale * sq), rtol=rtol)
     with mpmath.workprec(256):
@@ -165,4 +165,4 @@ def test_weight_and_mean_follow_huber_loss(api, dtype):
     w = rng.uniform(0.5, 2, 5).astype(dtype)
     per = api.pseudo_huber_loss(x, t, weight=w, reduction="none", delta=0.7)
     mean = api.pseudo_huber_loss(x, t, weight=w, reduction="mean", delta=0.7)
-    assert mean == pytest.approx(float(np.sum(per, dtype=np.float64)) / x.size, rel=4 * np.finfo(dtype).eps)
+    assert mean == pytest.approx(float(np.sum(per, dtype=np.float64)) / x.size, rel=4 * float(np.finfo(dtype).eps))
