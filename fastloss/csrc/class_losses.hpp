@@ -8,8 +8,10 @@
 //       values at x[offset + c * K]) with class index y (read once and checked by the
 //       driver; 0 for probability targets), writing its gradient row into g when g is set;
 //       CONTIG: K == 1 (the loops vectorise), stream: streaming stores for the gradient row
-//   bool tiles(a) and tile(a, first_row, ys, losses)   optionally, TILE rows at a time
-//       across SIMD lanes when C <= TILE (bitwise the per-row results)
+//   static constexpr bool tiled   whether it has the two below:
+//   bool tiles(a) and tile(a, at, ys, losses)   optionally, TILE samples at a time across
+//       SIMD lanes when C <= TILE (bitwise the per-sample results); `at` (TileAt, drivers.hpp)
+//       places them: TILE (N, C) rows, or TILE positions of one (N, C, K) sample
 // Whether a kernel takes ignore_index or probabilities is the registry's (FACTS).
 // Included once per instruction-set namespace (isa.inc).
 
@@ -332,20 +334,41 @@ inline T multi_margin_sample(const ClassArgs<T>& a, const T* x, int64_t y, T* g,
     return multi_margin_value(w_y, sum, C);
 }
 
-// Softmax cross-entropy (class indices, no smoothing) of TILE consecutive (N, C) rows with
-// C <= TILE, computed across rows: row r of the tile is SIMD lane r, so exp, log and the
-// sums vectorise even for 10 classes. Every operation is the one softmax_sample does for a
-// row, in the same order (max, exp, the float64 sum over c in order, vm::log, the gradient
-// expression), so a row gives the same bits whichever path computes it. Rows are copied
-// into a transposed buffer first (which also makes in-place, g == x, safe).
+// Softmax cross-entropy (class indices, no smoothing) of TILE samples with C <= TILE
+// (TILE consecutive (N, C) rows, or TILE positions of one (N, C, K) sample: `at`), computed
+// across samples: sample r of the tile is SIMD lane r, so exp, log and the sums vectorise
+// even for 10 classes. Every operation is the one softmax_sample does for a sample, in the
+// same order (max, exp, the float64 sum over c in order, vm::log, the gradient expression),
+// so a sample gives the same bits whichever path computes it. The samples are copied into a
+// class-major buffer first (which also makes in-place, g == x, safe).
 template <typename T>
-inline void softmax_tile(const ClassArgs<T>& a, idx first_row, const int64_t* ys, T* losses) {
+inline void tile_load(const T* x, const TileAt& at, idx C, T (&xt)[TILE][TILE]) {
+    if (at.cstep == 1) {  // (N, C) rows: each row's C values are contiguous
+        for (int r = 0; r < TILE; ++r)
+            for (idx c = 0; c < C; ++c) xt[c][r] = x[at.at(r, c)];
+    } else {  // class-major: each class's TILE values are contiguous
+        for (idx c = 0; c < C; ++c)
+            for (int r = 0; r < TILE; ++r) xt[c][r] = x[at.at(r, c)];
+    }
+}
+
+template <typename T>
+inline void tile_store(T* out, const TileAt& at, idx C, const T (&xt)[TILE][TILE]) {
+    if (at.cstep == 1) {
+        for (int r = 0; r < TILE; ++r)
+            for (idx c = 0; c < C; ++c) out[at.at(r, c)] = xt[c][r];
+    } else {
+        for (idx c = 0; c < C; ++c)
+            for (int r = 0; r < TILE; ++r) out[at.at(r, c)] = xt[c][r];
+    }
+}
+
+template <typename T>
+inline void softmax_tile(const ClassArgs<T>& a, const TileAt& at, const int64_t* ys, T* losses) {
     constexpr int R = TILE;
     const idx C = a.C;
-    const T* x = a.x + first_row * C;
-    T xt[TILE][R];  // xt[c][r] = x[r][c], then exp(x - m)
-    for (int r = 0; r < R; ++r)
-        for (idx c = 0; c < C; ++c) xt[c][r] = x[r * C + c];
+    T xt[TILE][R];  // xt[c][r] = class c of sample r, then exp(x - m)
+    tile_load(a.x, at, C, xt);
     // Per-row values as T (the lanes of the vector loops must all be of T's width).
     T m[R], x_y[R], w_y[R], kept[R], y_t[R], top[R];
     double o[R], k[R];  // softmax_sample's o and k: s = o + k, s - 1 = o + (k - 1)
@@ -387,7 +410,6 @@ inline void softmax_tile(const ClassArgs<T>& a, idx first_row, const int64_t* ys
         losses[r] = kept[r] != T(0) ? loss : T(0);
     }
     if (!a.grad) return;
-    T* g = a.grad + first_row * C;
     const T scale = a.scale;
     if (a.hess) {
         // The Hessian's diagonal, as softmax_sample's hess_of (the same expression: bitwise),
@@ -401,9 +423,7 @@ inline void softmax_tile(const ClassArgs<T>& a, idx first_row, const int64_t* ys
                 ht[c][r] = kept[r] != T(0) ? hv : T(0);
             }
         }
-        T* h = a.hess + first_row * C;
-        for (int r = 0; r < R; ++r)
-            for (idx c = 0; c < C; ++c) h[r * C + c] = ht[c][r];
+        tile_store(a.hess, at, C, ht);
     }
     for (idx c = 0; c < C; ++c) {
 #pragma omp simd
@@ -415,8 +435,7 @@ inline void softmax_tile(const ClassArgs<T>& a, idx first_row, const int64_t* ys
             xt[c][r] = kept[r] != T(0) ? value : T(0);
         }
     }
-    for (int r = 0; r < R; ++r)
-        for (idx c = 0; c < C; ++c) g[r * C + c] = xt[c][r];
+    tile_store(a.grad, at, C, xt);
 }
 
 // Multi-margin (p = 1 or 2) of TILE consecutive (N, C) rows with C <= TILE, across rows as
@@ -427,15 +446,13 @@ inline void softmax_tile(const ClassArgs<T>& a, idx first_row, const int64_t* ys
 // per-class expressions are the same, in the same order. Rows are copied into a transposed
 // buffer first (so in place, g == x, is safe).
 template <typename T>
-inline void multi_margin_tile(const ClassArgs<T>& a, idx first_row, const int64_t* ys, T* losses) {
+inline void multi_margin_tile(const ClassArgs<T>& a, const TileAt& at, const int64_t* ys, T* losses) {
     constexpr int R = TILE;
     const idx C = a.C;
     const bool squared = a.params[0] == 2;
     const T margin = T(a.params[1]), scale = a.scale;
-    const T* x = a.x + first_row * C;
     T xt[TILE][R];
-    for (int r = 0; r < R; ++r)
-        for (idx c = 0; c < C; ++c) xt[c][r] = x[r * C + c];
+    tile_load(a.x, at, C, xt);
     T x_y[R], w_y[R], factor[R], y_t[R];
     double s_sum[R], g_sum[R];
     for (int r = 0; r < R; ++r) {
@@ -467,9 +484,7 @@ inline void multi_margin_tile(const ClassArgs<T>& a, idx first_row, const int64_
         xt[y][r] = -T(g_sum[r]);
     }
     if (!a.grad) return;
-    T* g = a.grad + first_row * C;
-    for (int r = 0; r < R; ++r)
-        for (idx c = 0; c < C; ++c) g[r * C + c] = xt[c][r];
+    tile_store(a.grad, at, C, xt);
 }
 
 
@@ -482,8 +497,9 @@ struct CrossEntropy {  // class indices
                   // the count C itself without weights: exact, where a float32 count stops at 2**24)
     explicit CrossEntropy(const ClassArgs<T>& a)
         : wsum(a.params[0] > 0 ? (a.w ? lane_sum(a.C, [&](idx c) { return double(a.w[c]); }) : double(a.C)) : 0.0) {}
+    static constexpr bool tiled = true;
     static bool tiles(const ClassArgs<T>& a) { return a.C <= TILE && a.params[0] == 0; }
-    static void tile(const ClassArgs<T>& a, idx first, const int64_t* ys, T* losses) { softmax_tile(a, first, ys, losses); }
+    static void tile(const ClassArgs<T>& a, const TileAt& at, const int64_t* ys, T* losses) { softmax_tile(a, at, ys, losses); }
     static constexpr bool streams = true;
     template <bool CONTIG>
     T sample(const ClassArgs<T>& a, idx offset, int64_t y, T* g, T* h, bool stream) const {
@@ -494,8 +510,7 @@ struct CrossEntropy {  // class indices
 template <typename T>
 struct CrossEntropyProbs {  // class probabilities shaped like the input
     explicit CrossEntropyProbs(const ClassArgs<T>&) {}
-    static bool tiles(const ClassArgs<T>&) { return false; }
-    static void tile(const ClassArgs<T>&, idx, const int64_t*, T*) {}
+    static constexpr bool tiled = false;
     static constexpr bool streams = true;
     template <bool CONTIG>
     T sample(const ClassArgs<T>& a, idx offset, int64_t, T* g, T* h, bool stream) const {
@@ -506,8 +521,7 @@ struct CrossEntropyProbs {  // class probabilities shaped like the input
 template <typename T>
 struct Nll {
     explicit Nll(const ClassArgs<T>&) {}
-    static bool tiles(const ClassArgs<T>&) { return false; }
-    static void tile(const ClassArgs<T>&, idx, const int64_t*, T*) {}
+    static constexpr bool tiled = false;
     static constexpr bool streams = false;
     template <bool CONTIG>
     T sample(const ClassArgs<T>& a, idx offset, int64_t y, T* g, T* h, bool) const {
@@ -518,8 +532,9 @@ struct Nll {
 template <typename T>
 struct MultiMargin {
     explicit MultiMargin(const ClassArgs<T>&) {}
+    static constexpr bool tiled = true;
     static bool tiles(const ClassArgs<T>& a) { return a.C <= TILE && !a.hess; }  // no Hessian tile
-    static void tile(const ClassArgs<T>& a, idx first, const int64_t* ys, T* losses) { multi_margin_tile(a, first, ys, losses); }
+    static void tile(const ClassArgs<T>& a, const TileAt& at, const int64_t* ys, T* losses) { multi_margin_tile(a, at, ys, losses); }
     static constexpr bool streams = false;
     template <bool CONTIG>
     T sample(const ClassArgs<T>& a, idx offset, int64_t y, T* g, T* h, bool) const {
@@ -533,8 +548,9 @@ struct SoftmaxFocal {  // class indices; params[0] = gamma
     explicit SoftmaxFocal(const ClassArgs<T>&) {}
     // gamma = 0 is cross_entropy without label smoothing (params[0] = 0 reads as eps = 0):
     // its very operations, row tiles included, so the bits are the same.
+    static constexpr bool tiled = true;
     static bool tiles(const ClassArgs<T>& a) { return a.C <= TILE && a.params[0] == 0; }
-    static void tile(const ClassArgs<T>& a, idx first, const int64_t* ys, T* losses) { softmax_tile(a, first, ys, losses); }
+    static void tile(const ClassArgs<T>& a, const TileAt& at, const int64_t* ys, T* losses) { softmax_tile(a, at, ys, losses); }
     static constexpr bool streams = true;  // (gamma = 0 only: the focal rows are stored as usual)
     template <bool CONTIG>
     T sample(const ClassArgs<T>& a, idx offset, int64_t y, T* g, T* h, bool stream) const {

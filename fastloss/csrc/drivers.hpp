@@ -31,6 +31,15 @@ constexpr idx EXP_BUFFER = 2048;
 // Softmax with at most this many classes runs TILE rows at a time (softmax_tile).
 constexpr int TILE = 16;
 
+// Where the TILE samples of a tile lie: sample r's value of class c is at
+// offset + r * rstep + c * cstep. (N, C) rows: rstep C, cstep 1; TILE consecutive positions
+// k of one (N, C, K) sample n: offset n*C*K + k, rstep 1, cstep K (class-major, as LightGBM's
+// multiclass scores and PyTorch's (N, C, H, W) segmentation logits).
+struct TileAt {
+    idx offset, rstep, cstep;
+    idx at(int r, idx c) const { return offset + r * rstep + c * cstep; }
+};
+
 
 // ---------------------------------------------------------------------------------------
 // Fixed-order summation helpers
@@ -519,9 +528,13 @@ double classes_of(const ClassArgs<T>& a, int n_threads) {
     // a sample gets a NaN loss and a NaN gradient row, and nothing outside the arrays is read
     // or written whatever the caller does.
     auto in_range = [&](int64_t y) { return (uint64_t)y < (uint64_t)a.C; };
-    // Few classes, (N, C) rows: TILE rows at a time across SIMD lanes (bitwise the per-row
-    // results, see softmax_tile), for the functors that have tiles.
-    const bool tiles = INDICES && contig && Row::tiles(a);  // (a Row without a Hessian tile says no)
+    // Few classes: TILE samples at a time across SIMD lanes (bitwise the per-sample results,
+    // see softmax_tile), for the functors that have tiles: TILE consecutive (N, C) rows, or
+    // TILE consecutive positions k of one sample n of (N, C, K) input (TileAt).
+    // (Row::tiled: the functor has tiles at all; Row::tiles(a): for this call. A Row without a
+    // Hessian tile says no to a call with a Hessian.)
+    bool tiles = false;
+    if constexpr (Row::tiled) tiles = INDICES && Row::tiles(a);
     // Large softmax gradients (logits + gradient at least STREAM_FROM_BYTES, rows of at least
     // a few cache lines) are streamed row by row, as the elementwise gradients are.
     const bool stream = Row::streams && a.grad && !a.hess && contig && !tiles && a.C >= 64 &&
@@ -536,7 +549,9 @@ double classes_of(const ClassArgs<T>& a, int n_threads) {
             j = (j + 1) % LANES;
         };
         for (idx s = b * per_block; s < end;) {
-            if (tiles && s + TILE <= end) {
+            if constexpr (Row::tiled) if (tiles && s + TILE <= end && (contig || s % a.K + TILE <= a.K)) {
+                const TileAt at = contig ? TileAt{s * a.C, a.C, 1}
+                                         : TileAt{(s / a.K) * a.C * a.K + s % a.K, 1, a.K};
                 int64_t ys[TILE];
                 bool valid = true;
                 for (int r = 0; r < TILE; ++r) {
@@ -545,7 +560,7 @@ double classes_of(const ClassArgs<T>& a, int n_threads) {
                 }
                 if (valid) {  // else (a racing caller) the rows go one by one, below
                     T losses[TILE];
-                    Row::tile(a, s, ys, losses);
+                    Row::tile(a, at, ys, losses);
                     for (int r = 0; r < TILE; ++r) add(s + r, losses[r]);
                     s += TILE;
                     continue;
