@@ -233,10 +233,14 @@ class ElementwiseObjective:
 
 
 class SoftmaxObjective:
-    """Softmax cross-entropy over K classes for (n, K) row-major float32 margins.
+    """Softmax cross-entropy over K classes for float32 margins, (n, K) row-major (XGBoost)
+    or, with ``class_major=True``, (K, n) class-major (LightGBM's own layout).
 
+    Class-major margins are ``cross_entropy``'s (N, C, d) layout with N = 1, C = K, d = n:
+    the kernel reads and writes them as they are (16 samples at a time across SIMD lanes,
+    the same bits as the row-major call), so LightGBM's scores need no transpose.
     ``fastloss.cross_entropy_grad_hess`` takes class weights only, so sample weights scale
-    the rows of the gradient and Hessian in place afterwards (one extra pass over each);
+    the gradient and Hessian of each sample in place afterwards (one extra pass over each);
     ``hess_scale`` is folded into that pass (or is a pass of its own without weights)."""
 
     def __init__(self, *, class_weight=None, hess_scale: float | None = 1.0, n_threads: int | None = None):
@@ -285,26 +289,34 @@ class SoftmaxObjective:
 
         return self._converted.get("label", label, np.dtype(np.int64), (n,), convert)
 
-    def grad_hess(self, preds, label, weight=None):
-        n, k = preds.shape
+    def grad_hess(self, preds, label, weight=None, *, class_major=False):
+        """Gradient and Hessian of (n, K) margins, or of (K, n) ones with ``class_major``,
+        returned in the margins' layout (reused buffers)."""
+        k, n = preds.shape if class_major else preds.shape[::-1]
         if self.class_weight is not None and self.class_weight.shape != (k,):
             raise ValueError(f"class_weight has shape {self.class_weight.shape}, expected ({k},)")
         target = self.labels(label, n)
         scale = k / (k - 1) if self.hess_scale is None else self.hess_scale
         grad, hess = self._buffers(preds.shape, preds.dtype)
-        _fl.cross_entropy_grad_hess(preds, target, weight=self.class_weight, reduction="sum",
-                                    n_threads=self.n_threads, out=(grad, hess))
+        if class_major:  # (1, K, n) input, (1, n) targets: see the class docstring
+            _fl.cross_entropy_grad_hess(preds.reshape(1, k, n), target.reshape(1, n), weight=self.class_weight,
+                                        reduction="sum", n_threads=self.n_threads,
+                                        out=(grad.reshape(1, k, n), hess.reshape(1, k, n)))
+        else:
+            _fl.cross_entropy_grad_hess(preds, target, weight=self.class_weight, reduction="sum",
+                                        n_threads=self.n_threads, out=(grad, hess))
         if weight is not None and np.size(weight) == 0:
             weight = None
         if weight is not None:
             w = np.asarray(weight)
             if w.size != n:
                 raise ValueError(f"got {w.size} sample weights for {n} samples")
-            w = w.reshape(n, 1)
+            wshape = (n,) if class_major else (n, 1)  # broadcast over the class axis
+            w = w.reshape(wshape)
             np.multiply(grad, w, out=grad, casting="unsafe")
             if scale != 1.0:
-                if self._rowscale is None or self._rowscale.shape != (n, 1) or self._rowscale.dtype != preds.dtype:
-                    self._rowscale = np.empty((n, 1), preds.dtype)
+                if self._rowscale is None or self._rowscale.shape != wshape or self._rowscale.dtype != preds.dtype:
+                    self._rowscale = np.empty(wshape, preds.dtype)
                 np.multiply(w, scale, out=self._rowscale, casting="unsafe")
                 w = self._rowscale
             np.multiply(hess, w, out=hess, casting="unsafe")
@@ -312,11 +324,14 @@ class SoftmaxObjective:
             np.multiply(hess, scale, out=hess)
         return grad, hess
 
-    def metric(self, preds, label, weight=None) -> float:
-        """Weighted mean cross-entropy (multiclass log loss) of (n, K) raw margins."""
+    def metric(self, preds, label, weight=None, *, class_major=False) -> float:
+        """Weighted mean cross-entropy (multiclass log loss) of (n, K) raw margins, or of
+        (K, n) ones with ``class_major``."""
         preds = np.asarray(preds)
-        n = preds.shape[0]
+        k, n = preds.shape if class_major else preds.shape[::-1]
         target = self.labels(label, n)
+        if class_major:  # cross_entropy's (1, K, n) layout, as grad_hess
+            preds, target = preds.reshape(1, k, n), target.reshape(1, n)
         if weight is not None and np.size(weight) == 0:
             weight = None
         if weight is None and self.class_weight is None:
@@ -324,7 +339,8 @@ class SoftmaxObjective:
         # per sample: class_weight[y] * (-log p_y); the mean divides by the total weight
         # sum(sample_weight * class_weight[y]), as cross_entropy's "mean" does.
         per = _fl.cross_entropy(preds, target, weight=self.class_weight, reduction="none",
-                                n_threads=self.n_threads).astype(np.float64)
+                                n_threads=self.n_threads).astype(np.float64).reshape(n)
+        target = target.reshape(n)
         sw = np.ones(n) if weight is None else np.asarray(weight, np.float64).reshape(n)
         total_weight = sw if self.class_weight is None else sw * self.class_weight[target]
         return float(np.dot(per, sw)) / float(total_weight.sum())

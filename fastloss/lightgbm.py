@@ -24,11 +24,11 @@ gradient/Hessian objective cannot). The starting score: a custom objective start
 Predictions. LightGBM hands the objective float64 scores; they are converted once per round
 into a reused float32 buffer, fastloss computes in float32 into reused float32 gradient and
 Hessian buffers, which LightGBM takes without a copy. Multiclass scores are class-major
-(LightGBM 4 passes them as an (n, K) Fortran-ordered view, older versions as a flat vector
-of K blocks of n): the conversion also transposes them to the (n, K) row-major layout of
-``cross_entropy``, and the gradient and Hessian are written back class-major into reused
-buffers, returned in the layout the scores came in (an (n, K) view LightGBM flattens
-without a copy, or the flat vector).
+(LightGBM 4 passes them as an (n, K) Fortran-ordered view of its K blocks of n scores, older
+versions as the flat vector): they are converted into a (K, n) float32 buffer, and
+``cross_entropy`` computes on that layout as it is (its (N, C, d) form with N = 1), into
+(K, n) gradient and Hessian buffers returned in the layout the scores came in (an (n, K)
+view LightGBM flattens without a copy, or the flat vector). No transpose anywhere.
 
 ``lgb.train`` deep-copies its params, and the objective with them: the training runs on a
 copy with buffers of its own (a copy or a pickle of an objective is the same objective
@@ -72,16 +72,14 @@ class LGBMObjective:
     is the native ``feval`` ``(preds, eval_data) -> (name, value, False)``;
     ``sklearn_objective`` and ``sklearn_metric`` the scikit-learn-style ``(y_true, y_pred,
     weight)`` forms. ``name`` is the metric's name; ``buffers`` the (grad, hess) arrays
-    reused by every round (for multiclass: the row-major work arrays; the class-major
-    arrays returned to LightGBM are reused too)."""
+    reused by every round (for multiclass: class-major, (K, n))."""
 
     def __init__(self, core, name: str, *, num_class: int | None = None):
         self._core = core
         self.name = name
         self.num_class = num_class
         self._multiclass = isinstance(core, _boosting.SoftmaxObjective)
-        self._preds = None      # float32 scores, row-major
-        self._out = None        # class-major (K, n) grad and hess returned to LightGBM
+        self._preds = None      # float32 scores: (n,), or (K, n) class-major
 
     def __repr__(self):
         return f"<fastloss.lightgbm objective {self.name!r}>"
@@ -98,20 +96,29 @@ class LGBMObjective:
     def buffers(self):
         return self._core.buffers
 
-    def _scores(self, preds, n):
-        """float32 scores in a reused buffer: (n,) or, for multiclass, (n, K) row-major.
-        Returns them and whether the input was the flat class-major vector."""
+    def _class_major(self, preds, n):
+        """Multiclass scores as a (K, n) class-major view (no copy of LightGBM's layouts) and
+        whether they came as the flat vector."""
         preds = np.asarray(preds)
+        if preds.ndim == 1:  # LightGBM < 4: K blocks of n scores
+            k = self.num_class or (preds.size // n if n else 0)
+            if n * k != preds.size:
+                raise ValueError(f"got {preds.size} multiclass scores for {n} samples")
+            return preds.reshape(k, n), True
+        if preds.ndim != 2 or preds.shape[0] != n:
+            raise ValueError(f"got multiclass scores of shape {preds.shape} for {n} samples")
+        if self.num_class is not None and preds.shape[1] != self.num_class:
+            raise ValueError(f"got scores of shape {preds.shape} for num_class={self.num_class}")
+        return preds.T, False
+
+    def _scores(self, preds, n):
+        """float32 scores in a reused buffer: (n,) or, for multiclass, (K, n) class-major.
+        Returns them and whether multiclass scores came as the flat vector."""
         flat = False
         if self._multiclass:
-            if preds.ndim == 1:  # LightGBM < 4: K blocks of n scores
-                k = self.num_class or (preds.size // n if n else 0)
-                if n * k != preds.size:
-                    raise ValueError(f"got {preds.size} multiclass scores for {n} samples")
-                preds = preds.reshape(k, n).T
-                flat = True
-            elif self.num_class is not None and preds.shape[1] != self.num_class:
-                raise ValueError(f"got scores of shape {preds.shape} for num_class={self.num_class}")
+            preds, flat = self._class_major(preds, n)
+        else:
+            preds = np.asarray(preds)
         if preds.dtype == _F32 and preds.flags.c_contiguous:
             return preds, flat
         if self._preds is None or self._preds.shape != preds.shape:
@@ -122,15 +129,9 @@ class LGBMObjective:
     def _grad_hess(self, label, preds, weight):
         y = np.asarray(label)
         scores, flat = self._scores(preds, y.shape[0] if y.ndim else 1)
-        grad, hess = self._core.grad_hess(scores, y, weight)
         if not self._multiclass:
-            return grad, hess
-        n, k = grad.shape
-        if self._out is None or self._out[0].shape != (k, n):
-            self._out = (np.empty((k, n), _F32), np.empty((k, n), _F32))
-        gcm, hcm = self._out
-        np.copyto(gcm, grad.T)
-        np.copyto(hcm, hess.T)
+            return self._core.grad_hess(scores, y, weight)
+        gcm, hcm = self._core.grad_hess(scores, y, weight, class_major=True)  # (K, n)
         if flat:
             return gcm.reshape(-1), hcm.reshape(-1)
         return gcm.T, hcm.T  # (n, K), Fortran order: LightGBM's ravel(order="F") is a view
@@ -145,10 +146,9 @@ class LGBMObjective:
 
     def _metric_value(self, label, preds, weight):
         y = np.asarray(label)
-        preds = np.asarray(preds)
-        if self._multiclass and preds.ndim == 1:
-            preds = preds.reshape(-1, y.shape[0]).T
-        return self._core.metric(preds, y, weight)
+        if self._multiclass:
+            return self._core.metric(self._class_major(preds, y.shape[0])[0], y, weight, class_major=True)
+        return self._core.metric(np.asarray(preds), y, weight)
 
     def metric(self, preds, eval_data):
         """``feval`` for ``lgb.train``: ``(name, weighted mean loss, False)`` at the raw scores."""

@@ -27,6 +27,8 @@ import pytest
 from boosting_support import ROUNDS, Spy, assert_same_model, breast_cancer, data_pointer, diabetes, leaf_values, without
 
 import fastloss.lightgbm as fll
+from fastloss import _boosting
+from helpers import assert_bitwise
 
 
 @pytest.fixture(scope="module")
@@ -237,6 +239,22 @@ def test_multiclass_layouts(lgb, data):
     onehot = np.eye(4)[data.classes.astype(int)]
     np.testing.assert_allclose(g2, p - onehot, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(h2, 4 / 3 * p * (1 - p), rtol=1e-5, atol=1e-6)
+
+
+def test_multiclass_class_major_without_a_transpose(lgb, data):
+    """The class-major scores are computed as they lie (cross_entropy's (1, K, n) layout):
+    the arrays returned are the objective's own (K, n) buffers, and they hold the bits of
+    the row-major computation (XGBoost's layout) of the same float32 scores, weighted too."""
+    scores = np.random.default_rng(8).normal(0, 3, size=(len(data.z), 4))
+    ds = lgb.Dataset(data.X, data.classes, weight=data.weight).construct()
+    obj = fll.softmax(4)
+    grad, hess = obj(np.asfortranarray(scores), ds)
+    kn = obj.buffers
+    assert kn[0].shape == (4, len(data.z)) and np.shares_memory(grad, kn[0]) and np.shares_memory(hess, kn[1])
+    rows = _boosting.SoftmaxObjective(hess_scale=None)
+    g, h = rows.grad_hess(scores.astype(np.float32), data.classes, ds.get_weight())  # (float32, as LightGBM keeps them)
+    assert_bitwise(grad, g, "grad")
+    assert_bitwise(hess, h, "hess")
 
 
 def test_sample_weights_scale_gradient_and_hessian(lgb, data):
