@@ -185,13 +185,14 @@ def _make_backward(spec: Loss, arg_names: list[str]):
     def setup_context(ctx, inputs, output):
         ctx.save_for_backward(output[1], inputs[0])
         ctx.reduction = inputs[arg_names.index("reduction")]
+        ctx.want_grad = inputs[-1]
         ctx.mark_non_differentiable(output[1])
 
     def backward(ctx, grad_loss, _grad_grad):
         grad, input = ctx.saved_tensors
-        if grad.numel() == 0 and grad_loss is not None and (ctx.needs_input_grad[0] or ctx.needs_input_grad[1]):
-            raise RuntimeError(f"fastloss.torch.{spec.name}: no fused gradient was computed "
-                               "(the forward ran without grad mode)")
+        if not ctx.want_grad:  # (only a direct call of the operator with want_grad=False)
+            raise RuntimeError(f"torch.ops.fastloss.{spec.name}: no fused gradient was computed "
+                               f"(want_grad=False); call fastloss.torch.{spec.name}")
         scale = grad_loss
         if ctx.reduction == "none" and spec.kind == "classes" and grad.dim() > 1:
             scale = grad_loss.unsqueeze(1)

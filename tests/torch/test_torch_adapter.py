@@ -216,6 +216,31 @@ def test_non_contiguous_input_is_copied_once_and_gives_the_same_bits():
     assert torch.equal(xs.grad, xc.grad)
 
 
+@pytest.mark.parametrize("name,x,t,reduction", [
+    ("cross_entropy", torch.randn(0, 3), torch.zeros(0, dtype=torch.int64), "mean"),  # empty: NaN
+    ("cross_entropy", torch.randn(0, 3), torch.zeros(0, dtype=torch.int64), "sum"),
+    ("cross_entropy", torch.randn(4, 3), torch.full((4,), -100), "mean"),  # all ignored: NaN, zero gradient
+    ("nll_loss", torch.randn(2, 3, 4), torch.tensor([[0, 1, -100, 2], [2, -100, 1, 0]]), "none"),
+    ("mse_loss", torch.randn(0, 2), torch.randn(0, 2), "mean"),
+    ("kl_div", torch.randn(4, 3).log_softmax(1), torch.rand(4, 3), "batchmean"),
+], ids=["empty-mean", "empty-sum", "all-ignored", "nll-ignored-none", "mse-empty", "kl-batchmean"])
+def test_edges_follow_torch(name, x, t, reduction):
+    xa, xb = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
+    a = getattr(flt, name)(xa, t, reduction=reduction)
+    b = getattr(F, name)(xb, t, reduction=reduction)
+    a.sum().backward()
+    b.sum().backward()
+    torch.testing.assert_close(a, b, rtol=1e-6, atol=0, equal_nan=True)
+    torch.testing.assert_close(xa.grad, xb.grad, rtol=1e-6, atol=1e-7, equal_nan=True)
+
+
+def test_the_operator_without_its_gradient_refuses_backward():
+    x = torch.randn(3, 2, requires_grad=True)
+    loss, _ = torch.ops.fastloss.mse_loss(x, torch.zeros(3, 2), None, "mean", False)
+    with pytest.raises(RuntimeError, match="want_grad=False"):
+        loss.backward()
+
+
 # --------------------------------------------------------------------------- zero copies
 
 
