@@ -20,8 +20,9 @@ tensors and returns a tensor that takes part in autograd:
 - backward: the saved fused gradient times ``grad_output`` (a scalar for "mean", "sum" and
   "batchmean"; per element for "none" of elementwise losses, per sample for "none" of class
   losses); nothing is recomputed. Double backward raises RuntimeError.
-- float16 and bfloat16 inputs: computed in float32 (an upcast copy), the loss returned as a
-  float32 tensor, the gradient in the input's dtype. (The kernels do not take half precision
+- dtypes: the input's (for an elementwise loss, promoted with a float target's, as
+  torch.nn.functional); float16 and bfloat16 are computed in float32 (an upcast copy), the
+  loss returned as a float32 tensor, the gradient in the input's dtype. (The kernels do not take half precision
   natively yet: the upcast is a copy.)
 - target gradients: for the losses of the residual ``x - y`` alone (``mse_loss``,
   ``l1_loss``, ``huber_loss``, ``smooth_l1_loss``, ``pinball_loss``, ``log_cosh_loss``,
@@ -248,13 +249,17 @@ def _device_check(name: str, value, loss: str):
                          f"the CPU only (move it with {name}.cpu(), or use torch.nn.functional on {value.device.type})")
 
 
-def _compute_dtype(input, loss: str):
-    if input.dtype in _COMPUTE:
-        return input.dtype
-    if input.dtype in _HALF:
-        return torch.float32
-    raise TypeError(f"fastloss.torch.{loss}: input must be a floating-point tensor (float32, float64, "
-                    f"float16 or bfloat16), got dtype {input.dtype}")
+def _compute_dtype(spec: Loss, input, target):
+    """float32 or float64: the input's, or for an elementwise loss with a float target the
+    two promoted (as torch.nn.functional: float32 input and float64 target compute in
+    float64); float16 and bfloat16 compute in float32."""
+    if input.dtype not in _COMPUTE + _HALF:
+        raise TypeError(f"fastloss.torch.{spec.name}: input must be a floating-point tensor (float32, float64, "
+                        f"float16 or bfloat16), got dtype {input.dtype}")
+    dtype = input.dtype
+    if spec.kind == "elementwise" and target.dtype in _COMPUTE + _HALF:
+        dtype = torch.promote_types(dtype, target.dtype)
+    return dtype if dtype in _COMPUTE else torch.float32
 
 
 def _as_operand(name: str, value, dtype, loss: str):
@@ -276,7 +281,7 @@ def _forward(spec: Loss, op, tensor_names, scalar_names, input, target, values: 
         raise TypeError(f"fastloss.torch.{name}: target must be a torch.Tensor, got {type(target).__name__}")
     _device_check("input", input, name)
     _device_check("target", target, name)
-    dtype = _compute_dtype(input, name)
+    dtype = _compute_dtype(spec, input, target)
     grad_mode = torch.is_grad_enabled()
     for arg in tensor_names:
         value = values[arg]

@@ -32,6 +32,12 @@ dtypes = pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name
 NAMES = [spec.name for spec in LOSSES]
 
 
+@pytest.fixture(autouse=True)
+def seeded():
+    """torch.randn in the tests below: the same numbers every run."""
+    torch.manual_seed(0)
+
+
 # --------------------------------------------------------------------------- helpers
 
 
@@ -216,15 +222,20 @@ def test_non_contiguous_input_is_copied_once_and_gives_the_same_bits():
     assert torch.equal(xs.grad, xc.grad)
 
 
-@pytest.mark.parametrize("name,x,t,reduction", [
-    ("cross_entropy", torch.randn(0, 3), torch.zeros(0, dtype=torch.int64), "mean"),  # empty: NaN
-    ("cross_entropy", torch.randn(0, 3), torch.zeros(0, dtype=torch.int64), "sum"),
-    ("cross_entropy", torch.randn(4, 3), torch.full((4,), -100), "mean"),  # all ignored: NaN, zero gradient
-    ("nll_loss", torch.randn(2, 3, 4), torch.tensor([[0, 1, -100, 2], [2, -100, 1, 0]]), "none"),
-    ("mse_loss", torch.randn(0, 2), torch.randn(0, 2), "mean"),
-    ("kl_div", torch.randn(4, 3).log_softmax(1), torch.rand(4, 3), "batchmean"),
-], ids=["empty-mean", "empty-sum", "all-ignored", "nll-ignored-none", "mse-empty", "kl-batchmean"])
-def test_edges_follow_torch(name, x, t, reduction):
+EDGES = {  # name, (input, target) made at test time (seeded), reduction
+    "empty-mean": ("cross_entropy", lambda: (torch.randn(0, 3), torch.zeros(0, dtype=torch.int64)), "mean"),
+    "empty-sum": ("cross_entropy", lambda: (torch.randn(0, 3), torch.zeros(0, dtype=torch.int64)), "sum"),
+    "all-ignored": ("cross_entropy", lambda: (torch.randn(4, 3), torch.full((4,), -100)), "mean"),
+    "nll-ignored-none": ("nll_loss", lambda: (torch.randn(2, 3, 4), torch.tensor([[0, 1, -100, 2], [2, -100, 1, 0]])),
+                         "none"),
+    "mse-empty": ("mse_loss", lambda: (torch.randn(0, 2), torch.randn(0, 2)), "mean"),
+    "kl-batchmean": ("kl_div", lambda: (torch.randn(4, 3).log_softmax(1), torch.rand(4, 3)), "batchmean"),
+}
+
+
+@pytest.mark.parametrize("name,make,reduction", EDGES.values(), ids=EDGES.keys())
+def test_edges_follow_torch(name, make, reduction):
+    x, t = make()
     xa, xb = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
     a = getattr(flt, name)(xa, t, reduction=reduction)
     b = getattr(F, name)(xb, t, reduction=reduction)
@@ -232,6 +243,27 @@ def test_edges_follow_torch(name, x, t, reduction):
     b.sum().backward()
     torch.testing.assert_close(a, b, rtol=1e-6, atol=0, equal_nan=True)
     torch.testing.assert_close(xa.grad, xb.grad, rtol=1e-6, atol=1e-7, equal_nan=True)
+
+
+@pytest.mark.parametrize("xd,td", [(torch.float32, torch.float64), (torch.float64, torch.float32),
+                                   (torch.bfloat16, torch.float32), (torch.float16, torch.float64)], ids=str)
+def test_mixed_dtypes_promote_as_torch(xd, td):
+    """Elementwise losses compute in the promoted dtype of input and target, as PyTorch
+    (half precision: at least float32); the gradient comes back in each tensor's dtype."""
+    x = torch.randn(5, 4, dtype=torch.float64).to(xd).requires_grad_(True)
+    t = torch.randn(5, 4, dtype=torch.float64).to(td).requires_grad_(True)
+    out = flt.mse_loss(x, t)
+    out.backward()
+    expected = torch.promote_types(torch.promote_types(xd, td), torch.float32)
+    assert out.dtype == expected and x.grad.dtype == xd and t.grad.dtype == td
+    xr, tr = x.detach().double().requires_grad_(True), t.detach().double().requires_grad_(True)
+    ref = F.mse_loss(xr, tr)
+    ref.backward()
+    rtol = 1e-5 if expected == torch.float32 else 1e-12
+    torch.testing.assert_close(out.double(), ref, rtol=rtol, atol=0)
+    for grad, ref_grad, dtype in ((x.grad, xr.grad, xd), (t.grad, tr.grad, td)):  # rounded once to dtype
+        tol = max(rtol, torch.finfo(dtype).eps)
+        torch.testing.assert_close(grad.double(), ref_grad, rtol=tol, atol=tol * ref_grad.abs().max().item())
 
 
 def test_the_operator_without_its_gradient_refuses_backward():
