@@ -63,7 +63,7 @@ _HALF = (torch.float16, torch.bfloat16)
 
 # name -> (fastloss.NAME, fastloss.NAME_grad): the functions the operators call (looked up
 # here at call time, so a test can watch what reaches them).
-KERNELS = {loss.name: (getattr(_fl, loss.name), getattr(_fl, loss.name + "_grad")) for loss in LOSSES}
+FUNCTIONS = {loss.name: (getattr(_fl, loss.name), getattr(_fl, loss.name + "_grad")) for loss in LOSSES}
 
 
 # --------------------------------------------------------------------------- registry facts
@@ -146,7 +146,7 @@ def _run(spec: Loss, input, target, tensors: dict, scalars: dict, reduction: str
     if "quantile" in kwargs and kwargs["quantile"].ndim == 0:
         kwargs["quantile"] = float(kwargs["quantile"])
     kwargs.update(scalars)
-    loss_fn, grad_fn = KERNELS[spec.name]
+    loss_fn, grad_fn = FUNCTIONS[spec.name]
     x, t = _array(input), _array(target)
     if want_grad:
         loss, grad = grad_fn(x, t, reduction=reduction, **kwargs)

@@ -277,11 +277,11 @@ def test_the_operator_without_its_gradient_refuses_backward():
 
 
 class Watch:
-    """Replaces fastloss.NAME(_grad) in flt.KERNELS, recording the arrays they receive."""
+    """Replaces fastloss.NAME(_grad) in flt.FUNCTIONS, recording the arrays they receive."""
 
     def __init__(self, monkeypatch, name):
         self.seen = []
-        loss_fn, grad_fn = flt.KERNELS[name]
+        loss_fn, grad_fn = flt.FUNCTIONS[name]
 
         def record(fn):
             def wrapped(x, t, **kw):
@@ -290,7 +290,7 @@ class Watch:
                 return result
             return wrapped
 
-        monkeypatch.setitem(flt.KERNELS, name, (record(loss_fn), record(grad_fn)))
+        monkeypatch.setitem(flt.FUNCTIONS, name, (record(loss_fn), record(grad_fn)))
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
@@ -310,6 +310,23 @@ def test_contiguous_tensors_reach_fastloss_without_a_copy(monkeypatch, dtype):
     assert torch.equal(x.grad, torch.from_numpy(grad) * 2)
     op_loss, op_grad = torch.ops.fastloss.cross_entropy(x.detach(), y, w, -100, 0.0, "mean", True)
     assert op_grad.data_ptr() == watch.seen[-1][3][1].ctypes.data
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_elementwise_float_target_and_weight_are_not_copied(monkeypatch, dtype):
+    watch = Watch(monkeypatch, "huber_loss")
+    x = torch.randn(6, 5, dtype=dtype, requires_grad=True)
+    t = torch.randn(6, 5, dtype=dtype)
+    w = torch.rand(6, 5, dtype=dtype)
+    flt.huber_loss(x, t, "none", 0.5, w).sum().backward()
+    (xa, ta, kw, _), = watch.seen
+    assert (xa.ctypes.data, ta.ctypes.data, kw["weight"].ctypes.data) == (x.data_ptr(), t.data_ptr(), w.data_ptr())
+    # a non-contiguous input and a bfloat16 one are copied (once, before the call)
+    flt.huber_loss(x.detach().T.contiguous().T, t, delta=0.5)
+    flt.huber_loss(x.detach().to(torch.bfloat16), t, delta=0.5)
+    assert watch.seen[1][0].ctypes.data != x.data_ptr() and watch.seen[1][0].flags.c_contiguous
+    # bfloat16 computes in float32, promoted with the target's dtype (float64 then)
+    assert watch.seen[2][0].dtype == (np.float32 if dtype == torch.float32 else np.float64)
 
 
 def test_no_grad_calls_the_plain_loss(monkeypatch):
