@@ -5,6 +5,7 @@
     backends, _registry  <-  _api (the front layer)  <-  public surface (__init__, numpy_backend)
     public surface  <-  bench (the benchmark subpackage), __main__ (the command line)
     public surface  <-  _boosting  <-  xgboost, lightgbm, catboost (the gradient-boosting adapters)
+    public surface, _registry  <-  torch (the PyTorch adapter; the only module importing torch)
 
 No backend imports the front layer or the public surface back, and nothing but the command
 line imports the benchmark. A module missing from LAYERS below fails this test: a new
@@ -37,6 +38,9 @@ LAYERS = {
     "xgboost": {"_boosting"},
     "lightgbm": {"_boosting"},
     "catboost": {"_boosting"},
+    # The PyTorch adapter: the public functions (NAME, NAME_grad) and the registry (one
+    # operator per row). PyTorch itself is imported there only, never by `import fastloss`.
+    "torch": {"fastloss", "_registry"},
 }
 BENCH_MAY_IMPORT = {"fastloss", "numpy_backend", "_registry", "kernels", "bench"}
 

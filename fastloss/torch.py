@@ -1,0 +1,349 @@
+"""fastloss for PyTorch: every loss of the registry as a ``torch.nn.functional``-style function.
+
+    >>> import fastloss.torch as flt
+    >>> loss = flt.cross_entropy(logits, labels, label_smoothing=0.1)
+    >>> loss.backward()
+
+For every loss ``NAME`` of ``fastloss._registry`` (generated from the registry at import: a
+new row gets its adapter with no code here), ``flt.NAME(input, target, ...)`` takes CPU
+tensors and returns a tensor that takes part in autograd:
+
+- signature: ``torch.nn.functional.NAME``'s, positional order included, minus the
+  deprecated ``size_average`` and ``reduce``, where PyTorch has the loss (read from
+  ``inspect.signature`` at import and checked against the registry's parameters: a mismatch
+  is an ImportError); the NumPy API's (``input, target, *, <parameters>, reduction``)
+  otherwise. No ``n_threads``: the thread count is ``fastloss.set_num_threads``'s.
+- forward: one call of the fused ``fastloss.NAME_grad`` when the input (or the target)
+  requires grad and grad mode is on, of ``fastloss.NAME`` otherwise. Contiguous CPU
+  float32/float64 tensors reach NumPy without a copy (``.numpy()`` views); a non-contiguous
+  tensor is made contiguous first (one copy); int64 class indices pass through as they are.
+- backward: the saved fused gradient times ``grad_output`` (a scalar for "mean", "sum" and
+  "batchmean"; per element for "none" of elementwise losses, per sample for "none" of class
+  losses); nothing is recomputed. Double backward raises RuntimeError.
+- dtypes: the input's (for an elementwise loss, promoted with a float target's, as
+  torch.nn.functional); float16 and bfloat16 are computed in float32 (an upcast copy), the
+  loss returned as a float32 tensor, the gradient in the input's dtype. (The kernels do not take half precision
+  natively yet: the upcast is a copy.)
+- target gradients: for the losses of the residual ``x - y`` alone (``mse_loss``,
+  ``l1_loss``, ``huber_loss``, ``smooth_l1_loss``, ``pinball_loss``, ``log_cosh_loss``,
+  ``pseudo_huber_loss``: derived from the registry's formulas) the target's gradient is
+  minus the input's, exactly; any other loss raises NotImplementedError when the target
+  (or ``weight``, ``pos_weight``, ``quantile``) requires grad, never a wrong or missing
+  gradient.
+- each loss is the custom operator ``torch.ops.fastloss.NAME`` (``torch.library.custom_op``
+  with a fake implementation and ``register_autograd``): ``torch.compile(fullgraph=True)``
+  keeps it in one graph.
+- errors: the adapter's own for what is torch's (a non-CPU tensor: ValueError; an input
+  that is not a float tensor: TypeError; each naming the argument); fastloss's own checks
+  for everything else (shapes, values, parameters), raised by the operator.
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+
+try:
+    import torch
+except ImportError as exc:  # pragma: no cover - exercised with torch hidden
+    raise ImportError(
+        "fastloss.torch needs PyTorch, which is not installed: pip install torch "
+        f"(fastloss itself works without it) [{exc}]") from exc
+
+import numpy as np
+
+import fastloss as _fl
+from ._registry import LOSSES, Loss
+
+__all__ = [loss.name for loss in LOSSES]
+
+_DEPRECATED = ("size_average", "reduce")
+_COMPUTE = (torch.float32, torch.float64)
+_HALF = (torch.float16, torch.bfloat16)
+
+# name -> (fastloss.NAME, fastloss.NAME_grad): the functions the operators call (looked up
+# here at call time, so a test can watch what reaches them).
+FUNCTIONS = {loss.name: (getattr(_fl, loss.name), getattr(_fl, loss.name + "_grad")) for loss in LOSSES}
+
+
+# --------------------------------------------------------------------------- registry facts
+
+
+def tensor_params(spec: Loss) -> list[str]:
+    """The array parameters of the loss (None or a tensor in the operator): weight,
+    pos_weight; quantile is a tensor in the operator too (a number becomes a 0-d tensor)."""
+    return [name for name in ("weight", "pos_weight", "quantile")
+            if name == "weight" and spec.weight or name == "pos_weight" and spec.pos_weight
+            or name == "quantile" and spec.quantile]
+
+
+def residual_sign(spec: Loss) -> int:
+    """-1 when the loss depends on input and target only through their difference (the
+    registry formula, with ``x - y`` or ``y - x`` written as one residual, names neither
+    ``x`` nor ``y`` anywhere else): the target's gradient is then minus the input's,
+    exactly. 0 for every other loss (no target gradient)."""
+    if spec.kind != "elementwise":
+        return 0
+    rest = spec.formula.replace("x - y", "r").replace("y - x", "r")
+    if rest == spec.formula or re.search(r"\b[xy]\b", rest):
+        return 0
+    return -1
+
+
+def torch_signature(spec: Loss) -> inspect.Signature | None:
+    """torch.nn.functional.NAME's signature without ``size_average`` and ``reduce``, checked
+    against the registry (ImportError on any difference); None when PyTorch lacks the loss."""
+    fn = getattr(torch.nn.functional, spec.name, None)
+    if fn is None:
+        return None
+    sig = inspect.signature(fn)
+    params = [p for p in sig.parameters.values() if p.name not in _DEPRECATED]
+    names = [p.name for p in params]
+    expected = {"input": inspect.Parameter.empty, "target": inspect.Parameter.empty, "reduction": "mean"}
+    expected.update({name: default for name, _, default in spec.keywords()})
+    got = {p.name: p.default for p in params}
+    if names[:2] != ["input", "target"] or got != expected:
+        raise ImportError(
+            f"fastloss.torch: torch.nn.functional.{spec.name}{sig} does not match the registry's "
+            f"parameters {sorted(expected)} (defaults {expected}); torch {torch.__version__}")
+    return sig.replace(parameters=params)
+
+
+def numpy_signature(spec: Loss) -> inspect.Signature:
+    """The NumPy API's signature without ``n_threads``: keywords after ``target``."""
+    P = inspect.Parameter
+    params = [P("input", P.POSITIONAL_OR_KEYWORD), P("target", P.POSITIONAL_OR_KEYWORD)]
+    params += [P(name, P.KEYWORD_ONLY, default=default) for name, _, default in spec.keywords()]
+    params.append(P("reduction", P.KEYWORD_ONLY, default="mean"))
+    return inspect.Signature(params)
+
+
+def signature_of(spec: Loss) -> tuple[inspect.Signature, str]:
+    """The adapter's signature and where it comes from ("torch.nn.functional" or "numpy")."""
+    sig = torch_signature(spec)
+    return (sig, "torch.nn.functional") if sig is not None else (numpy_signature(spec), "numpy")
+
+
+# --------------------------------------------------------------------------- the operators
+
+
+def _array(t):
+    """A tensor as a NumPy array sharing its memory (None stays None)."""
+    return None if t is None else t.detach().numpy()
+
+
+def _loss_shape(spec: Loss, shape, reduction: str):
+    if reduction != "none":
+        return ()
+    if spec.kind == "elementwise":
+        return tuple(shape)
+    return () if len(shape) == 1 else (shape[0], *shape[2:])
+
+
+def _run(spec: Loss, input, target, tensors: dict, scalars: dict, reduction: str, want_grad: bool):
+    """The real implementation of the operator: one call of fastloss.NAME(_grad)."""
+    kwargs = {name: _array(value) for name, value in tensors.items()}
+    if "quantile" in kwargs and kwargs["quantile"].ndim == 0:
+        kwargs["quantile"] = float(kwargs["quantile"])
+    kwargs.update(scalars)
+    loss_fn, grad_fn = FUNCTIONS[spec.name]
+    x, t = _array(input), _array(target)
+    if want_grad:
+        loss, grad = grad_fn(x, t, reduction=reduction, **kwargs)
+        grad = torch.from_numpy(grad)
+    else:
+        loss = loss_fn(x, t, reduction=reduction, **kwargs)
+        grad = input.new_empty((0,))
+    loss = torch.from_numpy(loss) if isinstance(loss, np.ndarray) else torch.tensor(loss, dtype=input.dtype)
+    return loss, grad
+
+
+def _fake(spec: Loss, input, reduction: str, want_grad: bool):
+    loss = input.new_empty(_loss_shape(spec, input.shape, reduction))
+    return loss, input.new_empty(input.shape if want_grad else (0,))
+
+
+class _NoDoubleBackward(torch.autograd.Function):
+    """The identity on the first-order gradient whose own backward refuses: differentiating
+    the gradient again (double backward) is a clear RuntimeError, not a silent zero."""
+
+    @staticmethod
+    def forward(ctx, grad, input, name):
+        ctx.name = name
+        return grad.clone()
+
+    @staticmethod
+    def backward(ctx, *_):
+        raise RuntimeError(f"fastloss.torch.{ctx.name}: double backward is not supported (the backward "
+                           "pass reuses the fused first-order gradient); use torch.nn.functional for "
+                           "second-order derivatives")
+
+
+def _make_backward(spec: Loss, arg_names: list[str]):
+    sign = residual_sign(spec)
+    n_args = len(arg_names)
+
+    def setup_context(ctx, inputs, output):
+        ctx.save_for_backward(output[1], inputs[0])
+        ctx.reduction = inputs[arg_names.index("reduction")]
+        ctx.want_grad = inputs[-1]
+        ctx.mark_non_differentiable(output[1])
+
+    def backward(ctx, grad_loss, _grad_grad):
+        grad, input = ctx.saved_tensors
+        if not ctx.want_grad:  # (only a direct call of the operator with want_grad=False)
+            raise RuntimeError(f"torch.ops.fastloss.{spec.name}: no fused gradient was computed "
+                               f"(want_grad=False); call fastloss.torch.{spec.name}")
+        scale = grad_loss
+        if ctx.reduction == "none" and spec.kind == "classes" and grad.dim() > 1:
+            scale = grad_loss.unsqueeze(1)
+        g = grad * scale
+        if torch.is_grad_enabled():  # create_graph=True: a graph whose own backward refuses
+            g = _NoDoubleBackward.apply(g, input, spec.name)
+        grads = [None] * n_args
+        if ctx.needs_input_grad[0]:
+            grads[0] = g
+        if ctx.needs_input_grad[1]:
+            grads[1] = -g if sign else None
+        return tuple(grads)
+
+    return setup_context, backward
+
+
+_SCHEMA_TYPES = {float: "float", int: "int", bool: "bool"}
+
+
+def _make_operator(spec: Loss):
+    """torch.ops.fastloss.NAME(input, target, <tensors>, [ignore_index], <scalars>, reduction,
+    want_grad) -> (loss, fused gradient or an empty tensor)."""
+    tensors = tensor_params(spec)
+    scalars = (["ignore_index"] if spec.ignore_index else []) + [p.name for p in spec.params]
+    types = {"ignore_index": "int", **{p.name: _SCHEMA_TYPES[p.type] for p in spec.params}}
+    args = ["input: Tensor", "target: Tensor"]
+    args += [f"{n}: Tensor" if n == "quantile" else f"{n}: Optional[Tensor]" for n in tensors]
+    args += [f"{n}: {types[n]}" for n in scalars] + ["reduction: str", "want_grad: bool"]
+    tensor_dict = "{" + ", ".join(f"{n!r}: {n}" for n in tensors) + "}"
+    scalar_dict = "{" + ", ".join(f"{n!r}: {n}" for n in scalars) + "}"
+    src = (f"def impl({', '.join(args)}) -> Tuple[Tensor, Tensor]:\n"
+           f"    return _run(_spec, input, target, {{k: v for k, v in {tensor_dict}.items() if v is not None}}, "
+           f"{scalar_dict}, reduction, want_grad)\n"
+           f"def fake({', '.join(args)}) -> Tuple[Tensor, Tensor]:\n"
+           f"    return _fake(_spec, input, reduction, want_grad)\n")
+    namespace = {"Tensor": torch.Tensor, "Optional": __import__("typing").Optional,
+                 "Tuple": __import__("typing").Tuple, "_run": _run, "_fake": _fake, "_spec": spec}
+    exec(compile(src, f"<fastloss.torch operator {spec.name}>", "exec"), namespace)
+    op = torch.library.custom_op(f"fastloss::{spec.name}", namespace["impl"], mutates_args=())
+    op.register_fake(namespace["fake"])
+    names = ["input", "target", *tensors, *scalars, "reduction", "want_grad"]
+    setup_context, backward = _make_backward(spec, names)
+    op.register_autograd(backward, setup_context=setup_context)
+    return op, tensors, scalars
+
+
+# --------------------------------------------------------------------------- the front
+
+
+def _device_check(name: str, value, loss: str):
+    if value.device.type != "cpu":
+        raise ValueError(f"fastloss.torch.{loss}: {name} is on device {value.device}; fastloss computes on "
+                         f"the CPU only (move it with {name}.cpu(), or use torch.nn.functional on {value.device.type})")
+
+
+def _compute_dtype(spec: Loss, input, target):
+    """float32 or float64: the input's, or for an elementwise loss with a float target the
+    two promoted (as torch.nn.functional: float32 input and float64 target compute in
+    float64); float16 and bfloat16 compute in float32."""
+    if input.dtype not in _COMPUTE + _HALF:
+        raise TypeError(f"fastloss.torch.{spec.name}: input must be a floating-point tensor (float32, float64, "
+                        f"float16 or bfloat16), got dtype {input.dtype}")
+    dtype = input.dtype
+    if spec.kind == "elementwise" and target.dtype in _COMPUTE + _HALF:
+        dtype = torch.promote_types(dtype, target.dtype)
+    return dtype if dtype in _COMPUTE else torch.float32
+
+
+def _as_operand(name: str, value, dtype, loss: str):
+    """A tensor argument (weight, pos_weight, quantile, a float target) as a contiguous CPU
+    tensor of the compute dtype (itself when it is one already); numbers become 0-d tensors."""
+    if not isinstance(value, torch.Tensor):
+        return torch.as_tensor(value, dtype=dtype)
+    _device_check(name, value, loss)
+    if value.dtype.is_floating_point or name != "target":
+        value = value.to(dtype)
+    return value.contiguous()
+
+
+def _forward(spec: Loss, op, tensor_names, scalar_names, input, target, values: dict, reduction):
+    name = spec.name
+    if not isinstance(input, torch.Tensor):
+        raise TypeError(f"fastloss.torch.{name}: input must be a torch.Tensor, got {type(input).__name__}")
+    if not isinstance(target, torch.Tensor):
+        raise TypeError(f"fastloss.torch.{name}: target must be a torch.Tensor, got {type(target).__name__}")
+    _device_check("input", input, name)
+    _device_check("target", target, name)
+    dtype = _compute_dtype(spec, input, target)
+    grad_mode = torch.is_grad_enabled()
+    for arg in tensor_names:
+        value = values[arg]
+        if grad_mode and isinstance(value, torch.Tensor) and value.requires_grad:
+            raise NotImplementedError(f"fastloss.torch.{name}: {arg} requires grad; the gradient with respect "
+                                      f"to {arg} is not implemented (use torch.nn.functional, or detach it)")
+    if grad_mode and target.requires_grad and not residual_sign(spec):
+        raise NotImplementedError(f"fastloss.torch.{name}: target requires grad; the gradient with respect to "
+                                  f"the target is not implemented for {name} (only for losses of the residual "
+                                  "input - target): detach the target, or use torch.nn.functional")
+    want_grad = grad_mode and (input.requires_grad or target.requires_grad)
+    x = input.to(dtype).contiguous()  # no copy for a contiguous float32/float64 tensor
+    if target.dtype.is_floating_point or spec.kind == "elementwise":
+        target = target.to(dtype)
+    target = target.contiguous()
+    operands = [None if values[n] is None else _as_operand(n, values[n], dtype, name) for n in tensor_names]
+    loss, _ = op(x, target, *operands, *(values[n] for n in scalar_names), reduction, want_grad)
+    return loss
+
+
+def _make_function(spec: Loss):
+    op, tensor_names, scalar_names = _make_operator(spec)
+    sig, origin = signature_of(spec)
+    params = [p for p in sig.parameters.values() if p.name not in ("input", "target")]
+    # the source of the function: its parameter list is the signature, with its defaults
+    defaults = {p.name: p.default for p in params}
+    parts, star = ["input", "target"], False
+    for p in params:
+        if p.kind is inspect.Parameter.KEYWORD_ONLY and not star:
+            parts.append("*")
+            star = True
+        parts.append(f"{p.name}=_defaults[{p.name!r}]")
+    values = "{" + ", ".join(f"{n!r}: {n}" for n in [*tensor_names, *scalar_names]) + "}"
+    src = (f"def {spec.name}({', '.join(parts)}):\n"
+           f"    return _forward(_spec, _op, _tensors, _scalars, input, target, {values}, reduction)\n")
+    namespace = {"_forward": _forward, "_spec": spec, "_op": op, "_tensors": tensor_names,
+                 "_scalars": scalar_names, "_defaults": defaults}
+    exec(compile(src, f"<fastloss.torch generated {spec.name}>", "exec"), namespace)
+    fn = namespace[spec.name]
+    fn.__module__ = __name__
+    fn.__qualname__ = spec.name
+    fn.__doc__ = (f"{spec.summary}\n\nfastloss's {spec.name} for torch tensors (autograd, torch.compile): "
+                  f"signature of {'torch.nn.functional.' + spec.name if origin != 'numpy' else 'fastloss.' + spec.name}"
+                  f"{' without size_average and reduce' if origin != 'numpy' else ' without n_threads'}.\n\n"
+                  f"Per element: ``{spec.formula}``.\nThe rules of the adapter: help(fastloss.torch).")
+    fn.__source__ = src
+    fn.operator = op
+    fn.signature_origin = origin
+    return fn
+
+
+globals().update({spec.name: _make_function(spec) for spec in LOSSES})
+
+
+def reference_table() -> str:
+    """The adapter's reference table (docs/API.md, "PyTorch adapter"), from the registry and
+    the signatures above; the tests hold the docs to it."""
+    out = ["| function | signature (beyond `input, target`) | from | target gradient |", "|---|---|---|---|"]
+    for spec in LOSSES:
+        origin = signature_of(spec)[1]
+        rest = str(inspect.signature(globals()[spec.name])).replace("(input, target, ", "(")
+        source = f"`torch.nn.functional.{spec.name}`" if origin != "numpy" else f"`fastloss.{spec.name}`"
+        target = "minus the input's" if residual_sign(spec) else "NotImplementedError"
+        out.append(f"| `flt.{spec.name}` | `{rest}` | {source} | {target} |")
+    return "\n".join(out)
