@@ -5,8 +5,9 @@
 
 Part 1, the objective alone: one call computing the per-sample gradient and Hessian of
 logistic, squared error, Poisson and softmax (K = 5) objectives, XGBoost's conventions
-(half squared error, Poisson Hessian ``exp(x + 0.7)``, softmax Hessian ``2 p (1 - p)``), at
-each size, in float32 and float64, with 1 and all usable threads:
+(half squared error, Poisson Hessian ``exp(x + 0.7)``, softmax Hessian ``2 p (1 - p)``), and
+softmax in LightGBM's (scores class-major, seen as a Fortran-ordered (n, K) array; Hessian
+``K / (K - 1) p (1 - p)``), at each size, in float32 and float64, with 1 and all usable threads:
 
 * ``fastloss``: the objective object of ``fastloss.xgboost`` / ``fastloss.lightgbm`` (their
   shared core, ``fastloss._boosting``), writing into reused buffers of the input's dtype;
@@ -83,13 +84,21 @@ OBJECTIVES = {
                 ("HalfPoissonLoss", {}), math.exp(MDS)),
     "softmax": (lambda: _boosting.SoftmaxObjective(hess_scale=2.0), numpy_softmax,
                 ("HalfMultinomialLoss", {"n_classes": K}), 2.0),
+    # LightGBM's layout: (n, K) scores in Fortran order (a view of K blocks of n), its Hessian
+    # factor K / (K - 1); fastloss computes the (K, n) class-major blocks as they lie, NumPy
+    # and scikit-learn take the Fortran-ordered (n, K) array (strided reads)
+    "softmax_lgb": (lambda: _boosting.SoftmaxObjective(hess_scale=None), lambda x, y: numpy_softmax_lgb(x, y),
+                    ("HalfMultinomialLoss", {"n_classes": K}), K / (K - 1)),
 }
+CLASS_MAJOR = {"softmax_lgb"}
 
 
 def make_inputs(name, n, dtype, rng):
-    if name == "softmax":
+    if name in ("softmax", "softmax_lgb"):
         x = rng.standard_normal((n, K)).astype(dtype)
         y = rng.integers(0, K, n).astype(dtype)
+        if name in CLASS_MAJOR:
+            x = np.asfortranarray(x)
     elif name == "logistic":
         x = rng.standard_normal(n).astype(dtype)
         y = (rng.random(n) < 0.5).astype(dtype)
@@ -144,7 +153,14 @@ def objective_part(sizes, threads, profile, rng):
             for dtype in (np.float32, np.float64):
                 x, y = make_inputs(name, n, dtype, rng)
                 obj = factory()
-                fast = [a.copy() for a in obj.grad_hess(x, y)]
+                if name in CLASS_MAJOR:  # the (K, n) blocks; results compared as (n, K)
+                    def fl_call(o=obj, x=x, y=y):
+                        return o.grad_hess(x.T, y, class_major=True)
+                    fast = [a.T.copy() for a in fl_call()]
+                else:
+                    def fl_call(o=obj, x=x, y=y):
+                        return o.grad_hess(x, y)
+                    fast = [a.copy() for a in fl_call()]
                 np_np = np_fn(x, y)
                 check(name, fast, np_np, 1.0, dtype, "numpy")
                 del np_np
@@ -155,7 +171,7 @@ def objective_part(sizes, threads, profile, rng):
                 del fast
                 for thr in threads:
                     obj.n_threads = thr
-                    calls = {"fastloss": lambda o=obj, x=x, y=y: o.grad_hess(x, y),
+                    calls = {"fastloss": fl_call,
                              "numpy": lambda f=np_fn, x=x, y=y: f(x, y)}
                     if sk is not None:
                         calls["sklearn"] = (lambda s=sk, x=x, y=y, g=sg, h=sh, thr=thr:
@@ -163,7 +179,7 @@ def objective_part(sizes, threads, profile, rng):
                     stats = core.time_interleaved(calls, profile)
                     t = {k: v["median_s"] for k, v in stats.items()}
                     fl_t, sk_t = t["fastloss"], t.get("sklearn")
-                    label = name + (" K=5" if name == "softmax" else "")
+                    label = {"softmax": "softmax K=5", "softmax_lgb": "softmax K=5, LightGBM's class-major"}.get(name, name)
                     sk_cols = f"{fmt_time(sk_t)} | {sk_t / fl_t:.2f}x" if sk_t else "- | -"
                     sk_time, sk_ratio = sk_cols.split(" | ")
                     row = (f"| {label} | {n:.0e} | {np.dtype(dtype).name} | {thr} | {fmt_time(fl_t)} "
