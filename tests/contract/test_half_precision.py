@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 
 from adv_data_support import NAMES, PATHS, valid_call
-from cases import CASES
+from cases import CASES, all_error_cases, error_base
 from fastloss._registry import BY_NAME
 from helpers import assert_bitwise
 
@@ -282,3 +282,24 @@ def test_a_gradient_beyond_the_half_range_rounds_to_inf_without_a_warning(api):
     _, wide = api.binary_cross_entropy_grad(x, t, reduction="sum", out=np.zeros(2, np.float32))
     assert grad[0] == -np.inf and into[0] == -np.inf and grad[1] == into[1] == 2
     assert np.isfinite(wide).all() and wide[0] < -np.finfo(np.float16).max
+
+
+@pytest.mark.parametrize("error", all_error_cases(), ids=str)
+def test_errors_of_a_half_call_are_raised_before_anything_is_written(api, error):
+    """Every documented error (tests/support/cases.py), with a float16 input and ``out`` of
+    float16, or the input itself: the same exception, nothing written to ``out``, the input or
+    any operand."""
+    x, t, kw = error_base(error.loss, np.float32)
+    bx, bt, bkw = error.build(x.astype(np.float16), t, kw)
+    arrays = [a for a in [bx, bt, *bkw.values()] if isinstance(a, np.ndarray)]
+    before = [a.copy() for a in arrays]
+    outs = [np.full(np.shape(x), -7.25, np.float16)]
+    if isinstance(bx, np.ndarray) and bx.dtype == np.float16 and bx.flags.writeable and bx.shape == np.shape(x):
+        outs.append(bx)
+    for out in outs:
+        with pytest.raises(error.exc):
+            with np.errstate(all="ignore"):
+                twins(api, error.loss)[1](bx, bt, out=out, **bkw)  # (bkw may hold a bad reduction)
+        assert (outs[0] == -7.25).all(), "out written by a refused call"
+        for a, b in zip(arrays, before):
+            assert_bitwise(a, b, "an operand changed by a refused call")
