@@ -25,7 +25,7 @@ from ._registry import EXTRA_REDUCTIONS, KERNELS, LOSSES, MAX_THREADS, Loss
 
 _F32 = np.dtype(np.float32)
 _F64 = np.dtype(np.float64)
-_REAL_KINDS = "biuf"  # bool, signed, unsigned, float
+_REAL_KINDS = "biuf"  # bool, signed, unsigned, float (and ml_dtypes' bfloat16: _is_bfloat16)
 _INT64 = np.iinfo(np.int64)
 _KERNEL = {k.name: k for k in KERNELS}
 
@@ -119,9 +119,20 @@ def _real_array(value, name: str) -> np.ndarray:
     else:
         _refuse_masked(value, name)
         arr = np.asarray(value)
-    if arr.dtype.kind not in _REAL_KINDS:
+    if arr.dtype.kind not in _REAL_KINDS and not _is_bfloat16(arr.dtype):
         raise TypeError(f"{name} must be a real (bool, integer or float) array, got dtype {arr.dtype}")
     return arr
+
+
+def _is_bfloat16(dtype: np.dtype) -> bool:
+    """ml_dtypes' bfloat16, recognised without importing ml_dtypes (an optional package): a
+    2-byte dtype of kind 'V' named "bfloat16" (not a structured dtype)."""
+    return dtype.kind == "V" and dtype.itemsize == 2 and dtype.names is None and dtype.name == "bfloat16"
+
+
+def _is_float(dtype: np.dtype) -> bool:
+    """A float dtype: NumPy's (kind 'f', any byte order) or bfloat16."""
+    return dtype.kind == "f" or _is_bfloat16(dtype)
 
 
 def _is_float32(dtype: np.dtype) -> bool:
@@ -129,9 +140,21 @@ def _is_float32(dtype: np.dtype) -> bool:
     return dtype.kind == "f" and dtype.itemsize == 4
 
 
+def _half_dtype(dtype: np.dtype) -> np.dtype | None:
+    """For a half-precision dtype, float16 (either byte order) or bfloat16, the dtype its
+    gradient and Hessian are returned in (native byte order); None for any other dtype."""
+    if dtype.kind == "f" and dtype.itemsize == 2:
+        return dtype.newbyteorder("=")
+    if _is_bfloat16(dtype):
+        return dtype
+    return None
+
+
 def _compute_dtype(arr: np.ndarray) -> np.dtype:
-    """float32 input (any byte order) computes in float32; every other real dtype in float64."""
-    return _F32 if _is_float32(arr.dtype) else _F64
+    """float32 input (any byte order) computes in float32, and so do the half-precision ones
+    (float16, either byte order, and bfloat16: upcast to a float32 copy); every other real
+    dtype in float64."""
+    return _F32 if _is_float32(arr.dtype) or _half_dtype(arr.dtype) is not None else _F64
 
 
 def _as_compute(arr: np.ndarray, dtype: np.dtype) -> np.ndarray:
@@ -223,15 +246,26 @@ def _elementwise_weight(weight, name: str, shape: tuple, dtype: np.dtype):
     return np.asarray(block, dtype=dtype, order="C").reshape(-1)
 
 
-def _check_out(out, shape: tuple, dtype: np.dtype) -> None:
+def _out_dtype_ok(out_dtype: np.dtype, dtype: np.dtype, half: np.dtype | None) -> bool:
+    """``out`` may be of the compute dtype, in either byte order (a non-native out receives
+    the gradient through a copy, np.copyto swapping the bytes, so the caller reads the right
+    values), or, for a half-precision input (``half``), of the input's half dtype (float16 in
+    either byte order; the float32 results rounded into it)."""
+    if out_dtype.kind == "f" and out_dtype.itemsize == dtype.itemsize:
+        return True
+    return half is not None and _half_dtype(out_dtype) == half
+
+
+def _check_out(out, shape: tuple, dtype: np.dtype, half: np.dtype | None = None) -> None:
     _refuse_masked(out, "out")
+    accepted = f"{dtype}" if half is None else f"{dtype} or {half}"
     if not isinstance(out, np.ndarray):
-        raise ValueError(f"out must be a NumPy array of shape {shape} and dtype {dtype}, got {type(out).__name__}")
-    # Either byte order of the compute dtype: a non-native out receives the gradient through
-    # a copy (np.copyto swaps the bytes), so the caller reads the right values.
-    if out.shape != shape or out.dtype.kind != "f" or out.dtype.itemsize != dtype.itemsize:
+        raise ValueError(f"out must be a NumPy array of shape {shape} and dtype {accepted}, got {type(out).__name__}")
+    if out.shape != shape or not _out_dtype_ok(out.dtype, dtype, half):
+        what = ("the input's shape and compute dtype" if half is None else
+                "the input's shape, and its compute dtype or its own half-precision dtype")
         raise ValueError(
-            f"out must have shape {shape} and dtype {dtype} (the input's shape and compute dtype), "
+            f"out must have shape {shape} and dtype {accepted} ({what}), "
             f"got shape {out.shape} and dtype {out.dtype}"
         )
     if not out.flags.writeable:
@@ -261,7 +295,8 @@ def _kernel_out(out, x, others, kernel_shape):
     The kernel writes ``out`` directly when it is C-contiguous and overlaps no operand
     other than being exactly the input (in-place). Otherwise the kernel writes a fresh
     array that the caller copies into ``out`` afterwards."""
-    if out is None or type(out) is not np.ndarray or not out.flags.c_contiguous or not out.dtype.isnative:
+    if (out is None or type(out) is not np.ndarray or not out.flags.c_contiguous or not out.dtype.isnative
+            or out.dtype != x.dtype):  # (a half-precision out receives the rounded results)
         return None  # (a subclass such as np.matrix may not reshape to the kernel's shape)
     for a in others:
         if a is not None and np.may_share_memory(out, a):
@@ -328,14 +363,15 @@ def _check_hessian(value) -> float:
     raise ValueError(f'hessian must be "exact" or a positive finite number, got {_short_repr(value)}')
 
 
-def _check_out_pair(out, shape, dtype):
+def _check_out_pair(out, shape, dtype, half=None):
     if not isinstance(out, tuple) or len(out) != 2:
+        accepted = f"{dtype}" if half is None else f"{dtype} or {half}"
         raise ValueError(f"out must be None or a pair (grad_out, hess_out) of arrays of shape {shape} "
-                         f"and dtype {dtype}, got {_short_repr(out)}")
+                         f"and dtype {accepted}, got {_short_repr(out)}")
     grad_out, hess_out = out
     for name, o in (("out[0] (grad_out)", grad_out), ("out[1] (hess_out)", hess_out)):
         try:
-            _check_out(o, shape, dtype)
+            _check_out(o, shape, dtype, half)
         except ValueError as e:
             raise ValueError(str(e).replace("out ", f"{name} ", 1)) from None
         except TypeError as e:
@@ -356,6 +392,9 @@ def _call(spec: Loss, backend, input, target, weight, pos_weight, ignore_index, 
 
     x_in = _real_array(input, "input")
     dtype = _compute_dtype(x_in)
+    # half precision (float16, bfloat16): computed in float32 on the upcast values, the loss
+    # float32, the gradient and the Hessian rounded to the input's dtype (or written to out's)
+    half = _half_dtype(x_in.dtype)
     shape = x_in.shape
     if spec.kind == "elementwise":
         prepared = _prepare_elementwise(spec, backend, x_in, target, weight, pos_weight, params, dtype, n_threads)
@@ -366,10 +405,10 @@ def _call(spec: Loss, backend, input, target, weight, pos_weight, ignore_index, 
     grad_out = hess_out = None
     if out is not None:
         if want_hess:
-            _check_out_pair(out, shape, dtype)
+            _check_out_pair(out, shape, dtype, half)
             grad_out, hess_out = out
         else:
-            _check_out(out, shape, dtype)
+            _check_out(out, shape, dtype, half)
             grad_out = out
 
     # ----- every check has passed: from here on, results are written
@@ -401,18 +440,27 @@ def _call(spec: Loss, backend, input, target, weight, pos_weight, ignore_index, 
         loss = dtype.type(_reduced(total, divisor, reduction))
     if not want_grad:
         return loss
-    grad = _delivered(grad, kout, grad_out, shape)
+    grad = _delivered(grad, kout, grad_out, shape, half)
     if not want_hess:
         return loss, grad
-    return loss, grad, _delivered(hess, hout, hess_out, shape)
+    return loss, grad, _delivered(hess, hout, hess_out, shape, half)
 
 
-def _delivered(values, kernel_buffer, out, shape):
-    """What a twin returns for one output: ``out`` (holding ``values``) or ``values``."""
+def _delivered(values, kernel_buffer, out, shape, half=None):
+    """What a twin returns for one output: ``out`` (holding ``values``, rounded to its dtype)
+    or ``values`` (rounded to ``half``, the half-precision input's dtype, when given).
+
+    A float32 value beyond the half dtype's range rounds to +-inf, as the contract says,
+    without NumPy's cast-overflow warning (a float32 ``out`` keeps it finite)."""
     if out is None:
-        return values.reshape(shape)
+        values = values.reshape(shape)
+        if half is None:
+            return values
+        with np.errstate(over="ignore"):
+            return values.astype(half)
     if values is not kernel_buffer:
-        np.copyto(out, values.reshape(shape))
+        with np.errstate(over="ignore"):
+            np.copyto(out, values.reshape(shape), casting="unsafe")  # float32 -> a half out: rounded
     return out
 
 
@@ -494,7 +542,7 @@ def _prepare_classes(spec, backend, x_in, target, weight, ignore_index, params, 
     x = _as_compute(x_in, dtype).reshape(kernel_shape)
 
     t_in = _real_array(target, "target")
-    probabilities = t_in.dtype.kind == "f" and spec.probability_target and t_in.shape == shape
+    probabilities = _is_float(t_in.dtype) and spec.probability_target and t_in.shape == shape
     if not probabilities:
         if t_in.dtype.kind not in "iu":
             what = "class indices or class probabilities of the input's shape" if spec.probability_target else "class indices"
@@ -570,9 +618,10 @@ def _docstring(spec: Loss, grad: int, backend_name: str) -> str:
             f"Fused loss, gradient and Hessian: returns ``(loss, grad, hess)`` where ``loss`` and "
             f"``grad`` are bitwise ``{spec.name}_grad(...)`` with the same arguments and ``hess`` is",
             "the diagonal of the Hessian of that loss with respect to ``input`` (of its sum for",
-            "``reduction='none'``), shaped like ``input``, in the compute dtype. ``out`` (optional)",
-            "is a pair ``(grad_out, hess_out)`` of arrays that do not overlap each other (either may",
-            "be ``input`` itself).",
+            "``reduction='none'``), shaped like ``input``, in the compute dtype (float16 and bfloat16",
+            "input: in the input's dtype, rounded from float32). ``out`` (optional) is a pair",
+            "``(grad_out, hess_out)`` of arrays that do not overlap each other (either may be",
+            "``input`` itself).",
             "",
         ]
         if spec.hessian_policy is not None:
@@ -584,8 +633,9 @@ def _docstring(spec: Loss, grad: int, backend_name: str) -> str:
             f"Fused loss and gradient: returns ``(loss, grad)`` where ``loss`` is bitwise "
             f"``{spec.name}(...)`` with the same arguments and ``grad`` is the gradient of that",
             "loss with respect to ``input`` (of its sum for ``reduction='none'``), shaped like",
-            "``input``, in the compute dtype. ``out`` (optional) receives the gradient; it may be",
-            "``input`` itself.",
+            "``input``, in the compute dtype (float16 and bfloat16 input: in the input's dtype,",
+            "rounded from float32). ``out`` (optional) receives the gradient; it may be ``input``",
+            "itself.",
             "",
         ]
     lines += [f"Per element: ``{spec.formula}``.", f"Gradient: ``{spec.gradient}``."]
@@ -602,7 +652,11 @@ def _docstring(spec: Loss, grad: int, backend_name: str) -> str:
     lines += list(spec.notes)
     for p in spec.params:
         lines.append(f"``{p.name}`` ({p.domain}, default {p.default!r}): {p.doc}.")
-    lines += ["", f"Backend: {backend_name}. The full contract: docs/API.md (installed as "
+    lines += ["", "Dtypes: float32 input computes in float32; float16 and bfloat16 (ml_dtypes) input",
+              "computes in float32 on its upcast values (a float32 loss; the gradient and Hessian",
+              "in the input's dtype, or in ``out``'s: the input's dtype or float32); every other",
+              "real dtype in float64. Sums are float64.",
+              "", f"Backend: {backend_name}. The full contract: docs/API.md (installed as "
               "fastloss/API.md; ``python -m fastloss api`` prints it)."]
     return "\n".join(lines)
 

@@ -2,9 +2,10 @@
 structured and variable-width string dtypes too), for every operand of every loss:
 
 * real ones (bool, every int and uint, float16, float32, float64, longdouble) compute:
-  a float32 input stays float32, every other input computes in float64, and the result is
-  bitwise that of the same call with the operand cast to the compute dtype (class indices:
-  to int64);
+  a float32 input stays float32, a float16 input computes in float32 (its gradient rounded
+  back to float16: tests/contract/test_half_precision.py, with ml_dtypes' bfloat16), every
+  other input computes in float64, and the result is bitwise that of the same call with the
+  operand cast to the compute dtype (class indices: to int64);
 * all others (complex, object, bytes, str, void, structured, datetime64, timedelta64,
   StringDType) are a TypeError naming the operand, for input, target, weight, pos_weight
   and class indices; float (and bool) class indices are a TypeError too; an ``out`` of any
@@ -19,7 +20,7 @@ import numpy as np
 import pytest
 
 from adv_data_support import BY_NAME, NAMES, PATHS, REDUCTIONS, all_results, call, valid_call
-from helpers import assert_bitwise
+from helpers import assert_bitwise, compute_dtype, grad_dtype
 from losses import REFERENCES
 
 
@@ -132,7 +133,8 @@ def _with(name, role, x, t, kw, value):
 @pytest.mark.parametrize("name,role", ROLE_VARIANTS)
 def test_every_real_dtype_computes_as_its_cast(api, name, role):
     """Each real dtype of the operand: bitwise the call with the operand cast to the compute
-    dtype (indices: int64); the compute dtype is float32 only for a float32 input."""
+    dtype (indices: int64); the compute dtype is float32 for a float32 or float16 input (a
+    float16 input's gradient: the float32 one rounded to float16), else float64."""
     failures = []
     rng = np.random.default_rng(11)
     for label, dtype in DISTINCT_REAL.items():
@@ -156,16 +158,19 @@ def test_every_real_dtype_computes_as_its_cast(api, name, role):
                     else:
                         shape = np.shape(x) if role in ("input", "target") else np.shape(kw[role])
                         value = real_values(dtype, "target" if role == "target" else role, name, shape, rng)
-                        compute = (np.float32 if dtype == np.float32 else np.float64) if role == "input" else x_dtype
+                        compute = compute_dtype(np.empty(0, dtype)) if role == "input" else x_dtype
                         cast = value.astype(compute)
                     got = all_results(api, name, *_with(name, role, x, t, kw, value))
                     want = all_results(api, name, *_with(name, role, x, t, kw, cast))
+                    grad_as = grad_dtype(np.empty(0, dtype)) if role == "input" else np.dtype(x_dtype)
                     for key in want:
-                        assert_bitwise(got[key], want[key], f"{key}")
+                        with np.errstate(over="ignore"):  # a float32 gradient beyond float16's range: inf
+                            expected = want[key].astype(grad_as) if key[1] == "grad" else want[key]
+                        assert_bitwise(got[key], expected, f"{key}")
                     if role == "input":
-                        expected_dtype = np.dtype(np.float32 if dtype == np.float32 else np.float64)
+                        expected_dtype = np.dtype(np.float32 if dtype in (np.float32, np.float16) else np.float64)
                         assert got["mean", "loss"].dtype == expected_dtype
-                        assert got["none", "grad"].dtype == expected_dtype
+                        assert got["none", "grad"].dtype == (np.float16 if dtype == np.float16 else expected_dtype)
                 _collect(failures, f"{ARG[role]} {label} (input {np.dtype(x_dtype).name}, {path} path)", check)
     assert not failures, "\n".join(failures)
 
@@ -247,7 +252,8 @@ def test_out_of_any_other_dtype_is_a_value_error(api, name):
 @pytest.mark.parametrize("name", NAMES)
 def test_scalars_of_every_real_type_as_input(api, name):
     """A NumPy scalar of each real type (0-d input for elementwise losses, a row of them for
-    class losses via a list): computes as its cast; np.float32 stays float32."""
+    class losses via a list): computes as its cast; np.float32 stays float32, np.float16
+    computes in float32 (its gradient rounded to float16)."""
     spec = BY_NAME[name]
     failures = []
     for label, dtype in REAL.items():
@@ -256,15 +262,14 @@ def test_scalars_of_every_real_type_as_input(api, name):
             if spec.kind == "elementwise":
                 t = np.float64(1.0 if spec.target_domain else 0.25)
                 got = [call(api, name, True, value, t, {}, r) for r in REDUCTIONS]
-                compute = np.float32 if dtype == np.float32 else np.float64
-                want = [call(api, name, True, np.asarray(value, compute), t, {}, r) for r in REDUCTIONS]
+                want = [call(api, name, True, np.asarray(value, compute_dtype(value)), t, {}, r) for r in REDUCTIONS]
             else:
                 row = [value, dtype.type(0), value]
                 got = [call(api, name, True, row, 1, {}, r) for r in REDUCTIONS]
-                want = [call(api, name, True, np.asarray(row).astype(np.float64 if dtype != np.float32 else np.float32),
+                want = [call(api, name, True, np.asarray(row).astype(compute_dtype(np.asarray(row))),
                              1, {}, r) for r in REDUCTIONS]
             for (gl, gg), (wl, wg), r in zip(got, want, REDUCTIONS):
                 assert_bitwise(gl, wl, f"loss ({r})")
-                assert_bitwise(gg, wg, f"grad ({r})")
+                assert_bitwise(gg, wg.astype(grad_dtype(value)), f"grad ({r})")
         _collect(failures, label, check)
     assert not failures, "\n".join(failures)

@@ -104,6 +104,8 @@ def _to_kind(case, a, kind, role):
         return np.asarray(a).tolist()
     if kind == "float16":
         return np.asarray(a, np.float16)
+    if kind == "bfloat16":
+        return np.asarray(a, pytest.importorskip("ml_dtypes").bfloat16)
     if kind == "bool":
         return entry.to_bool(np.asarray(a)) if role == "input" else np.asarray(a) > 0.5
     if kind.startswith("int"):
@@ -111,15 +113,16 @@ def _to_kind(case, a, kind, role):
     raise AssertionError(kind)
 
 
-INPUT_KINDS = ["list", "float16", "bool", "int8", "int32", "int64"]
+INPUT_KINDS = ["list", "bool", "int8", "int32", "int64"]
+HALF_KINDS = ["float16", "bfloat16"]
 
 
 @pytest.mark.parametrize("kind", INPUT_KINDS)
 @pytest.mark.parametrize("case", [c for c in REPRESENTATIVE if c.spec.kind == "elementwise" or
                                   c.form != "probabilities"], ids=str)
 def test_other_input_types_compute_in_float64(api, case, kind):
-    """int, bool, float16 inputs and lists (of float32 values too) compute in float64, as
-    their float64 copy does."""
+    """int and bool inputs and lists (of float32 values too) compute in float64, as their
+    float64 copy does."""
     for dtype in DTYPES:
         x, t, kw = case.generate(dtype)
         xk = _to_kind(case, x, kind, "input")
@@ -128,6 +131,22 @@ def test_other_input_types_compute_in_float64(api, case, kind):
             e_loss, e_grad = _expected(api, case, np.asarray(xk), t, kw, reduction, np.float64)
             assert_bitwise(loss, e_loss)
             assert_bitwise(grad, e_grad)
+
+
+@pytest.mark.parametrize("kind", HALF_KINDS)
+@pytest.mark.parametrize("case", REPRESENTATIVE, ids=str)
+def test_half_input_types_compute_in_float32(api, case, kind):
+    """float16 and bfloat16 inputs compute in float32, as their float32 copy does; the
+    gradient is that copy's rounded to the input's dtype (tests/contract/test_half_precision.py
+    has every loss, twin and ``out``)."""
+    for dtype in DTYPES:
+        x, t, kw = case.generate(dtype)
+        xk = _to_kind(case, x, kind, "input")
+        for reduction in REDUCTIONS:
+            loss, grad = loss_fn(api, case.loss, grad=True)(xk, t, reduction=reduction, **kw)
+            e_loss, e_grad = _expected(api, case, xk, t, kw, reduction, np.float32)
+            assert_bitwise(loss, e_loss)
+            assert_bitwise(grad, e_grad.astype(xk.dtype))
 
 
 def elementwise_target_kinds(name):

@@ -393,13 +393,21 @@ def test_float32_sums_accumulate_in_float64(api, name):
 # --------------------------------------------------------------------------- result types
 
 
+def _bfloat16(x):
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    return np.asarray(x, ml_dtypes.bfloat16)
+
+
+# kind: (conversion, loss dtype, gradient dtype or None for the loss's)
 INPUT_KINDS = {
-    "float32": (lambda x: np.asarray(x, np.float32), np.float32),
-    "float64": (lambda x: np.asarray(x, np.float64), np.float64),
-    "float16": (lambda x: np.asarray(x, np.float16), np.float64),
-    "int64": (lambda x: np.rint(x).astype(np.int64), np.float64),
-    "bool": (lambda x: np.asarray(x) > 0.5, np.float64),
-    "list": (lambda x: np.asarray(x).tolist(), np.float64),
+    "float32": (lambda x: np.asarray(x, np.float32), np.float32, None),
+    "float64": (lambda x: np.asarray(x, np.float64), np.float64, None),
+    "float16": (lambda x: np.asarray(x, np.float16), np.float32, np.float16),
+    "float16-swapped": (lambda x: np.asarray(x, ">f2"), np.float32, np.float16),
+    "bfloat16": (_bfloat16, np.float32, "bfloat16"),
+    "int64": (lambda x: np.rint(x).astype(np.int64), np.float64, None),
+    "bool": (lambda x: np.asarray(x) > 0.5, np.float64, None),
+    "list": (lambda x: np.asarray(x).tolist(), np.float64, None),
 }
 
 
@@ -407,9 +415,10 @@ INPUT_KINDS = {
 @pytest.mark.parametrize("kind", list(INPUT_KINDS))
 @pytest.mark.parametrize("case", representative_cases(), ids=str)
 def test_result_types(api, case, kind, reduction):
-    """Scalars are NumPy scalars of the compute dtype (np.float32 for float32 input, else
-    np.float64); "none" and the gradient are ndarrays of that dtype."""
-    convert, expected = INPUT_KINDS[kind]
+    """Scalars are NumPy scalars of the compute dtype (np.float32 for float32, float16 and
+    bfloat16 input, else np.float64); "none" is an ndarray of that dtype, the gradient one of
+    that dtype too, but for float16 and bfloat16 input: of the input's dtype (native order)."""
+    convert, expected, grad_expected = INPUT_KINDS[kind]
     x, t, kw = case.generate(np.float64)
     xk = convert(x)
     if case.spec.input_domain == "unit" and kind == "int64":
@@ -422,4 +431,7 @@ def test_result_types(api, case, kind, reduction):
             assert value.shape == loss_shape(case.spec, case.shape)
         else:
             assert type(value) is expected
-    assert type(grad) is np.ndarray and grad.dtype == expected and grad.shape == case.shape
+    if grad_expected == "bfloat16":
+        grad_expected = np.asarray(xk).dtype
+    grad_expected = np.dtype(grad_expected or expected)
+    assert type(grad) is np.ndarray and grad.dtype == grad_expected and grad.shape == case.shape

@@ -104,6 +104,7 @@ def _bad_outs(shape, dtype):
         "shape-0d": np.full((), SENTINEL, dtype),
         "dtype-other-float": np.full(shape, SENTINEL, other),
         "dtype-int64": np.full(shape, -7, np.int64),
+        # a half out is only for a half input (tests/contract/test_half_precision.py)
         "dtype-float16": np.full(shape, SENTINEL, np.float16),
         "dtype-complex": np.full(shape, SENTINEL, np.complex128),
         "read-only": np.full(shape, SENTINEL, dtype),

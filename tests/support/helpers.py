@@ -54,9 +54,24 @@ def rtol_for(dtype) -> float:
     return RTOL[np.dtype(dtype)]
 
 
+def is_half(dtype) -> bool:
+    """float16 (either byte order) or ml_dtypes' bfloat16."""
+    dtype = np.dtype(dtype)
+    return (dtype.kind == "f" and dtype.itemsize == 2) or (dtype.kind == "V" and dtype.name == "bfloat16")
+
+
 def compute_dtype(x) -> np.dtype:
-    """fastloss's compute dtype for an input: float32 stays float32, all else is float64."""
-    return np.dtype(np.float32) if np.asarray(x).dtype == np.float32 else np.dtype(np.float64)
+    """fastloss's compute dtype for an input: float32, float16 and bfloat16 compute in
+    float32, all else in float64."""
+    dtype = np.asarray(x).dtype
+    return np.dtype(np.float32) if dtype == np.float32 or is_half(dtype) else np.dtype(np.float64)
+
+
+def grad_dtype(x) -> np.dtype:
+    """The dtype of the gradient (and Hessian) fastloss returns for an input: the input's own
+    for float16 and bfloat16 (native byte order), else the compute dtype."""
+    dtype = np.asarray(x).dtype
+    return dtype.newbyteorder("=") if is_half(dtype) else compute_dtype(x)
 
 
 def loss_fn(api, name, grad=False):
@@ -106,7 +121,7 @@ def check_result_types(loss, grad, x, reduction, loss_shape):
     assert np.asarray(loss).dtype == dtype
     if grad is not None:
         assert type(grad) is np.ndarray
-        assert grad.dtype == dtype
+        assert grad.dtype == grad_dtype(x)
         assert grad.shape == np.shape(x)
 
 
