@@ -343,7 +343,10 @@ def _make_eager(spec: Loss):
     cls = type(f"{name}_backward", (torch.autograd.Function,),
                {"forward": staticmethod(forward), "backward": staticmethod(backward),
                 "__qualname__": f"{name}_backward", "__module__": __name__})
-    return cls.apply
+    # The C-level apply of torch.autograd.Function, without its Python wrapper (which binds
+    # setup_context's defaults, none here, and unwraps functorch's dead wrappers: a call
+    # under a torch.func transform takes the custom operator, see _eager).
+    return super(torch.autograd.Function, cls).apply
 
 
 def _eager() -> bool:
@@ -353,56 +356,92 @@ def _eager() -> bool:
                 or torch._C._are_functorch_transforms_active() or torch._C._is_torch_function_mode_enabled())
 
 
-_F32, _F64 = torch.float32, torch.float64
+_F32, _F64, _Tensor = torch.float32, torch.float64, torch.Tensor
+_wrapped = torch._C._functorch.is_functorch_wrapped_tensor  # (a tensor escaped from a torch.func transform)
+_NO_KWARGS: dict = {}
 
 
-def _forward(spec: Loss, op, eager_apply, tensor_names, scalar_names, input, target, values: dict, reduction):
-    name = spec.name
-    if not isinstance(input, torch.Tensor):
+class _Plan:
+    """What a loss's calls need, worked out once at import."""
+
+    __slots__ = ("spec", "name", "elementwise", "sign", "op", "apply", "tensor_names", "scalar_names",
+                 "defaults")
+
+    def __init__(self, spec: Loss):
+        self.spec, self.name = spec, spec.name
+        self.elementwise, self.sign = spec.kind == "elementwise", residual_sign(spec)
+        self.op, self.tensor_names, self.scalar_names = _make_operator(spec)
+        self.apply = _make_eager(spec)
+        self.defaults = tuple(_DEFAULTS[spec.name][n] for n in self.scalar_names)
+
+
+def _forward(plan: _Plan, input, target, tensors: tuple, scalars: tuple, reduction):
+    """The adapter's call: checks, compute dtype and contiguous operands, then the eager
+    autograd.Function (or fastloss alone without grad), or the custom operator when traced."""
+    name = plan.name
+    if not isinstance(input, _Tensor):
         raise TypeError(f"fastloss.torch.{name}: input must be a torch.Tensor, got {type(input).__name__}")
-    if not isinstance(target, torch.Tensor):
+    if not isinstance(target, _Tensor):
         raise TypeError(f"fastloss.torch.{name}: target must be a torch.Tensor, got {type(target).__name__}")
     if not input.is_cpu:
         _device_check("input", input, name)
     if not target.is_cpu:
         _device_check("target", target, name)
-    elementwise = spec.kind == "elementwise"
-    dtype = input.dtype
-    if not ((dtype is _F32 or dtype is _F64) and (target.dtype is dtype or not elementwise)):
-        dtype = _compute_dtype(spec, input, target)
+    elementwise = plan.elementwise
+    dtype, target_dtype = input.dtype, target.dtype
+    if not ((dtype is _F32 or dtype is _F64) and (target_dtype is dtype or not elementwise)):
+        dtype = _compute_dtype(plan.spec, input, target)
     grad_mode = torch.is_grad_enabled()
+    given = any(value is not None for value in tensors)
     if grad_mode:
-        for arg in tensor_names:
-            value = values[arg]
-            if isinstance(value, torch.Tensor) and value.requires_grad:
-                raise NotImplementedError(f"fastloss.torch.{name}: {arg} requires grad; the gradient with "
-                                          f"respect to {arg} is not implemented (use torch.nn.functional, or "
-                                          "detach it)")
-        if target.requires_grad and not residual_sign(spec):
-            raise NotImplementedError(f"fastloss.torch.{name}: target requires grad; the gradient with respect to "
-                                      f"the target is not implemented for {name} (only for losses of the residual "
-                                      "input - target): detach the target, or use torch.nn.functional")
-    want_grad = grad_mode and (input.requires_grad or target.requires_grad)
+        if given:
+            for arg, value in zip(plan.tensor_names, tensors):
+                if isinstance(value, _Tensor) and value.requires_grad:
+                    raise NotImplementedError(f"fastloss.torch.{name}: {arg} requires grad; the gradient with "
+                                              f"respect to {arg} is not implemented (use torch.nn.functional, or "
+                                              "detach it)")
+        want_grad = input.requires_grad
+        if target.requires_grad:
+            if not plan.sign:
+                raise NotImplementedError(f"fastloss.torch.{name}: target requires grad; the gradient with respect "
+                                          f"to the target is not implemented for {name} (only for losses of the "
+                                          "residual input - target): detach the target, or use torch.nn.functional")
+            want_grad = True
+    else:
+        want_grad = False
     x = input if input.dtype is dtype else input.to(dtype)
     if not x.is_contiguous():  # no copy for a contiguous float32/float64 tensor
         x = x.contiguous()
-    if target.dtype is not dtype and (elementwise or target.dtype.is_floating_point):
+    if target_dtype is not dtype and (elementwise or target_dtype.is_floating_point):
         target = target.to(dtype)
     if not target.is_contiguous():
         target = target.contiguous()
-    operands = [None if values[n] is None else _as_operand(n, values[n], dtype, name) for n in tensor_names]
-    scalars = [values[n] for n in scalar_names]
-    if not (type(x) is torch.Tensor and type(target) is torch.Tensor and _eager()):
-        return op(x, target, *operands, *scalars, reduction, want_grad)[0]
-    kwargs = _kwargs(dict(zip(tensor_names, operands)), dict(zip(scalar_names, scalars)), _DEFAULTS[name])
+    if given:
+        tensors = [None if value is None else _as_operand(arg, value, dtype, name)
+                   for arg, value in zip(plan.tensor_names, tensors)]
+    if not (type(x) is _Tensor and type(target) is _Tensor and _eager() and not _wrapped(x) and not _wrapped(target)):
+        return plan.op(x, target, *tensors, *scalars, reduction, want_grad)[0]
+    kwargs = _NO_KWARGS
+    if given or scalars:
+        kwargs = {}
+        if given:
+            for arg, value in zip(plan.tensor_names, tensors):
+                if value is not None:
+                    kwargs[arg] = value.detach().numpy()
+            if "quantile" in kwargs and kwargs["quantile"].ndim == 0:
+                kwargs["quantile"] = float(kwargs["quantile"])
+        for arg, value, default in zip(plan.scalar_names, scalars, plan.defaults):
+            if not _is_default(value, default):
+                kwargs[arg] = value
     if want_grad:
-        return eager_apply(x, target, kwargs, reduction)
+        return plan.apply(x, target, kwargs, reduction)
     loss = FUNCTIONS[name][0](x.detach().numpy(), target.detach().numpy(), reduction=reduction, **kwargs)
     return _loss_tensor(loss, dtype)
 
 
 def _make_function(spec: Loss):
-    op, tensor_names, scalar_names = _make_operator(spec)
+    plan = _Plan(spec)
+    op, tensor_names, scalar_names = plan.op, plan.tensor_names, plan.scalar_names
     sig, origin = signature_of(spec)
     params = [p for p in sig.parameters.values() if p.name not in ("input", "target")]
     # the source of the function: its parameter list is the signature, with its defaults
@@ -413,11 +452,11 @@ def _make_function(spec: Loss):
             parts.append("*")
             star = True
         parts.append(f"{p.name}=_defaults[{p.name!r}]")
-    values = "{" + ", ".join(f"{n!r}: {n}" for n in [*tensor_names, *scalar_names]) + "}"
+    tensors = "(" + "".join(f"{n}, " for n in tensor_names) + ")"
+    scalars = "(" + "".join(f"{n}, " for n in scalar_names) + ")"
     src = (f"def {spec.name}({', '.join(parts)}):\n"
-           f"    return _forward(_spec, _op, _eager_apply, _tensors, _scalars, input, target, {values}, reduction)\n")
-    namespace = {"_forward": _forward, "_spec": spec, "_op": op, "_eager_apply": _make_eager(spec), "_tensors": tensor_names,
-                 "_scalars": scalar_names, "_defaults": defaults}
+           f"    return _forward(_plan, input, target, {tensors}, {scalars}, reduction)\n")
+    namespace = {"_forward": _forward, "_plan": plan, "_defaults": defaults}
     exec(compile(src, f"<fastloss.torch generated {spec.name}>", "exec"), namespace)
     fn = namespace[spec.name]
     fn.__module__ = __name__
