@@ -32,7 +32,10 @@ tensors and returns a tensor that takes part in autograd:
   gradient.
 - each loss is the custom operator ``torch.ops.fastloss.NAME`` (``torch.library.custom_op``
   with a fake implementation and ``register_autograd``): ``torch.compile(fullgraph=True)``
-  keeps it in one graph.
+  keeps it in one graph. Eager calls skip the dispatcher (its Python layers cost more than a
+  small loss): a ``torch.autograd.Function`` per loss with grad, ``fastloss.NAME`` alone
+  without; the operator when traced, under a mode or a ``torch.func`` transform. The same
+  bits either way. ``loss.backward()`` (grad_output 1) gets the saved gradient as it is.
 - errors: the adapter's own for what is torch's (a non-CPU tensor: ValueError; an input
   that is not a float tensor: TypeError; each naming the argument); fastloss's own checks
   for everything else (shapes, values, parameters), raised by the operator.

@@ -12,6 +12,7 @@ compilation alone takes 30 s there).
 from __future__ import annotations
 
 import inspect
+import math
 import warnings
 
 import numpy as np
@@ -663,3 +664,21 @@ def test_compiled_calls_take_the_operator(monkeypatch):
     with PassThrough():
         assert type(flt.cross_entropy(x, y).grad_fn).__name__ != "cross_entropy_backwardBackward"
     assert seen == [True, False]
+
+
+def test_default_parameters_take_fastlosss_fast_path(monkeypatch):
+    """Scalar parameters at their defaults are left out of the call (fastloss's compiled fast
+    path recognises defaults by identity: cross_entropy's label_smoothing=0.0 from torch's
+    signature is another float object); any other value is passed, -0.0 included."""
+    watch = Watch(monkeypatch, "cross_entropy")
+    x = torch.randn(8, 5, requires_grad=True)
+    y = torch.randint(0, 5, (8,))
+    flt.cross_entropy(x, y)
+    flt.cross_entropy(x, y, ignore_index=-100, label_smoothing=0.0)
+    flt.cross_entropy(x, y, label_smoothing=-0.0)
+    flt.cross_entropy(x, y, ignore_index=3, label_smoothing=0.1)
+    assert [{k: v for k, v in kw.items() if k != "reduction"} for _, _, kw, _ in watch.seen] == [{}, {}, {"label_smoothing": -0.0},
+                                                  {"ignore_index": 3, "label_smoothing": 0.1}]
+    assert math.copysign(1.0, watch.seen[2][2]["label_smoothing"]) == -1.0
+    kernel = fastloss.kernels.KERNELS[BY_NAME["cross_entropy"].kernel_name]
+    assert kernel.fast(x.detach().numpy(), y.numpy(), -100, "mean", None, None, 1, "exact") is not None
