@@ -8,6 +8,7 @@ tables ``python -m fastloss bench`` uses. In each group ("mse_loss n=1e5 float32
     numpy           the plain NumPy loss + gradient a user would write
     numpy_backend   fastloss.numpy_backend.NAME_grad(x, t, out=buf)
     torch           F.NAME forward + backward (x.grad = None each call)  } skipped when
+    torch_adapter   fastloss.torch.NAME forward + backward (the same)     } not installed
     sklearn         sklearn._loss loss_gradient into preallocated buffers } not installed
     jax             jit(value_and_grad(f)) + block_until_ready          }
 

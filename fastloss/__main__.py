@@ -110,8 +110,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--threads", type=_threads, metavar="T,T",
                        help="thread counts (default: 1 and all cores)")
     bench.add_argument("--against", type=_against, metavar="B,B",
-                       help="baselines: numpy, numpy_backend, torch, sklearn, jax "
-                            "(default: all installed)")
+                       help="baselines: numpy, numpy_backend, torch, torch_adapter (fastloss.torch), "
+                            "sklearn, jax (default: all installed)")
     bench.add_argument("--json", metavar="FILE", dest="json_path",
                        help="also write every row and the machine facts as JSON")
     bench.add_argument("--plot", metavar="FILE.png", dest="plot_path",

@@ -32,7 +32,10 @@ tensors and returns a tensor that takes part in autograd:
   gradient.
 - each loss is the custom operator ``torch.ops.fastloss.NAME`` (``torch.library.custom_op``
   with a fake implementation and ``register_autograd``): ``torch.compile(fullgraph=True)``
-  keeps it in one graph.
+  keeps it in one graph. Eager calls skip the dispatcher (its Python layers cost more than a
+  small loss): a ``torch.autograd.Function`` per loss with grad, ``fastloss.NAME`` alone
+  without; the operator when traced, under a mode or a ``torch.func`` transform. The same
+  bits either way. ``loss.backward()`` (grad_output 1) gets the saved gradient as it is.
 - errors: the adapter's own for what is torch's (a non-CPU tensor: ValueError; an input
   that is not a float tensor: TypeError; each naming the argument); fastloss's own checks
   for everything else (shapes, values, parameters), raised by the operator.
@@ -41,6 +44,7 @@ tensors and returns a tensor that takes part in autograd:
 from __future__ import annotations
 
 import inspect
+import math
 import re
 
 try:
@@ -64,6 +68,11 @@ _HALF = (torch.float16, torch.bfloat16)
 # name -> (fastloss.NAME, fastloss.NAME_grad): the functions the operators call (looked up
 # here at call time, so a test can watch what reaches them).
 FUNCTIONS = {loss.name: (getattr(_fl, loss.name), getattr(_fl, loss.name + "_grad")) for loss in LOSSES}
+
+# name -> {scalar parameter: fastloss's default, the very object}: a scalar equal to its
+# default is left out of the call (fastloss's fast path recognises defaults by identity).
+_DEFAULTS = {loss.name: {p.name: p.default for p in inspect.signature(FUNCTIONS[loss.name][1]).parameters.values()}
+             for loss in LOSSES}
 
 
 # --------------------------------------------------------------------------- registry facts
@@ -140,12 +149,40 @@ def _loss_shape(spec: Loss, shape, reduction: str):
     return () if len(shape) == 1 else (shape[0], *shape[2:])
 
 
-def _run(spec: Loss, input, target, tensors: dict, scalars: dict, reduction: str, want_grad: bool):
-    """The real implementation of the operator: one call of fastloss.NAME(_grad)."""
-    kwargs = {name: _array(value) for name, value in tensors.items()}
+_NUMPY_DTYPE = {torch.float32: np.dtype(np.float32), torch.float64: np.dtype(np.float64)}
+
+
+def _is_default(value, default) -> bool:
+    """Whether a scalar parameter is fastloss's default (same type, value and sign): it is
+    then left out of the call, so that fastloss's compiled fast path, which takes default
+    parameters by identity, is taken."""
+    return value is default or (type(value) is type(default) and value == default
+                                and (type(value) is not float or math.copysign(1.0, value) == math.copysign(1.0, default)))
+
+
+def _kwargs(tensors: dict, scalars: dict, defaults: dict) -> dict:
+    """fastloss's keyword arguments: the tensors (not None) as arrays, a 0-d quantile as a
+    float; the scalars that are not fastloss's defaults."""
+    kwargs = {name: value.detach().numpy() for name, value in tensors.items() if value is not None}
     if "quantile" in kwargs and kwargs["quantile"].ndim == 0:
         kwargs["quantile"] = float(kwargs["quantile"])
-    kwargs.update(scalars)
+    for name, value in scalars.items():
+        if not _is_default(value, defaults[name]):
+            kwargs[name] = value
+    return kwargs
+
+
+def _loss_tensor(loss, dtype):
+    """fastloss's loss as a tensor: an array as it is (no copy), a scalar as a 0-d tensor of
+    the compute dtype."""
+    if isinstance(loss, np.ndarray):
+        return torch.from_numpy(loss)
+    return torch.from_numpy(np.array(loss, dtype=_NUMPY_DTYPE[dtype]))
+
+
+def _run(spec: Loss, input, target, tensors: dict, scalars: dict, reduction: str, want_grad: bool):
+    """The real implementation of the operator: one call of fastloss.NAME(_grad)."""
+    kwargs = _kwargs(tensors, scalars, _DEFAULTS[spec.name])
     loss_fn, grad_fn = FUNCTIONS[spec.name]
     x, t = _array(input), _array(target)
     if want_grad:
@@ -154,8 +191,7 @@ def _run(spec: Loss, input, target, tensors: dict, scalars: dict, reduction: str
     else:
         loss = loss_fn(x, t, reduction=reduction, **kwargs)
         grad = input.new_empty((0,))
-    loss = torch.from_numpy(loss) if isinstance(loss, np.ndarray) else torch.tensor(loss, dtype=input.dtype)
-    return loss, grad
+    return _loss_tensor(loss, input.dtype), grad
 
 
 def _fake(spec: Loss, input, reduction: str, want_grad: bool):
@@ -273,37 +309,142 @@ def _as_operand(name: str, value, dtype, loss: str):
     return value.contiguous()
 
 
-def _forward(spec: Loss, op, tensor_names, scalar_names, input, target, values: dict, reduction):
-    name = spec.name
-    if not isinstance(input, torch.Tensor):
+def _make_eager(spec: Loss):
+    """The eager form of the operator, a ``torch.autograd.Function`` (what ``torch.compile``
+    traces is the custom operator; the two give the same bits): forward calls
+    fastloss.NAME_grad and saves its gradient; backward scales it by ``grad_output``. Its
+    Python dispatch costs a fraction of the custom operator's (the operator's eager call
+    goes through the dispatcher, its autograd kernel and ``fill_defaults``)."""
+    name, sign = spec.name, residual_sign(spec)
+
+    def forward(ctx, x, target, kwargs, reduction):
+        loss, grad = FUNCTIONS[name][1](x.detach().numpy(), target.detach().numpy(), reduction=reduction, **kwargs)
+        grad = torch.from_numpy(grad)
+        ctx.save_for_backward(grad, x)
+        return _loss_tensor(loss, x.dtype)
+
+    def backward(ctx, grad_loss):
+        grad, x = ctx.saved_tensors
+        create_graph = torch.is_grad_enabled()
+        if grad_loss.dim() == 0:
+            # loss.backward(): grad_output is 1, and the saved gradient is the input's as it
+            # is (no pass over it). Returning the saved tensor itself is safe: while the graph
+            # holds it (retain_graph=True), autograd neither steals it for .grad nor adds into
+            # it (both need the last reference), and an in-place change by a user who gets it
+            # (torch.autograd.grad) fails the saved tensor's version check on a second
+            # backward; once the graph has freed it, nothing else holds it.
+            g = grad if not create_graph and grad_loss.item() == 1.0 else grad * grad_loss
+        elif grad.dim() > grad_loss.dim():  # "none" of a class loss: one grad_output per sample
+            g = grad * grad_loss.unsqueeze(1)
+        else:
+            g = grad * grad_loss
+        if create_graph:  # create_graph=True: a graph whose own backward refuses
+            g = _NoDoubleBackward.apply(g, x, name)
+        needs = ctx.needs_input_grad
+        return g if needs[0] else None, -g if sign and needs[1] else None, None, None
+
+    cls = type(f"{name}_backward", (torch.autograd.Function,),
+               {"forward": staticmethod(forward), "backward": staticmethod(backward),
+                "__qualname__": f"{name}_backward", "__module__": __name__})
+    # The C-level apply of torch.autograd.Function, without its Python wrapper (which binds
+    # setup_context's defaults, none here, and unwraps functorch's dead wrappers: a call
+    # under a torch.func transform takes the custom operator, see _eager).
+    return super(torch.autograd.Function, cls).apply
+
+
+def _eager() -> bool:
+    """Whether a call may take the eager path (no compiler tracing, no tensor subclass
+    dispatch, no torch.func transform, no mode): the custom operator otherwise."""
+    return not (torch.compiler.is_compiling() or torch._C._len_torch_dispatch_stack()
+                or torch._C._are_functorch_transforms_active() or torch._C._is_torch_function_mode_enabled())
+
+
+_F32, _F64, _Tensor = torch.float32, torch.float64, torch.Tensor
+_wrapped = torch._C._functorch.is_functorch_wrapped_tensor  # (a tensor escaped from a torch.func transform)
+_NO_KWARGS: dict = {}
+
+
+class _Plan:
+    """What a loss's calls need, worked out once at import."""
+
+    __slots__ = ("spec", "name", "elementwise", "sign", "op", "apply", "tensor_names", "scalar_names",
+                 "defaults")
+
+    def __init__(self, spec: Loss):
+        self.spec, self.name = spec, spec.name
+        self.elementwise, self.sign = spec.kind == "elementwise", residual_sign(spec)
+        self.op, self.tensor_names, self.scalar_names = _make_operator(spec)
+        self.apply = _make_eager(spec)
+        self.defaults = tuple(_DEFAULTS[spec.name][n] for n in self.scalar_names)
+
+
+def _forward(plan: _Plan, input, target, tensors: tuple, scalars: tuple, reduction):
+    """The adapter's call: checks, compute dtype and contiguous operands, then the eager
+    autograd.Function (or fastloss alone without grad), or the custom operator when traced."""
+    name = plan.name
+    if not isinstance(input, _Tensor):
         raise TypeError(f"fastloss.torch.{name}: input must be a torch.Tensor, got {type(input).__name__}")
-    if not isinstance(target, torch.Tensor):
+    if not isinstance(target, _Tensor):
         raise TypeError(f"fastloss.torch.{name}: target must be a torch.Tensor, got {type(target).__name__}")
-    _device_check("input", input, name)
-    _device_check("target", target, name)
-    dtype = _compute_dtype(spec, input, target)
+    if not input.is_cpu:
+        _device_check("input", input, name)
+    if not target.is_cpu:
+        _device_check("target", target, name)
+    elementwise = plan.elementwise
+    dtype, target_dtype = input.dtype, target.dtype
+    if not ((dtype is _F32 or dtype is _F64) and (target_dtype is dtype or not elementwise)):
+        dtype = _compute_dtype(plan.spec, input, target)
     grad_mode = torch.is_grad_enabled()
-    for arg in tensor_names:
-        value = values[arg]
-        if grad_mode and isinstance(value, torch.Tensor) and value.requires_grad:
-            raise NotImplementedError(f"fastloss.torch.{name}: {arg} requires grad; the gradient with respect "
-                                      f"to {arg} is not implemented (use torch.nn.functional, or detach it)")
-    if grad_mode and target.requires_grad and not residual_sign(spec):
-        raise NotImplementedError(f"fastloss.torch.{name}: target requires grad; the gradient with respect to "
-                                  f"the target is not implemented for {name} (only for losses of the residual "
-                                  "input - target): detach the target, or use torch.nn.functional")
-    want_grad = grad_mode and (input.requires_grad or target.requires_grad)
-    x = input.to(dtype).contiguous()  # no copy for a contiguous float32/float64 tensor
-    if target.dtype.is_floating_point or spec.kind == "elementwise":
+    given = any(value is not None for value in tensors)
+    if grad_mode:
+        if given:
+            for arg, value in zip(plan.tensor_names, tensors):
+                if isinstance(value, _Tensor) and value.requires_grad:
+                    raise NotImplementedError(f"fastloss.torch.{name}: {arg} requires grad; the gradient with "
+                                              f"respect to {arg} is not implemented (use torch.nn.functional, or "
+                                              "detach it)")
+        want_grad = input.requires_grad
+        if target.requires_grad:
+            if not plan.sign:
+                raise NotImplementedError(f"fastloss.torch.{name}: target requires grad; the gradient with respect "
+                                          f"to the target is not implemented for {name} (only for losses of the "
+                                          "residual input - target): detach the target, or use torch.nn.functional")
+            want_grad = True
+    else:
+        want_grad = False
+    x = input if input.dtype is dtype else input.to(dtype)
+    if not x.is_contiguous():  # no copy for a contiguous float32/float64 tensor
+        x = x.contiguous()
+    if target_dtype is not dtype and (elementwise or target_dtype.is_floating_point):
         target = target.to(dtype)
-    target = target.contiguous()
-    operands = [None if values[n] is None else _as_operand(n, values[n], dtype, name) for n in tensor_names]
-    loss, _ = op(x, target, *operands, *(values[n] for n in scalar_names), reduction, want_grad)
-    return loss
+    if not target.is_contiguous():
+        target = target.contiguous()
+    if given:
+        tensors = [None if value is None else _as_operand(arg, value, dtype, name)
+                   for arg, value in zip(plan.tensor_names, tensors)]
+    if not (type(x) is _Tensor and type(target) is _Tensor and _eager() and not _wrapped(x) and not _wrapped(target)):
+        return plan.op(x, target, *tensors, *scalars, reduction, want_grad)[0]
+    kwargs = _NO_KWARGS
+    if given or scalars:
+        kwargs = {}
+        if given:
+            for arg, value in zip(plan.tensor_names, tensors):
+                if value is not None:
+                    kwargs[arg] = value.detach().numpy()
+            if "quantile" in kwargs and kwargs["quantile"].ndim == 0:
+                kwargs["quantile"] = float(kwargs["quantile"])
+        for arg, value, default in zip(plan.scalar_names, scalars, plan.defaults):
+            if not _is_default(value, default):
+                kwargs[arg] = value
+    if want_grad:
+        return plan.apply(x, target, kwargs, reduction)
+    loss = FUNCTIONS[name][0](x.detach().numpy(), target.detach().numpy(), reduction=reduction, **kwargs)
+    return _loss_tensor(loss, dtype)
 
 
 def _make_function(spec: Loss):
-    op, tensor_names, scalar_names = _make_operator(spec)
+    plan = _Plan(spec)
+    op, tensor_names, scalar_names = plan.op, plan.tensor_names, plan.scalar_names
     sig, origin = signature_of(spec)
     params = [p for p in sig.parameters.values() if p.name not in ("input", "target")]
     # the source of the function: its parameter list is the signature, with its defaults
@@ -314,11 +455,11 @@ def _make_function(spec: Loss):
             parts.append("*")
             star = True
         parts.append(f"{p.name}=_defaults[{p.name!r}]")
-    values = "{" + ", ".join(f"{n!r}: {n}" for n in [*tensor_names, *scalar_names]) + "}"
+    tensors = "(" + "".join(f"{n}, " for n in tensor_names) + ")"
+    scalars = "(" + "".join(f"{n}, " for n in scalar_names) + ")"
     src = (f"def {spec.name}({', '.join(parts)}):\n"
-           f"    return _forward(_spec, _op, _tensors, _scalars, input, target, {values}, reduction)\n")
-    namespace = {"_forward": _forward, "_spec": spec, "_op": op, "_tensors": tensor_names,
-                 "_scalars": scalar_names, "_defaults": defaults}
+           f"    return _forward(_plan, input, target, {tensors}, {scalars}, reduction)\n")
+    namespace = {"_forward": _forward, "_plan": plan, "_defaults": defaults}
     exec(compile(src, f"<fastloss.torch generated {spec.name}>", "exec"), namespace)
     fn = namespace[spec.name]
     fn.__module__ = __name__

@@ -427,6 +427,7 @@ def run(config: Config, err=None) -> dict:
 
     rows, memory, mismatches = [], [], []
     previous_torch_threads = None
+    previous_fastloss_threads = runners.fastloss_threads()  # (the adapter's runner sets it per row)
     try:
         for vi, variant in enumerate(variants):
             t_variant = time.perf_counter()
@@ -436,7 +437,7 @@ def run(config: Config, err=None) -> dict:
                                     DTYPES[dtype_name])
                 for thr in threads:
                     progress.row(f"{variant.label} n={_fmt_count(n)} {dtype_name} thr={thr}")
-                    if any(c.key == "torch" for c in loaded):
+                    if any(c.key in ("torch", "torch_adapter") for c in loaded):
                         prev = runners.set_torch_threads(thr)
                         previous_torch_threads = previous_torch_threads or prev
                     row = _bench_row(variant, x, t, dtype_name, thr, thr >= all_cores, loaded,
@@ -451,6 +452,10 @@ def run(config: Config, err=None) -> dict:
         progress.close()
         if previous_torch_threads:
             runners.set_torch_threads(previous_torch_threads)
+        if runners.fastloss_threads() != previous_fastloss_threads:
+            import fastloss
+
+            fastloss.set_num_threads(previous_fastloss_threads)
     machine["other_load_cpus"] = {"before": load_before, "after": other_load()}
 
     return {
@@ -544,6 +549,9 @@ def _bench_row(variant, x, t, dtype_name, thr, all_cores, loaded, bandwidth, pro
         "bandwidth_share": gbps / bandwidth[bw_kind][thr],
         "speedup": {key: timings[key]["median_s"] / median for key in timings
                     if key not in ("fastloss", "fastloss_loss")},
+        # issue 14: the PyTorch adapter against torch.nn.functional, both forward + backward
+        "torch_adapter_vs_torch": (timings["torch"]["median_s"] / timings["torch_adapter"]["median_s"]
+                                   if "torch" in timings and "torch_adapter" in timings else None),
         "agrees": agrees,
         "not_timed": not_timed,
     }
@@ -652,6 +660,10 @@ def format_report(result: dict) -> str:
     for key in baselines:
         legend.append((f"vs {comps[key]['label']}",
                        f"speed-up = its median / fused median; {comps[key]['what']}"))
+    adapter = "torch" in baselines and "torch_adapter" in baselines
+    if adapter:
+        legend.append(("flt.torch vs torch", "the PyTorch adapter against torch.nn.functional, both "
+                                             "forward + backward: torch's median / fastloss.torch's"))
     legend.append(("", "speed-ups < 1 mean fastloss is slower; all times of a row interleaved in "
                        "one run; '-' not timed; '!' result differs from fastloss"))
     w = max(len(k) for k, _ in legend)
@@ -659,6 +671,8 @@ def format_report(result: dict) -> str:
 
     header = ["n", "dtype", "thr", "fused", "IQR", "loss only", "Gel/s", "GB/s", "%BW"]
     header += [f"vs {comps[k]['label']}" for k in baselines]
+    if adapter:
+        header.append("flt.torch vs torch")
     right = [True] * len(header)
     right[1] = False
     groups, order, absent = {}, [], {}
@@ -680,6 +694,9 @@ def format_report(result: dict) -> str:
                 cells.append(_fmt_speedup(r["speedup"][k]) + flag)
             else:
                 cells.append("-")
+        if adapter:
+            ratio = r.get("torch_adapter_vs_torch")
+            cells.append("-" if ratio is None else _fmt_speedup(ratio))
         groups[r["loss"]].append(cells)
     all_cells = [c for g in groups.values() for c in g]
     describe = {v.label: v.describe for v in cases.variants()}

@@ -137,6 +137,40 @@ def _load_torch():
     return torch.__version__, build
 
 
+def _load_torch_adapter():
+    torch = importlib.import_module("torch")
+    flt = importlib.import_module("fastloss.torch")
+
+    def build(variant, x, t, threads):
+        fn = getattr(flt, variant.loss)
+        fl, api = _fastloss_module(), importlib.import_module("fastloss._api")
+        # As the torch baseline: a leaf sharing x's memory, .grad set to None before each call.
+        # The adapter has no n_threads: a call makes the row's count fastloss's default (a
+        # comparison when it is already; core.run restores the previous default, result here).
+        xt = torch.from_numpy(x).requires_grad_(True)
+        tt = torch.from_numpy(t)
+
+        def call():
+            if api._num_threads != threads:
+                fl.set_num_threads(threads)
+            xt.grad = None
+            loss = fn(xt, tt)
+            loss.backward()
+            return loss
+
+        def result():
+            previous = fastloss_threads()
+            try:
+                loss = call()
+            finally:
+                fl.set_num_threads(previous)
+            return float(loss.detach()), xt.grad.numpy().copy()
+
+        return Runner(call, result)
+
+    return torch.__version__, build
+
+
 def _load_sklearn():
     import sklearn
     from sklearn._loss import loss as sk_loss
@@ -196,6 +230,8 @@ def _load_jax():
 OPTIONAL = {
     "torch": ("torch", "PyTorch CPU: F.NAME(x, t) forward + .backward() (x.grad = None before each call)",
               _load_torch, True, False),
+    "torch_adapter": ("fastloss.torch", "fastloss.torch.NAME(x, t) forward + .backward() (x.grad = None "
+                      "before each call), the PyTorch adapter", _load_torch_adapter, True, False),
     "sklearn": ("sklearn", "scikit-learn sklearn._loss: loss_gradient(..., loss_out, gradient_out, "
                 "n_threads=thr) + mean of the per-sample losses", _load_sklearn, True, False),
     "jax": ("jax", "JAX: jax.jit(jax.value_and_grad(f))(x, t) + block_until_ready (XLA's own "
@@ -207,7 +243,7 @@ NUMPY = Competitor("numpy", "numpy", "plain NumPy loss + gradient, as a user wri
 NUMPY_BACKEND = Competitor("numpy_backend", "np-backend", "fastloss.numpy_backend.NAME_grad(x, t, out=buf)",
                            np.__version__, _build_numpy_backend)
 
-BASELINES = ("numpy", "numpy_backend", "torch", "sklearn", "jax")  # the --against choices
+BASELINES = ("numpy", "numpy_backend", "torch", "torch_adapter", "sklearn", "jax")  # the --against choices
 
 
 def load_competitors(names) -> tuple[list[Competitor], dict[str, str]]:
@@ -242,6 +278,13 @@ def set_torch_threads(n):
     previous = torch.get_num_threads()
     torch.set_num_threads(n)
     return previous
+
+
+def fastloss_threads():
+    """fastloss's default thread count as set (None: OpenMP's), to restore after the run."""
+    from .. import _api
+
+    return _api._num_threads
 
 
 # --------------------------------------------------------------------------- agreement

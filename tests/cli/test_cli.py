@@ -455,3 +455,27 @@ def test_api_prints_the_installed_reference(capsys):
     assert text.startswith("<!-- GENERATED") and "# fastloss API reference" in text
     for spec in LOSSES:
         assert f"#### `{spec.name}` / `{spec.name}_grad`" in text, spec.name
+
+
+def test_the_pytorch_adapter_is_timed_against_torch(capsys, tmp_path):
+    """--against torch,torch_adapter (issue 14, point 4): fastloss.torch forward + backward,
+    checked to agree with fastloss, and its speed-up over torch.nn.functional in its own
+    column; fastloss's default thread count is restored after the run."""
+    pytest.importorskip("torch", exc_type=ImportError)
+    previous = runners.fastloss_threads()
+    path = tmp_path / "bench.json"
+    out = _benchmark_rows(TINY + ["--losses", "mse_loss,cross_entropy", "--against", "torch,torch_adapter",
+                                  "--json", str(path)], capsys)
+    assert runners.fastloss_threads() == previous
+    data = json.loads(path.read_text())
+    assert data["mismatches"] == [] and data["rows"]
+    for r in data["rows"]:
+        assert r["agrees"] == {"torch": True, "torch_adapter": True}
+        assert math.isclose(r["torch_adapter_vs_torch"],
+                            r["timings"]["torch"]["median_s"] / r["timings"]["torch_adapter"]["median_s"])
+    assert "flt.torch vs torch" in out and "vs fastloss.torch" in out
+    # without both baselines: no such column, and the field is None
+    path2 = tmp_path / "bench2.json"
+    out = _benchmark_rows(TINY + ["--losses", "mse_loss", "--against", "torch_adapter", "--json", str(path2)], capsys)
+    assert "flt.torch vs torch" not in out
+    assert json.loads(path2.read_text())["rows"][0]["torch_adapter_vs_torch"] is None

@@ -12,6 +12,7 @@ compilation alone takes 30 s there).
 from __future__ import annotations
 
 import inspect
+import math
 import warnings
 
 import numpy as np
@@ -572,3 +573,112 @@ def test_docs_hold_the_reference_table():
         "docs/API.md, 'PyTorch adapter': paste fastloss.torch.reference_table()")
     readme = (root / "README.md").read_text()
     assert "## PyTorch" in readme and "fastloss.torch as flt" in readme
+
+
+# --------------------------------------------------------------------------- eager path and operator
+
+
+@pytest.fixture
+def operator_path(monkeypatch):
+    """Every call through torch.ops.fastloss.NAME, as under torch.compile."""
+    monkeypatch.setattr(flt, "_eager", lambda: False)
+
+
+def run_both(case, reduction, dtype, monkeypatch, grad_output):
+    """The case through the eager autograd.Function and through the custom operator:
+    (loss, input gradient, target gradient or None) of each."""
+    x, t, kw = case.generate(dtype)
+    results = []
+    for eager in (True, False):
+        if not eager:
+            monkeypatch.setattr(flt, "_eager", lambda: False)
+        xt, tt, kwt = tensors(x, t, kw)
+        xt.requires_grad_(True)
+        if flt.residual_sign(case.spec):
+            tt.requires_grad_(True)
+        out = call(case.loss, xt, tt, kwt, reduction)
+        assert (type(out.grad_fn).__name__ == f"{case.loss}_backwardBackward") == eager, type(out.grad_fn)
+        out.backward(grad_output(out))
+        with torch.no_grad():
+            plain = call(case.loss, xt, tt, kwt, reduction)
+        assert not plain.requires_grad
+        results.append((out.detach(), plain, xt.grad, tt.grad))
+    monkeypatch.undo()
+    return results
+
+
+@pytest.mark.parametrize("case,reduction", RICH, ids=lambda v: str(v))
+def test_eager_path_and_operator_give_the_same_bits(case, reduction, monkeypatch):
+    """The eager path (a torch.autograd.Function, no dispatcher) and the custom operator (what
+    torch.compile traces) give the same loss and gradients, bit for bit, with grad_output 1
+    (the saved gradient is returned as it is), 0.75 and random per element."""
+    for gout in (lambda o: torch.ones_like(o), lambda o: torch.full_like(o, 0.75),
+                 lambda o: torch.rand(o.shape, generator=torch.Generator().manual_seed(3), dtype=o.dtype) + 0.5):
+        eager, op = run_both(case, reduction, np.float64, monkeypatch, gout)
+        for a, b in zip(eager, op):
+            assert (a is None) == (b is None)
+            if a is not None:
+                assert a.dtype == b.dtype and a.shape == b.shape
+                assert_bitwise(a.numpy(), b.numpy())
+
+
+def test_grad_accumulates_over_backward_calls():
+    """loss.backward() hands autograd the saved gradient itself (grad_output 1): .grad is
+    right when it accumulates over calls, with retain_graph, and after the graph is freed."""
+    x = torch.randn(50, 7, requires_grad=True)
+    y = torch.randint(0, 7, (50,))
+    xr = x.detach().clone().requires_grad_(True)
+    for _ in range(2):
+        flt.cross_entropy(x, y).backward()
+        F.cross_entropy(xr, y).backward()
+    torch.testing.assert_close(x.grad, xr.grad, rtol=1e-6, atol=1e-7)
+    loss = flt.cross_entropy(x, y)
+    saved = loss.grad_fn.saved_tensors[0].clone()
+    loss.backward(retain_graph=True)
+    assert torch.equal(loss.grad_fn.saved_tensors[0], saved)  # not added into
+    before = x.grad.clone()
+    loss.backward()
+    torch.testing.assert_close(x.grad, before + saved, rtol=0, atol=0)
+    # a gradient handed out by torch.autograd.grad and changed in place: a clear error later
+    loss = flt.mse_loss(x, torch.zeros(50, 7))
+    (g,) = torch.autograd.grad(loss, x, retain_graph=True)
+    g.mul_(2)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        loss.backward()
+
+
+def test_compiled_calls_take_the_operator(monkeypatch):
+    """Eagerly the adapter does not call the custom operator (the dispatcher's cost), unless
+    a torch function or dispatch mode or a torch.func transform is active, or torch.compile
+    traces it (test_torch_compile_keeps_one_graph)."""
+    seen = []
+    monkeypatch.setattr(flt, "_eager", lambda real=flt._eager: seen.append(real()) or seen[-1])
+    x = torch.randn(6, 4, requires_grad=True)
+    y = torch.randint(0, 4, (6,))
+    flt.cross_entropy(x, y)
+    assert seen == [True]
+    class PassThrough(torch.overrides.TorchFunctionMode):
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            return func(*args, **(kwargs or {}))
+
+    with PassThrough():
+        assert type(flt.cross_entropy(x, y).grad_fn).__name__ != "cross_entropy_backwardBackward"
+    assert seen == [True, False]
+
+
+def test_default_parameters_take_fastlosss_fast_path(monkeypatch):
+    """Scalar parameters at their defaults are left out of the call (fastloss's compiled fast
+    path recognises defaults by identity: cross_entropy's label_smoothing=0.0 from torch's
+    signature is another float object); any other value is passed, -0.0 included."""
+    watch = Watch(monkeypatch, "cross_entropy")
+    x = torch.randn(8, 5, requires_grad=True)
+    y = torch.randint(0, 5, (8,))
+    flt.cross_entropy(x, y)
+    flt.cross_entropy(x, y, ignore_index=-100, label_smoothing=0.0)
+    flt.cross_entropy(x, y, label_smoothing=-0.0)
+    flt.cross_entropy(x, y, ignore_index=3, label_smoothing=0.1)
+    assert [{k: v for k, v in kw.items() if k != "reduction"} for _, _, kw, _ in watch.seen] == [{}, {}, {"label_smoothing": -0.0},
+                                                  {"ignore_index": 3, "label_smoothing": 0.1}]
+    assert math.copysign(1.0, watch.seen[2][2]["label_smoothing"]) == -1.0
+    kernel = fastloss.kernels.KERNELS[BY_NAME["cross_entropy"].kernel_name]
+    assert kernel.fast(x.detach().numpy(), y.numpy(), -100, "mean", None, None, 1, "exact") is not None
