@@ -662,10 +662,12 @@ def _docstring(spec: Loss, grad: int, backend_name: str) -> str:
 
 
 def _fast_path_source(spec: Loss, grad: int) -> str:
-    """The lines that try the backend's fast path first (see ``kernels.pyx``): only when
-    every scalar parameter is its default (checked by identity) and no pos_weight or class
-    weight is given; an elementwise weight goes to the fast path, which takes the common
-    forms (a float, an array like the input) and leaves the others to the general path."""
+    """The lines that try the backend's fast path first (see ``kernels.pyx``): when no
+    pos_weight or class weight is given. The scalar parameters go along as a tuple (None when
+    every one is its default, by identity: the kernel's preloaded defaults); the fast path
+    takes values of exactly the parameter's Python type inside its domain and leaves the rest
+    to the general path, as it leaves an elementwise weight of an uncommon form (it takes a
+    float, or an array like the input)."""
     if spec.operand_domain is not None:
         return ""  # a required operand (quantile): the general path always
     conditions = ["_fast is not None"]
@@ -673,7 +675,11 @@ def _fast_path_source(spec: Loss, grad: int) -> str:
         conditions.append("pos_weight is None")
     if spec.weight and spec.kind == "classes":
         conditions.append("weight is None")
-    conditions += [f"{p.name} is _defaults[{i}]" for i, p in enumerate(spec.params)]
+    if spec.params:
+        defaults = " and ".join(f"{p.name} is _defaults[{i}]" for i, p in enumerate(spec.params))
+        params = f"None if {defaults} else ({''.join(p.name + ', ' for p in spec.params)})"
+    else:
+        params = "None"
     if spec.kind == "classes":
         args = "input, target, " + ("ignore_index, " if spec.ignore_index else "None, ")
     else:
@@ -682,7 +688,8 @@ def _fast_path_source(spec: Loss, grad: int) -> str:
     hessian = "hessian" if grad == 2 and spec.hessian_policy is not None else "'exact'"
     return (
         f"    if {' and '.join(conditions)}:\n"
-        f"        result = _fast({args}reduction, n_threads, {'out' if grad else 'None'}, {grad}, {hessian})\n"
+        f"        result = _fast({args}reduction, n_threads, {'out' if grad else 'None'}, {grad}, {hessian}, "
+        f"{params})\n"
         f"        if result is not None:\n"
         f"            return result\n"
     )

@@ -58,6 +58,7 @@ cdef extern from "dispatch.hpp" namespace "fl" nogil:
         int n_params
     const Facts* FACTS "fl::FACTS"
     const int KERNEL_COUNT "fl::kernel::COUNT"
+    bint params_ok "fl::params_ok"(int kernel, const double* p)
     enum: MAX_PARAMS_CAP "fl::MAX_PARAMS"
     const char* simd_name_c "fl::simd_name"()
     bint in_forked_child_c "fl::in_forked_child"()
@@ -459,10 +460,12 @@ cdef class _Elementwise:
 
     cdef readonly int kernel
     cdef double default_params[MAX_PARAMS_CAP]
+    cdef tuple kinds
     cdef bint input_unit, target_unit, target_sign, target_nonneg, target_pos, by_count
 
     def __init__(self, spec, int kernel):
         init_defaults(self.default_params, spec)
+        self.kinds = param_kinds(spec)
         self.kernel = kernel
         self.by_count = FACTS[kernel].divisor == DIVIDE_BY_COUNT
         self.input_unit = FACTS[kernel].input_unit
@@ -524,16 +527,23 @@ cdef class _Elementwise:
             return (None if want_none else total), loss, grad, hess
         return (None if want_none else total), loss, grad
 
-    def fast(self, input, target, weight, reduction, n_threads, out, int want, hessian):
+    def fast(self, input, target, weight, reduction, n_threads, out, int want, hessian, params=None):
         """The common call, or None (see "fast path" above). ``want``: 0 the loss, 1 with the
         gradient, 2 with the gradient and the Hessian (``hessian``: the policy; "exact" for a
         loss without one), 3 the gradient and the Hessian alone, ``(grad, hess)``, without
         computing the loss (the boosting objectives; not for reduction "none"). ``weight``:
         None, a Python float, or an array of the input's shape and compute dtype (a weighted
         "mean" divided by the weights' sum takes the general path, which computes and scales
-        that divisor)."""
+        that divisor). ``params``: None (the registry's defaults) or the tuple of the loss's
+        scalar parameters as passed (see user_params)."""
         if type(input) is not np.ndarray:
             return None
+        cdef double prm_buf[MAX_PARAMS_CAP]
+        cdef const double* prm = self.default_params
+        if params is not None:
+            if not user_params(self.kinds, self.kernel, params, prm_buf):
+                return None
+            prm = prm_buf
         cdef int typenum = cnp.PyArray_TYPE(<cnp.ndarray>input)
         if typenum != cnp.NPY_FLOAT32 and typenum != cnp.NPY_FLOAT64:
             return None
@@ -579,7 +589,7 @@ cdef class _Elementwise:
         loss = empty_like_shape(x, typenum) if red == 2 else None
         grad = grad_buffer(out, x, typenum, want)
         hess = hess_buffer(out, x, typenum, want)
-        total = self.run(x, t, w, None, self.default_params, loss, grad, mean_scale_c(red, n), nt, hess, hc, no_sum)
+        total = self.run(x, t, w, None, prm, loss, grad, mean_scale_c(red, n), nt, hess, hc, no_sum)
         if no_sum:
             return grad, hess
         return fast_result(total, n, red, typenum, loss, grad, hess, want)
@@ -590,10 +600,12 @@ cdef class _Classes:
 
     cdef readonly int kernel
     cdef double default_params[MAX_PARAMS_CAP]
+    cdef tuple kinds
     cdef bint has_ignore, by_target_weight
 
     def __init__(self, spec, int kernel):
         init_defaults(self.default_params, spec)
+        self.kinds = param_kinds(spec)
         self.kernel = kernel
         self.has_ignore = FACTS[kernel].ignore_index
         self.by_target_weight = FACTS[kernel].divisor == DIVIDE_BY_TARGET_WEIGHT
@@ -657,11 +669,17 @@ cdef class _Classes:
             return (None if want_none else total), loss, grad, hess
         return (None if want_none else total), loss, grad
 
-    def fast(self, input, target, ignore_index, reduction, n_threads, out, int want, hessian):
+    def fast(self, input, target, ignore_index, reduction, n_threads, out, int want, hessian, params=None):
         """The common call on (N, C) input with int64 class indices and no class weight, or
-        None (``want`` and ``hessian`` as for the elementwise kernels)."""
+        None (``want``, ``hessian`` and ``params`` as for the elementwise kernels)."""
         if type(input) is not np.ndarray or type(target) is not np.ndarray:
             return None
+        cdef double prm_buf[MAX_PARAMS_CAP]
+        cdef const double* prm = self.default_params
+        if params is not None:
+            if not user_params(self.kinds, self.kernel, params, prm_buf):
+                return None
+            prm = prm_buf
         cdef int typenum = cnp.PyArray_TYPE(<cnp.ndarray>input)
         if typenum != cnp.NPY_FLOAT32 and typenum != cnp.NPY_FLOAT64:
             return None
@@ -700,7 +718,7 @@ cdef class _Classes:
         loss = cnp.PyArray_EMPTY(1, cnp.PyArray_DIMS(t), typenum, 0) if red == 2 else None
         grad = grad_buffer(out, x, typenum, want)
         hess = hess_buffer(out, x, typenum, want)
-        total = self.run(x, t, None, ignore, self.default_params, loss, grad,
+        total = self.run(x, t, None, ignore, prm, loss, grad,
                          mean_scale_c(red, divisor), nt, hess, hc)
         if no_loss:
             return grad, hess
@@ -710,6 +728,45 @@ cdef class _Classes:
 cdef void init_defaults(double* prm, spec):
     """A kernel's default parameters, registry order (the fast path runs with these)."""
     load_params(prm, tuple(p.default for p in spec.params), 0)
+
+
+cdef tuple param_kinds(spec):
+    """The Python type each scalar parameter must have exactly for the fast path to take it
+    (float, int or bool: the registry's ``Param.type``), registry order."""
+    return tuple(p.type for p in spec.params)
+
+
+cdef double INT_EXACT = 9007199254740992.0  # 2**53: an int up to this converts to double exactly
+
+
+cdef bint user_params(tuple kinds, int kernel, object params, double* prm):
+    """The parameters a caller passed, into prm as the kernel reads them, or False for any
+    value the fast path leaves to the general one: a value whose type is not exactly the
+    parameter's (a float parameter takes a Python float, an int one a Python int, a bool
+    one a Python bool; NumPy scalars and subclasses go to the general path, which converts
+    them), an int beyond 2**53, or a value outside the parameter's domain (params_ok, the
+    C level's check, generated from the same registry domains as the general path's): the
+    general path raises its error for those. The accepted values are what the general path
+    loads (``float(v)``, ``int(v)``, ``bool(v)`` as a double), so the bits are the same."""
+    if type(params) is not tuple or len(<tuple>params) != len(kinds):
+        return False
+    cdef Py_ssize_t i, n = len(kinds)
+    for i in range(n):
+        v = (<tuple>params)[i]
+        kind = kinds[i]
+        if type(v) is not kind:
+            return False
+        if kind is float:
+            prm[i] = <double>v
+        elif kind is bool:
+            prm[i] = 1.0 if v else 0.0
+        else:
+            if not -INT_EXACT <= v <= INT_EXACT:
+                return False
+            prm[i] = <double>v
+    for i in range(n, MAX_PARAMS_CAP):
+        prm[i] = 0.0
+    return params_ok(kernel, prm)
 
 
 cdef void load_params(double* prm, tuple params, int first):

@@ -1,8 +1,8 @@
 """The compiled fast path (fastloss/kernels.pyx, "fast path") gives the general path's bits.
 
 A public function first offers its call to the kernel's ``fast`` method, which takes the
-common forms (exact float32/float64 ndarrays, C-contiguous, native byte order, default scalar
-parameters; an elementwise weight that is a float or an array like the input; the Hessian
+common forms (exact float32/float64 ndarrays, C-contiguous, native byte order, scalar
+parameters of exactly their Python type inside their domains; an elementwise weight that is a float or an array like the input; the Hessian
 policy as an exact float or "exact"; ``out`` arrays or pairs that overlap nothing) and
 returns None for everything else, which the general front layer (fastloss/_api.py) then
 checks and computes. Here every loss, twin (loss, ``_grad``, ``_grad_hess``), reduction,
@@ -43,10 +43,10 @@ def fast_method(spec):
     return fastloss.kernels.KERNELS[spec.kernel_name].fast
 
 
-def fast_call(spec, x, t, weight, reduction, out, want, hessian="exact"):
+def fast_call(spec, x, t, weight, reduction, out, want, hessian="exact", params=None):
     """The kernel's fast method called as the generated function calls it."""
     third = weight if spec.kind == "elementwise" else (-100 if spec.ignore_index else None)
-    return fast_method(spec)(x, t, third, reduction, None, out, want, hessian)
+    return fast_method(spec)(x, t, third, reduction, None, out, want, hessian, params)
 
 
 def outputs(result, want):
@@ -167,3 +167,67 @@ def test_gradient_and_hessian_without_the_loss_are_the_grad_hess_bits(case, dtyp
                 assert_bitwise(h, eh, f"{what} n={n} {reduction}: hess")
     x, t, _ = case.generate(dtype)
     assert fast_call(spec, x, t, None, "none", None, 3, policy) is None  # "none" is a loss per element
+
+
+# Every parameter set of the records (scalar parameters given explicitly), on the losses the
+# fast path serves (no operand; class losses with class indices).
+WITH_PARAMS = [c for c in one_case_per_param_set() if c.params and c.form != "probabilities"
+               and BY_NAME[c.loss].operand_domain is None
+               and all(name in {p.name for p in BY_NAME[c.loss].params} for name, _ in c.params)]
+
+
+def test_every_loss_with_parameters_has_a_case():
+    assert {c.loss for c in WITH_PARAMS} == {s.name for s in BY_NAME.values()
+                                            if s.params and s.operand_domain is None}
+
+
+@pytest.mark.parametrize("want", [0, 1, 2])
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("case", WITH_PARAMS, ids=str)
+def test_explicit_parameters_take_the_fast_path_with_the_general_paths_bits(case, dtype, want):
+    """A parameter passed explicitly (any value in its domain, of its exact Python type) is
+    computed by the fast path, with the bits of the general path; the generated function
+    passes them as a tuple (None when every one is its default object)."""
+    spec = case.spec
+    x, t, kw = case.generate(dtype)
+    if spec.kind == "classes" and x.ndim > 2:  # (N, C, d...) -> (N d..., C): the fast path's form
+        x = np.ascontiguousarray(np.moveaxis(x, 1, -1).reshape(-1, x.shape[1]))
+        t = np.ascontiguousarray(t.reshape(-1), dtype=np.int64)
+    params = tuple(kw.get(p.name, p.default) for p in spec.params)
+    params = tuple(p.type(v) for p, v in zip(spec.params, params))  # exact Python types
+    kw = {p.name: v for p, v in zip(spec.params, params)}
+    fn = getattr(fastloss, spec.name + TWINS[want])
+    for reduction in ("mean", "sum", "none"):
+        assert fast_call(spec, x, t, None, reduction, None, want, params=params) is not None, (reduction, kw)
+        fast = outputs(fn(x, t, reduction=reduction, **kw), want)
+        general = outputs(fn(x, t, reduction=np.str_(reduction), **kw), want)
+        for a, b, name in zip(fast, general, ("loss", "grad", "hess")):
+            assert_bitwise(a, b, f"{kw} {reduction}: {name}")
+
+
+def test_the_fast_path_declines_parameters_the_general_path_converts_or_refuses():
+    """A NumPy scalar, an int for a float parameter, a float for an int one, a bool for a
+    float one, a value outside the domain (NaN included), an int beyond 2**53, the wrong
+    count: the general path converts the value or raises its error, so the fast path
+    declines. The errors are the general path's, raised before anything is written."""
+    x = np.linspace(-2, 2, 64)
+    t = np.zeros(64)
+    huber = BY_NAME["huber_loss"]
+    margin = BY_NAME["multi_margin_loss"]
+    for params in [(np.float64(0.5),), (1,), (True,), (-1.0,), (0.0,), (float("nan"),), (), (0.5, 0.5), [0.5]]:
+        assert fast_call(huber, x, t, None, "sum", None, 1, params=params) is None, params
+    assert fast_call(huber, x, t, None, "sum", None, 1, params=(0.5,)) is not None
+    xc = np.linspace(-2, 2, 40).reshape(8, 5)
+    tc = np.arange(8, dtype=np.int64) % 5
+    for params in [(1.0, 1.0), (3, 1.0), (2**60, 1.0), (1, float("inf")), (np.int64(1), 1.0), (1, 1)]:
+        assert fast_call(margin, xc, tc, None, "sum", None, 1, params=params) is None, params
+    assert fast_call(margin, xc, tc, None, "sum", None, 1, params=(2, 0.5)) is not None
+    g = np.full_like(x, 7.0)
+    with pytest.raises(ValueError, match="delta"):
+        fastloss.huber_loss_grad(x, t, delta=-1.0, out=g)
+    with pytest.raises(TypeError, match="delta"):
+        fastloss.huber_loss_grad(x, t, delta="1", out=g)
+    assert np.all(g == 7.0)
+    # converted by the general path, with the bits of the exact type through the fast path
+    for a, b in zip(fastloss.huber_loss_grad(x, t, delta=np.float64(0.5)), fastloss.huber_loss_grad(x, t, delta=0.5)):
+        assert_bitwise(a, b)
