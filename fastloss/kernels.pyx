@@ -539,11 +539,9 @@ cdef class _Elementwise:
         if type(input) is not np.ndarray:
             return None
         cdef double prm_buf[MAX_PARAMS_CAP]
-        cdef const double* prm = self.default_params
-        if params is not None:
-            if not user_params(self.kinds, self.kernel, params, prm_buf):
-                return None
-            prm = prm_buf
+        cdef const double* prm = params_for(self.default_params, self.kinds, self.kernel, params, prm_buf)
+        if prm == NULL:
+            return None
         cdef int typenum = cnp.PyArray_TYPE(<cnp.ndarray>input)
         if typenum != cnp.NPY_FLOAT32 and typenum != cnp.NPY_FLOAT64:
             return None
@@ -675,11 +673,9 @@ cdef class _Classes:
         if type(input) is not np.ndarray or type(target) is not np.ndarray:
             return None
         cdef double prm_buf[MAX_PARAMS_CAP]
-        cdef const double* prm = self.default_params
-        if params is not None:
-            if not user_params(self.kinds, self.kernel, params, prm_buf):
-                return None
-            prm = prm_buf
+        cdef const double* prm = params_for(self.default_params, self.kinds, self.kernel, params, prm_buf)
+        if prm == NULL:
+            return None
         cdef int typenum = cnp.PyArray_TYPE(<cnp.ndarray>input)
         if typenum != cnp.NPY_FLOAT32 and typenum != cnp.NPY_FLOAT64:
             return None
@@ -737,6 +733,14 @@ cdef tuple param_kinds(spec):
 
 
 cdef double INT_EXACT = 9007199254740992.0  # 2**53: an int up to this converts to double exactly
+
+
+cdef const double* params_for(const double* defaults, tuple kinds, int kernel, object params, double* buf):
+    """The parameters a fast call runs with: ``defaults`` when ``params`` is None, else
+    ``params`` loaded into ``buf`` (user_params), or NULL when the fast path declines them."""
+    if params is None:
+        return defaults
+    return buf if user_params(kinds, kernel, params, buf) else NULL
 
 
 cdef bint user_params(tuple kinds, int kernel, object params, double* prm):
