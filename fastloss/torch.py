@@ -44,7 +44,6 @@ tensors and returns a tensor that takes part in autograd:
 from __future__ import annotations
 
 import inspect
-import math
 import re
 
 try:
@@ -69,10 +68,6 @@ _HALF = (torch.float16, torch.bfloat16)
 # here at call time, so a test can watch what reaches them).
 FUNCTIONS = {loss.name: (getattr(_fl, loss.name), getattr(_fl, loss.name + "_grad")) for loss in LOSSES}
 
-# name -> {scalar parameter: fastloss's default, the very object}: a scalar equal to its
-# default is left out of the call (fastloss's fast path recognises defaults by identity).
-_DEFAULTS = {loss.name: {p.name: p.default for p in inspect.signature(FUNCTIONS[loss.name][1]).parameters.values()}
-             for loss in LOSSES}
 
 
 # --------------------------------------------------------------------------- registry facts
@@ -152,23 +147,14 @@ def _loss_shape(spec: Loss, shape, reduction: str):
 _NUMPY_DTYPE = {torch.float32: np.dtype(np.float32), torch.float64: np.dtype(np.float64)}
 
 
-def _is_default(value, default) -> bool:
-    """Whether a scalar parameter is fastloss's default (same type, value and sign): it is
-    then left out of the call, so that fastloss's compiled fast path, which takes default
-    parameters by identity, is taken."""
-    return value is default or (type(value) is type(default) and value == default
-                                and (type(value) is not float or math.copysign(1.0, value) == math.copysign(1.0, default)))
-
-
-def _kwargs(tensors: dict, scalars: dict, defaults: dict) -> dict:
-    """fastloss's keyword arguments: the tensors (not None) as arrays, a 0-d quantile as a
-    float; the scalars that are not fastloss's defaults."""
-    kwargs = {name: value.detach().numpy() for name, value in tensors.items() if value is not None}
+def _kwargs(names: tuple, tensors, scalar_names: tuple, scalars) -> dict:
+    """fastloss's keyword arguments: the tensors given (not None) as arrays sharing their
+    memory, a 0-d quantile as a float, and the scalar parameters as passed (fastloss's
+    compiled fast path takes them, defaults or not)."""
+    kwargs = {name: value.detach().numpy() for name, value in zip(names, tensors) if value is not None}
     if "quantile" in kwargs and kwargs["quantile"].ndim == 0:
         kwargs["quantile"] = float(kwargs["quantile"])
-    for name, value in scalars.items():
-        if not _is_default(value, defaults[name]):
-            kwargs[name] = value
+    kwargs.update(zip(scalar_names, scalars))
     return kwargs
 
 
@@ -182,7 +168,7 @@ def _loss_tensor(loss, dtype):
 
 def _run(spec: Loss, input, target, tensors: dict, scalars: dict, reduction: str, want_grad: bool):
     """The real implementation of the operator: one call of fastloss.NAME(_grad)."""
-    kwargs = _kwargs(tensors, scalars, _DEFAULTS[spec.name])
+    kwargs = _kwargs(tuple(tensors), tuple(tensors.values()), tuple(scalars), tuple(scalars.values()))
     loss_fn, grad_fn = FUNCTIONS[spec.name]
     x, t = _array(input), _array(target)
     if want_grad:
@@ -367,15 +353,13 @@ _NO_KWARGS: dict = {}
 class _Plan:
     """What a loss's calls need, worked out once at import."""
 
-    __slots__ = ("spec", "name", "elementwise", "sign", "op", "apply", "tensor_names", "scalar_names",
-                 "defaults")
+    __slots__ = ("spec", "name", "elementwise", "sign", "op", "apply", "tensor_names", "scalar_names")
 
     def __init__(self, spec: Loss):
         self.spec, self.name = spec, spec.name
         self.elementwise, self.sign = spec.kind == "elementwise", residual_sign(spec)
         self.op, self.tensor_names, self.scalar_names = _make_operator(spec)
         self.apply = _make_eager(spec)
-        self.defaults = tuple(_DEFAULTS[spec.name][n] for n in self.scalar_names)
 
 
 def _forward(plan: _Plan, input, target, tensors: tuple, scalars: tuple, reduction):
@@ -424,18 +408,7 @@ def _forward(plan: _Plan, input, target, tensors: tuple, scalars: tuple, reducti
                    for arg, value in zip(plan.tensor_names, tensors)]
     if not (type(x) is _Tensor and type(target) is _Tensor and _eager() and not _wrapped(x) and not _wrapped(target)):
         return plan.op(x, target, *tensors, *scalars, reduction, want_grad)[0]
-    kwargs = _NO_KWARGS
-    if given or scalars:
-        kwargs = {}
-        if given:
-            for arg, value in zip(plan.tensor_names, tensors):
-                if value is not None:
-                    kwargs[arg] = value.detach().numpy()
-            if "quantile" in kwargs and kwargs["quantile"].ndim == 0:
-                kwargs["quantile"] = float(kwargs["quantile"])
-        for arg, value, default in zip(plan.scalar_names, scalars, plan.defaults):
-            if not _is_default(value, default):
-                kwargs[arg] = value
+    kwargs = _kwargs(plan.tensor_names, tensors, plan.scalar_names, scalars) if given or scalars else _NO_KWARGS
     if want_grad:
         return plan.apply(x, target, kwargs, reduction)
     loss = FUNCTIONS[name][0](x.detach().numpy(), target.detach().numpy(), reduction=reduction, **kwargs)

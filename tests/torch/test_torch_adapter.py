@@ -666,10 +666,9 @@ def test_compiled_calls_take_the_operator(monkeypatch):
     assert seen == [True, False]
 
 
-def test_default_parameters_take_fastlosss_fast_path(monkeypatch):
-    """Scalar parameters at their defaults are left out of the call (fastloss's compiled fast
-    path recognises defaults by identity: cross_entropy's label_smoothing=0.0 from torch's
-    signature is another float object); any other value is passed, -0.0 included."""
+def test_scalar_parameters_reach_fastloss_as_passed_and_take_its_fast_path(monkeypatch):
+    """Scalar parameters go to fastloss as passed (torch's signature defaults included, -0.0
+    with its sign); fastloss's compiled fast path takes them, defaults or not."""
     watch = Watch(monkeypatch, "cross_entropy")
     x = torch.randn(8, 5, requires_grad=True)
     y = torch.randint(0, 5, (8,))
@@ -677,8 +676,11 @@ def test_default_parameters_take_fastlosss_fast_path(monkeypatch):
     flt.cross_entropy(x, y, ignore_index=-100, label_smoothing=0.0)
     flt.cross_entropy(x, y, label_smoothing=-0.0)
     flt.cross_entropy(x, y, ignore_index=3, label_smoothing=0.1)
-    assert [{k: v for k, v in kw.items() if k != "reduction"} for _, _, kw, _ in watch.seen] == [{}, {}, {"label_smoothing": -0.0},
-                                                  {"ignore_index": 3, "label_smoothing": 0.1}]
+    seen = [{k: v for k, v in kw.items() if k != "reduction"} for _, _, kw, _ in watch.seen]
+    assert seen == [{"ignore_index": -100, "label_smoothing": 0.0}, {"ignore_index": -100, "label_smoothing": 0.0},
+                    {"ignore_index": -100, "label_smoothing": -0.0}, {"ignore_index": 3, "label_smoothing": 0.1}]
     assert math.copysign(1.0, watch.seen[2][2]["label_smoothing"]) == -1.0
     kernel = fastloss.kernels.KERNELS[BY_NAME["cross_entropy"].kernel_name]
-    assert kernel.fast(x.detach().numpy(), y.numpy(), -100, "mean", None, None, 1, "exact") is not None
+    for kw in seen:
+        assert kernel.fast(x.detach().numpy(), y.numpy(), kw["ignore_index"], "mean", None, None, 1, "exact",
+                           (kw["label_smoothing"],)) is not None, kw
