@@ -24,6 +24,11 @@ lacks is added here, in ``BuildExt``:
   vectorize calls to exp/log; results are unchanged.
 * The extension is optional: without a compiler or Cython the package still installs and
   runs on its pure NumPy backend (with a RuntimeWarning on import).
+* The C library: ``fastloss/lib/libfastloss.so`` (Linux) is linked from the extension's own
+  kernel objects (runtime.cpp, isa_*.cpp) and the C level (_generated/c_level.cpp,
+  csrc/library.cpp), exporting only the functions of ``include/libfastloss.h``
+  (csrc/libfastloss.map); ``python -m fastloss config`` prints how to build against it.
+  CMakeLists.txt builds the same library from the same sources without Python.
 """
 
 import hashlib
@@ -57,11 +62,10 @@ OPENMP_PROBE = textwrap.dedent(
     """
 )
 
-# -ffp-contract=off: no fused multiply-add contraction by the compiler (the kernels fuse where
-# they choose: vm::mad), so a loss computed with or without its gradient (different loops)
-# has the same bits.
-BASE_FLAGS = ["-O3", "-std=c++17", "-fno-math-errno", "-fno-trapping-math", "-ffp-contract=off",
-              "-fno-semantic-interposition"]
+# The compile flags, with their reasons: fastloss/csrc/compile_flags.txt (CMakeLists.txt reads
+# the same file).
+BASE_FLAGS = [line.strip() for line in (ROOT / CSRC / "compile_flags.txt").read_text().splitlines()
+              if line.startswith("-")]
 
 
 def run_generator():
@@ -179,6 +183,56 @@ class BuildExt(build_ext):
             ext.define_macros = [("FASTLOSS_OPENMP", "1" if use_openmp else "0")]
         self.compiler.compile = cached_parallel_compile(self.compiler, build_jobs())
         super().build_extensions()
+        for ext in self.extensions:
+            if ext.name == "fastloss.kernels" and os.path.exists(self.get_ext_fullpath(ext.name)):
+                self.build_library(ext)
+
+    def build_library(self, ext):
+        """libfastloss.so beside the extension (fastloss/lib/): its kernel objects, as they are,
+        and the C level. Optional as the extension: a failure leaves the Python package whole."""
+        if not sys.platform.startswith("linux"):
+            print("fastloss build: libfastloss in the wheel is built on Linux only (CMake elsewhere)",
+                  file=sys.stderr)
+            return
+        kernels = [s for s in ext.sources if s.endswith(".cpp") and not s.endswith("kernels.cpp")]
+        try:
+            objects = self.compiler.object_filenames(kernels, output_dir=str(OBJECT_CACHE))
+            objects += self.compiler.compile(
+                [str(GENERATED / "c_level.cpp"), str(CSRC / "library.cpp")],
+                macros=ext.define_macros, include_dirs=ext.include_dirs,
+                extra_postargs=ext.extra_compile_args)
+            out = Path(self.get_ext_fullpath(ext.name)).parent / "lib"
+            self._library = out / "libfastloss.so"
+            self.compiler.link_shared_object(
+                objects, "libfastloss.so", output_dir=str(out), target_lang="c++",
+                extra_postargs=[*ext.extra_link_args, "-Wl,-soname,libfastloss.so",
+                                f"-Wl,--version-script={CSRC / 'libfastloss.map'}", "-Wl,--no-undefined"])
+            print(f"fastloss build: C library {out / 'libfastloss.so'}", file=sys.stderr)
+        except Exception as exc:  # noqa: BLE001 - reported, the Python package stays usable
+            print(f"fastloss build: libfastloss NOT built ({exc})", file=sys.stderr)
+
+    # The library is an output of build_ext beside the extension: in the wheel, and copied to
+    # the source tree by in-place and editable builds, as the extension is.
+    _library = None
+
+    def _library_inplace(self):
+        build_py = self.get_finalized_command("build_py")
+        return Path(build_py.get_package_dir("fastloss")) / "lib" / "libfastloss.so"
+
+    def get_outputs(self):
+        return super().get_outputs() + ([str(self._library)] if self._library else [])
+
+    def get_output_mapping(self):
+        mapping = super().get_output_mapping()
+        if self.inplace and self._library:
+            mapping[str(self._library)] = str(self._library_inplace())
+        return mapping
+
+    def copy_extensions_to_source(self):
+        super().copy_extensions_to_source()
+        if self._library and self._library.exists():
+            self.mkpath(str(self._library_inplace().parent))
+            self.copy_file(str(self._library), str(self._library_inplace()), level=self.verbose)
 
 
 def extensions(codegen):
@@ -197,7 +251,7 @@ def extensions(codegen):
         ["fastloss/kernels.pyx", str(CSRC / "runtime.cpp"),
          *(str(CSRC / f"isa_{level}.cpp") for level in ("baseline", "avx2", "avx512"))],
         depends=[str(p) for p in (*CSRC.glob("*"), *GENERATED.glob("*"))],
-        include_dirs=[numpy.get_include(), str(CSRC), str(GENERATED)],
+        include_dirs=[numpy.get_include(), str(CSRC), str(GENERATED), str(INCLUDE)],
         language="c++",
     )
     modules = cythonize(

@@ -4,15 +4,20 @@
 which is pure Python) before Cython and the compiler run; ``python fastloss/_codegen.py``
 does the same by hand and ``--check`` fails when a committed output (docs/API.md) is stale.
 
-Outputs (each starts with a GENERATED banner; the ones inside the package are not in git):
+Outputs (each starts with a GENERATED banner). Those the CMake build of libfastloss reads
+(kernel_table.hpp, c_level.cpp, libfastloss.h: that build runs no Python) and docs/API.md and
+README.md are committed, and ``--check`` (CI) fails when one is stale; the others are not in git:
 
 =====================================  ====================================================
 fastloss/_generated/kernel_table.hpp    kernel ids, the facts of each kernel (kind, divisor,
                                         value domains, ignore_index, parameter count), the
                                         parameter checks of the C level (from the domains),
                                         the X-macro lists that build the dispatch switches
-fastloss/_generated/c_level.pxi         the C-level functions fl_<kernel>_grad_f32/_f64
-                                        (``cdef api``), included by kernels.pyx
+fastloss/_generated/c_level.cpp         the C-level functions fl_<kernel>_grad[_hess]_f32/_f64
+                                        of libfastloss (and, included, of the extension)
+fastloss/_generated/c_level.pxi         their ``cdef api`` forwarders, included by kernels.pyx
+fastloss/include/libfastloss.h          the C library's header: conventions, version, ABI,
+                                        every kernel with what it computes
 fastloss/kernels.pxd                    their declarations, for ``cimport fastloss.kernels``
 fastloss/include/fastloss_losses.h      their C typedefs and signature checks (fastloss.h)
 fastloss/__init__.pyi, numpy_backend.pyi  type stubs of the public functions (py.typed)
@@ -174,36 +179,21 @@ def kernel_table(reg) -> str:
 
 def c_level_pxi(reg) -> str:
     out = [f"# {BANNER}.", "#",
-           "# The C level: fl_<kernel>_grad_f32/_f64, one pair per kernel of the registry, each a",
-           "# call of the shared C++ entry (csrc/capi.hpp) with the kernel's id and parameters.",
-           "# Included by kernels.pyx; declared in kernels.pxd (generated too).", "",
-           'cdef extern from "kernel_table.hpp" namespace "fl::kernel":',
-           "    cdef enum KernelId \"fl::kernel::Id\":"]
-    out += [f'        K_{enum_name(k)} "fl::kernel::{enum_name(k)}"' for k in reg.KERNELS]
-    out += [""]
-    size = max(reg.MAX_PARAMS, 1)
+           "# The C level of the Python extension: fl_<kernel>_grad[_hess]_f32/_f64 exported with",
+           "# `cdef api` (fastloss.h, and kernels.pxd for cimport), each forwarding to the function",
+           "# of the same name in c_level.cpp (generated too), the C library's own code, included",
+           "# here with FASTLOSS_PRIVATE (so the extension does not export it). Included by kernels.pyx.",
+           "", "cdef extern from *:", '    """', "    #define FASTLOSS_PRIVATE 1", '    """', "",
+           'cdef extern from "c_level.cpp" nogil:']
     for k, real, hess in c_functions(reg):
-        loss = k.loss
-        out.append(f"cdef api double {c_name(k, real, hess)}({signature(k, real, hess=hess)}) noexcept nogil:")
-        out.append(f"    cdef double params[{size}]")
-        for i in range(size):
-            out.append(f"    params[{i}] = {k.params[i].name if i < len(k.params) else 0}")
-        null = f"<const {real}*>NULL"
-        h = "hess, " if hess else f"<{real}*>NULL, "
-        h += "hessian" if hess and loss.hessian_policy is not None else "0"
-        if loss.kind == "elementwise":
-            w = "weight, weight_len" if loss.weight else f"{null}, 0"
-            pw = f"{loss.operand}, {loss.operand}_len" if loss.operand else f"{null}, 0"
-            out.append(f"    return elementwise_call(K_{enum_name(k)}, input, target, {w}, {pw}, "
-                       f"grad, {h}, losses, n, params, reduction, n_threads)")
-        else:
-            t = f"<const int64_t*>NULL, target" if k.probabilities else f"target, {null}"
-            w = "weight" if loss.weight else null
-            kk = "K" if loss.max_input_dims != 2 else "1"
-            ig = "ignore_index" if k.ignore_index else "0"
-            out.append(f"    return classes_call(K_{enum_name(k)}, input, {t}, {w}, grad, {h}, losses, "
-                       f"N, C, {kk}, {ig}, params, reduction, n_threads)")
-        out.append("")
+        name = c_name(k, real, hess)
+        out.append(f'    double c_{name} "{name}"({signature(k, real, hess=hess)})')
+    out.append("")
+    for k, real, hess in c_functions(reg):
+        name = c_name(k, real, hess)
+        names = ", ".join(n for _, n in c_arguments(k, real, hess=hess))
+        out += [f"cdef api double {name}({signature(k, real, hess=hess)}) noexcept nogil:",
+                f"    return c_{name}({names})", ""]
     return "\n".join(out)
 
 
@@ -270,31 +260,37 @@ DIVISOR_WORDS = {
 }
 
 
+def kernel_comment(reg, k) -> list[str]:
+    """The C comment that says what kernel ``k`` computes (the C headers)."""
+    loss = k.loss
+    out = []
+    title = f" * ---- {k.name} "
+    out += ["/*" + title[2:] + "-" * max(4, 88 - len(title)), " *"]
+    out += wrap(f"{loss.summary} Per element (sample): {loss.formula}. Gradient: {loss.gradient}.")
+    out += wrap(f'"mean" divides by {DIVISOR_WORDS[kernel_divisor(k)]}.')
+    for r in loss.extra_reductions:
+        out += wrap(f'"{r}" (Python API) divides by {reg.EXTRA_REDUCTIONS[r]}: here, call with '
+                    "FASTLOSS_SUM, divide the loss by that divisor B and multiply grad (and hess) "
+                    "by (T)(1.0 / B), which gives the Python API's bits.")
+    for p in k.params:
+        out += wrap(f"{p.name}: {p.domain} (default {p.default!r}); {p.doc}.")
+    if k.probabilities:
+        out += wrap("target: class probabilities shaped like the input (no ignore_index).")
+    out += wrap(f"_grad_hess: hess receives the Hessian's diagonal: {loss.hessian}.")
+    if loss.hessian_policy is not None:
+        out += wrap("hessian: 0 for the exact Hessian, or a positive constant that replaces every "
+                    "term's second derivative (the Python API's hessian=, whose default is "
+                    f"{loss.hessian_policy!r}).")
+    return out + [" */"]
+
+
 def losses_h(reg) -> str:
     out = [f"/* {BANNER}.", " *",
            " * The kernels of fastloss.h: one typedef per C-level function (fastloss_NAME_t), each",
            " * checked against the exported function (C11 or C++11), then the per-kernel facts.",
            " */", "#ifndef FASTLOSS_LOSSES_H", "#define FASTLOSS_LOSSES_H", ""]
     for k in reg.KERNELS:
-        loss = k.loss
-        title = f" * ---- {k.name} "
-        out += ["/*" + title[2:] + "-" * max(4, 88 - len(title)), " *"]
-        out += wrap(f"{loss.summary} Per element (sample): {loss.formula}. Gradient: {loss.gradient}.")
-        out += wrap(f'"mean" divides by {DIVISOR_WORDS[kernel_divisor(k)]}.')
-        for r in loss.extra_reductions:
-            out += wrap(f'"{r}" (Python API) divides by {reg.EXTRA_REDUCTIONS[r]}: here, call with '
-                        "FASTLOSS_SUM, divide the loss by that divisor B and multiply grad (and hess) "
-                        "by (T)(1.0 / B), which gives the Python API's bits.")
-        for p in k.params:
-            out += wrap(f"{p.name}: {p.domain} (default {p.default!r}); {p.doc}.")
-        if k.probabilities:
-            out += wrap("target: class probabilities shaped like the input (no ignore_index).")
-        out += wrap(f"_grad_hess: hess receives the Hessian's diagonal: {loss.hessian}.")
-        if loss.hessian_policy is not None:
-            out += wrap("hessian: 0 for the exact Hessian, or a positive constant that replaces every "
-                        "term's second derivative (the Python API's hessian=, whose default is "
-                        f"{loss.hessian_policy!r}).")
-        out += [" */"]
+        out += kernel_comment(reg, k)
         for hess in (False, True):
             for real in ("float", "double"):
                 name = c_name(k, real, hess).replace('fl_', 'fastloss_', 1)
@@ -313,6 +309,205 @@ def losses_h(reg) -> str:
         name = c_name(k, real, hess)
         out.append(f"FASTLOSS_CHECK_SIGNATURE({name}, {name.replace('fl_', 'fastloss_', 1)}_t);")
     out += ["", "#endif /* FASTLOSS_LOSSES_H */", ""]
+    return "\n".join(out)
+
+
+# --------------------------------------------------------------------------- libfastloss.h
+
+LIB_HEAD = """/* libfastloss.h: the C library of fastloss (libfastloss), for C, C++ and FFI callers.
+ * {banner}.
+ *
+ * Plain C99 (and C++11): this header includes only standard C headers, and the library
+ * needs no Python. Build and install it with CMake, or take it from the pip-installed
+ * package (README, "From C"):
+ *
+ *     cmake -S . -B build && cmake --build build && cmake --install build
+ *     cc prog.c $(pkg-config --cflags --libs fastloss)          (or find_package(fastloss))
+ *     cc prog.c $(python -m fastloss config --cflags --libs)    (the wheel's copy)
+ *
+ *     #include <libfastloss.h>
+ *     double loss = fl_mse_loss_grad_f64(x, y, NULL, 0, grad, NULL, n, FASTLOSS_MEAN, 0);
+ *
+ * Conventions (all kernels)
+ * -------------------------
+ * - Every kernel computes one loss and, when `grad` is not NULL, its gradient with respect
+ *   to `input`, in one fused pass, with the same results, bit for bit, as the Python API
+ *   (fastloss.NAME_grad with the same arguments; the same kernel sources and the same
+ *   run-time choice of instruction set, FASTLOSS_SIMD included). It returns the reduced
+ *   loss as a double; the Python API's float32 result is that value rounded to float32.
+ *   The _grad_hess kernels also write the Hessian's diagonal to `hess` (fastloss.NAME_grad_hess).
+ * - _f32 kernels take float buffers, _f64 kernels double buffers; all C-contiguous.
+ * - Elementwise losses: input, target, grad, hess and losses hold n elements. weight (or
+ *   NULL) holds weight_len elements repeating over the input, element i taking
+ *   weight[i % weight_len]; weight_len must divide n (n for a full weight, the last axis's
+ *   length for a per-column weight, 1 for a scalar). Likewise pos_weight and quantile.
+ * - Class losses: input and grad are (N, C, K), row-major, with the class axis in the
+ *   middle (K = 1 for plain (N, C) scores; K = d1 * d2 * ... for images); class indices
+ *   `target` and `losses` are (N, K); weight (or NULL) holds one weight per class (C).
+ * - grad: NULL for the loss alone, else it receives the gradient of the returned loss. It
+ *   may be `input` itself (in place). losses: NULL, or it receives every element's (sample's)
+ *   weighted loss, the Python API's reduction="none".
+ * - reduction: FASTLOSS_MEAN or FASTLOSS_SUM, what the returned loss (and so the gradient)
+ *   is. Each loss's "mean" divides by what PyTorch divides by (said below).
+ * - A parameter of type int that is a bool in the Python API is 0 or 1.
+ * - n_threads: 0 for OpenMP's default (omp_get_max_threads(): OMP_NUM_THREADS applies),
+ *   else the number of OpenMP threads, clamped to the CPUs the process may run on and to
+ *   the threads the OS lets it create. Results do not depend on it. A library built
+ *   without OpenMP runs every call on the calling thread. In a child forked after a
+ *   parallel call, every call runs on one thread (libgomp cannot start threads there).
+ * - Threads: the kernels keep no state; any number of threads may call them at once.
+ * - Errors: a kernel checks its arguments before it reads past the sizes given or writes
+ *   anything, and on a bad one returns NaN with nothing written: a negative size, a size
+ *   whose bytes overflow, a NULL buffer with a non-zero size, weight_len or pos_weight_len
+ *   not dividing n, an output overlapping an input or the other output (except grad ==
+ *   input), an unknown reduction, a negative n_threads, a parameter outside its domain, a
+ *   probability outside [0, 1], a label other than -1/+1, a class index outside [0, C)
+ *   that is not ignore_index; and scratch memory that cannot be allocated (a call of more
+ *   than 262144 elements needs n / 4096 doubles). NaN is also the loss of NaN data, so
+ *   check arguments when a NaN comes back. Sizes are trusted: a buffer shorter than its
+ *   size says is the caller's bug, as with memcpy. Class indices changed by another thread
+ *   during a call never make a kernel read or write out of bounds: such a sample's loss and
+ *   gradient row are NaN.
+ * - Versions: FASTLOSS_VERSION (the package's) and FASTLOSS_ABI_VERSION (incremented when
+ *   a signature changes) are the header's; fastloss_version() and fastloss_abi_version()
+ *   the library's, to compare at run time.
+ */
+#ifndef LIBFASTLOSS_H
+#define LIBFASTLOSS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define FASTLOSS_VERSION "{version}"
+#define FASTLOSS_VERSION_MAJOR {major}
+#define FASTLOSS_VERSION_MINOR {minor}
+#define FASTLOSS_VERSION_PATCH {patch}
+#define FASTLOSS_ABI_VERSION {abi}
+
+#define FASTLOSS_MEAN 0 /* the returned loss is the mean */
+#define FASTLOSS_SUM 1  /* the returned loss is the sum */
+
+/* The exported functions. (FASTLOSS_PRIVATE: the Python extension's own copy, not exported.) */
+#ifndef FASTLOSS_API
+#if defined(FASTLOSS_PRIVATE) && defined(__GNUC__)
+#define FASTLOSS_API __attribute__((visibility("hidden")))
+#elif defined(_WIN32) && defined(FASTLOSS_BUILDING_DLL)
+#define FASTLOSS_API __declspec(dllexport)
+#elif defined(__GNUC__)
+#define FASTLOSS_API __attribute__((visibility("default")))
+#else
+#define FASTLOSS_API
+#endif
+#endif
+
+#ifdef __cplusplus
+extern "C" {{
+#endif
+
+/* The library's version ("{version}"), ABI version, the instruction-set level its kernels
+ * run at on this CPU (as fastloss.kernels.simd_level()), and whether it has OpenMP (1 or 0). */
+FASTLOSS_API const char* fastloss_version(void);
+FASTLOSS_API int fastloss_abi_version(void);
+FASTLOSS_API const char* fastloss_simd_level(void);
+FASTLOSS_API int fastloss_openmp(void);
+
+"""
+
+# The ABI: the version of the exported signatures, and the digest of the signatures it is.
+# A change of any signature changes the digest: add the new version here (the build fails
+# until then), so FASTLOSS_ABI_VERSION moves with the signatures.
+ABI_VERSIONS = {1: "757c659b0270a0d1"}
+
+
+def abi_digest(reg) -> str:
+    import hashlib
+
+    text = "\n".join(f"{c_name(k, real, hess)}({signature(k, real, 'ptrdiff_t', hess)})"
+                     for k, real, hess in c_functions(reg))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def abi_version(reg) -> int:
+    digest = abi_digest(reg)
+    for version, known in ABI_VERSIONS.items():
+        if known == digest:
+            return version
+    raise SystemExit(f"fastloss/_codegen.py: the C signatures changed (digest {digest}): add "
+                     f"{{{max(ABI_VERSIONS) + 1}: {digest!r}}} to ABI_VERSIONS")
+
+
+def package_version() -> str:
+    """pyproject.toml's version (the one place it is written)."""
+    import re
+
+    text = (ROOT / "pyproject.toml").read_text() if (ROOT / "pyproject.toml").exists() else ""
+    m = re.search(r'^version\s*=\s*"(\d+)\.(\d+)\.(\d+)"', text, re.M)
+    if not m:
+        raise SystemExit('fastloss/_codegen.py: pyproject.toml has no version = "X.Y.Z"')
+    return m.group(0).split('"')[1]
+
+
+def libfastloss_h(reg) -> str:
+    version = package_version()
+    major, minor, patch = version.split(".")
+    out = [LIB_HEAD.format(banner=BANNER, version=version, major=major, minor=minor, patch=patch,
+                           abi=abi_version(reg))]
+    for k in reg.KERNELS:
+        out += kernel_comment(reg, k)
+        for hess in (False, True):
+            for real in ("float", "double"):
+                out.append(f"FASTLOSS_API double {c_name(k, real, hess)}({signature(k, real, 'ptrdiff_t', hess)});")
+        out.append("")
+    out += ["#ifdef __cplusplus", "}", "#endif", "", "#endif /* LIBFASTLOSS_H */", ""]
+    return "\n".join(out)
+
+
+# --------------------------------------------------------------------------- c_level.cpp
+
+
+def c_level_cpp(reg) -> str:
+    """The C-level functions: each packs its parameters and calls the shared C++ entry."""
+    out = [f"// {BANNER}.", "//",
+           "// The C level: fl_<kernel>_grad[_hess]_f32/_f64 (declared in include/libfastloss.h), one",
+           "// call each of the shared C++ entry (csrc/capi.hpp), which checks every argument, with",
+           "// the kernel's id and parameters. Compiled into libfastloss (CMakeLists.txt, setup.py)",
+           "// and included by the Python extension (kernels.pyx: its copy is not exported).",
+           '#include "libfastloss.h"', "", '#include "capi.hpp"', "",
+           "namespace {",
+           "// A C function never lets a C++ exception out: std::bad_alloc (scratch memory) is NaN",
+           "// with nothing written, as capi.hpp's checks.",
+           "template <class F>",
+           "double guarded(F f) noexcept {",
+           "    try {",
+           "        return f();",
+           "    } catch (...) {",
+           "        return fl::capi::NaN;",
+           "    }",
+           "}",
+           "}  // namespace", "", 'extern "C" {', ""]
+    size = max(reg.MAX_PARAMS, 1)
+    for k, real, hess in c_functions(reg):
+        loss = k.loss
+        out.append(f"FASTLOSS_API double {c_name(k, real, hess)}({signature(k, real, 'ptrdiff_t', hess)}) {{")
+        values = [f"(double){k.params[i].name}" if i < len(k.params) else "0" for i in range(size)]
+        out.append(f"    const double params[{size}] = {{{', '.join(values)}}};")
+        null = f"(const {real}*)nullptr"
+        h = "hess, " if hess else f"({real}*)nullptr, "
+        h += "hessian" if hess and loss.hessian_policy is not None else "0"
+        if loss.kind == "elementwise":
+            w = "weight, weight_len" if loss.weight else f"{null}, 0"
+            pw = f"{loss.operand}, {loss.operand}_len" if loss.operand else f"{null}, 0"
+            call = (f"fl::capi::elementwise_call(fl::kernel::{enum_name(k)}, input, target, {w}, {pw}, "
+                    f"grad, {h}, losses, n, params, reduction, n_threads)")
+        else:
+            t = "(const int64_t*)nullptr, target" if k.probabilities else f"target, {null}"
+            w = "weight" if loss.weight else null
+            kk = "K" if loss.max_input_dims != 2 else "1"
+            ig = "ignore_index" if k.ignore_index else "0"
+            call = (f"fl::capi::classes_call(fl::kernel::{enum_name(k)}, input, {t}, {w}, grad, {h}, "
+                    f"losses, N, C, {kk}, {ig}, params, reduction, n_threads)")
+        out += [f"    return guarded([&] {{ return {call}; }});", "}", ""]
+    out += ['}  // extern "C"', ""]
     return "\n".join(out)
 
 
@@ -344,10 +539,10 @@ def stubs(reg, module: str) -> str:
             "from numpy.typing import ArrayLike, NDArray", ""]
     if module == "fastloss":
         head += ["__version__: str", "",
-                 "def get_backend() -> str: ...", "def get_include() -> str: ...",
+                 "def get_backend() -> str: ...", "def get_include() -> str: ...", "def get_library() -> str: ...",
                  "def get_num_threads() -> int: ...", "def set_num_threads(n: int | None) -> None: ...", ""]
         names = [n for loss in reg.LOSSES for n in loss.functions]
-        head += ["__all__ = ["] + [f'    "{n}",' for n in names + ["get_backend", "get_include",
+        head += ["__all__ = ["] + [f'    "{n}",' for n in names + ["get_backend", "get_library", "get_include",
                                                              "get_num_threads", "set_num_threads"]] + ["]", ""]
     else:
         head += ["NAME: str", "PUBLIC_FUNCTIONS: tuple[str, ...]", ""]
@@ -446,11 +641,14 @@ def outputs(reg) -> dict[Path, str]:
     files = {
         PACKAGE / "_generated" / "kernel_table.hpp": kernel_table(reg),
         PACKAGE / "_generated" / "c_level.pxi": c_level_pxi(reg),
+        PACKAGE / "_generated" / "c_level.cpp": c_level_cpp(reg),
         PACKAGE / "kernels.pxd": kernels_pxd(reg),
         PACKAGE / "include" / "fastloss_losses.h": losses_h(reg),
         PACKAGE / "__init__.pyi": stubs(reg, "fastloss"),
         PACKAGE / "numpy_backend.pyi": stubs(reg, "fastloss.numpy_backend"),
     }
+    if (ROOT / "pyproject.toml").exists():  # (the version is read from it)
+        files[PACKAGE / "include" / "libfastloss.h"] = libfastloss_h(reg)
     doc = ROOT / "docs" / "API.md"
     if doc.exists():  # (an sdist or wheel build without docs/ keeps its shipped copy)
         text = api_doc(reg, doc.read_text())

@@ -112,15 +112,6 @@ cdef extern from "reduction.hpp" namespace "fl" nogil:
     double mean_scale_c "fl::mean_scale"(int reduction, double divisor)
     double reduced_c "fl::reduced"(double total, double divisor, int reduction)
 
-cdef extern from "capi.hpp" namespace "fl::capi" nogil:
-    double elementwise_call[T](int kernel, const T* x, const T* t, const T* w, idx w_len,
-                               const T* pw, idx pw_len, T* grad, T* hess, double hess_const,
-                               T* losses, idx n, const double* params, int reduction, int n_threads)
-    double classes_call[T](int kernel, const T* x, const int64_t* t, const T* probs, const T* w,
-                           T* grad, T* hess, double hess_const, T* losses, idx N, idx C, idx K,
-                           int64_t ignore_index, const double* params, int reduction, int n_threads)
-
-
 if register_atfork() != 0:
     raise ImportError("fastloss: pthread_atfork failed (cannot make forked children safe)")
 
@@ -798,7 +789,9 @@ KERNELS = _kernels()
 # ----------------------------------------------------------------------------- the C level
 # fl_<loss>_grad_f32 / _f64, generated from the registry (_generated/c_level.pxi): declared
 # in kernels.pxd (for `cimport`) and exported with `cdef api` (include/fastloss.h, for C
-# programs). Each is one call of fl::capi (csrc/capi.hpp), which checks every argument it
+# programs that embed Python). Each forwards to the C library's function of the same name
+# (_generated/c_level.cpp, the very code of libfastloss, included with FASTLOSS_PRIVATE): one
+# call of fl::capi (csrc/capi.hpp), which checks every argument it
 # can check before reading or writing any element and, on a bad one, returns NaN having
 # written nothing; then it runs the very kernel call of the Python API (same divisor, gradient
 # scale and weight period), so results are bitwise those of the Python functions; a float32

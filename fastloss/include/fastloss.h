@@ -1,4 +1,9 @@
-/* fastloss.h: the fused loss + gradient kernels of fastloss, for C programs.
+/* fastloss.h: the fused loss + gradient kernels of fastloss, for C code inside a Python process.
+ *
+ * A C or C++ program without Python uses libfastloss instead (libfastloss.h, beside this
+ * header: the same functions, conventions and results, no Python; README, "From C"). This
+ * header is for C code that runs inside (or embeds) Python and should use the kernels of the
+ * imported fastloss rather than load a second copy.
  *
  * The kernels live in the compiled module fastloss.kernels and are reached through
  * Cython's C-API export: a C program embeds (or runs inside) Python, calls
