@@ -61,11 +61,24 @@ def get_include() -> str:
     return os.path.join(os.path.dirname(os.path.abspath(__file__)), "include")
 
 
+def get_library() -> str:
+    """The path of ``libfastloss.so``, the C library built with this installation (the same
+    kernels as the compiled backend, no Python: ``include/libfastloss.h``; README, "From C").
+    ``python -m fastloss config --cflags --libs`` prints the flags of a build against it.
+    FileNotFoundError when it was not built (no compiler, not Linux: CMake builds it then)."""
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib", "libfastloss.so")
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path} does not exist: this fastloss was installed without its C "
+                                "library (built on Linux with a C++ compiler; or build it with CMake)")
+    return path
+
+
 globals().update(make_public_api(_backend))
 
 __all__ = [
     *(name for loss in LOSSES for name in loss.functions),
     "get_backend",
+    "get_library",
     "get_include",
     "get_num_threads",
     "set_num_threads",

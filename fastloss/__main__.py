@@ -123,6 +123,17 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("api", help="print the API reference (docs/API.md, installed with the package)",
                    description="Print fastloss's API reference: docs/API.md of the source, "
                                "installed with the package as fastloss/API.md.")
+    config = sub.add_parser(
+        "config", help="compiler flags of a C/C++ program using libfastloss (the wheel's copy)",
+        description="Print what a C or C++ build needs to use libfastloss, the C library carried "
+                    "by this installation (fastloss/lib/libfastloss.so, header libfastloss.h), "
+                    "as pkg-config does:  cc prog.c $(python -m fastloss config --cflags --libs)")
+    config.add_argument("--cflags", action="store_true", help="-I of the directory of libfastloss.h")
+    config.add_argument("--libs", action="store_true",
+                        help="-L, -lfastloss and an rpath to the library's directory (no LD_LIBRARY_PATH needed)")
+    config.add_argument("--includedir", action="store_true", help="the directory of libfastloss.h")
+    config.add_argument("--libdir", action="store_true", help="the directory of libfastloss.so")
+    config.add_argument("--modversion", action="store_true", help="the version")
     parser.bench_parser = bench  # for errors found after parsing (usage of 'bench')
     return parser
 
@@ -135,6 +146,32 @@ def _check_output_path(parser, option, path, suffixes=None):
         parser.error(f"{option}: the file name must end with {', '.join(suffixes)}, got {path!r}")
 
 
+def _config(parser, args) -> int:
+    import fastloss
+
+    try:
+        library = fastloss.get_library()
+    except FileNotFoundError as exc:
+        print(f"python -m fastloss config: {exc}", file=sys.stderr)
+        return 1
+    libdir, include = os.path.dirname(library), fastloss.get_include()
+    words = []
+    if args.modversion:
+        words.append(fastloss.__version__)
+    if args.includedir:
+        words.append(include)
+    if args.libdir:
+        words.append(libdir)
+    if args.cflags:
+        words.append(f"-I{include}")
+    if args.libs:
+        words += [f"-L{libdir}", f"-Wl,-rpath,{libdir}", "-lfastloss"]
+    if not words:
+        parser.parse_args(["config", "--help"])
+    print(" ".join(shlex.quote(w) for w in words))
+    return 0
+
+
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser()
@@ -144,6 +181,8 @@ def main(argv=None) -> int:
 
         print(info_text())
         return 0
+    if args.command == "config":
+        return _config(parser, args)
     if args.command == "api":
         reference = os.path.join(os.path.dirname(os.path.abspath(__file__)), "API.md")
         with open(reference, encoding="utf-8") as f:
