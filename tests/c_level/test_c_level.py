@@ -1,7 +1,11 @@
-"""The C level (kernels.pxd / fastloss.h): every fl_<loss>_grad_f32/f64 kernel, called
-through the very function pointers Cython exports (``fastloss.kernels.__pyx_capi__``,
-what ``cimport`` and ``fastloss_import()`` fetch), gives the Python API's results bit for
-bit, and refuses bad arguments by returning NaN with nothing written.
+"""The C level (kernels.pxd / fastloss.h, and the C library libfastloss.h): every
+fl_<loss>_grad[_hess]_f32/f64 kernel gives the Python API's results bit for bit, and refuses
+bad arguments by returning NaN with nothing written. Each test that calls kernels runs on the
+three places a program gets them from (the ``c_source`` fixture): the function pointers the
+extension exports (``fastloss.kernels.__pyx_capi__``, what ``cimport`` and
+``fastloss_import()`` fetch), the C library installed with the package
+(``fastloss.get_library()``), and the C library built and installed with CMake
+(tests/support/libfastloss_builds.py); compiled C and C++ programs: test_libfastloss.py.
 
 The C signature of each kernel is derived from the registry here exactly as kernels.pyx
 writes it (elementwise: input, target, [weight, weight_len], [pos_weight, pos_weight_len],
@@ -22,6 +26,7 @@ import pytest
 from cases import DTYPES, one_case_per_param_set
 from fastloss._registry import BY_NAME, LOSSES
 from helpers import assert_bitwise, compiled_api
+from libfastloss_builds import cmake_install, library_dir, wheel_library
 
 kernels = pytest.importorskip("fastloss.kernels", reason="the compiled kernels are not built")
 # "The Python API" below: the compiled backend's (fastloss itself, or built explicitly when
@@ -58,9 +63,35 @@ def c_signature(spec, probabilities: bool = False, hess: bool = False):
     return [P, P, P] + outs + sizes + ignore + scalars + [INT, INT]
 
 
+# Where c_kernel takes the functions from: None, the extension's capsules; else a loaded
+# libfastloss (set by the c_source fixture for the test it runs).
+_SOURCE = {"library": None}
+_LOADED = {}
+
+
+def load_library(source: str):
+    """libfastloss of ``source`` ("wheel" or "cmake"), loaded once."""
+    if source not in _LOADED:
+        path = wheel_library() if source == "wheel" else library_dir(cmake_install()) / "libfastloss.so"
+        _LOADED[source] = ctypes.CDLL(str(path))
+    return _LOADED[source]
+
+
+@pytest.fixture(params=["extension", "wheel", "cmake"])
+def c_source(request):
+    """The C functions of a test: the extension's, or libfastloss's (the wheel's, CMake's)."""
+    _SOURCE["library"] = None if request.param == "extension" else load_library(request.param)
+    yield request.param
+    _SOURCE["library"] = None
+
+
 def c_kernel(loss: str, dtype, probabilities: bool = False, hess: bool = False):
-    capsule = kernels.__pyx_capi__[c_kernel_name(loss, dtype, probabilities, hess)]
-    address = _capsule_pointer(capsule, _capsule_name(capsule))
+    name = c_kernel_name(loss, dtype, probabilities, hess)
+    if _SOURCE["library"] is None:
+        capsule = kernels.__pyx_capi__[name]
+        address = _capsule_pointer(capsule, _capsule_name(capsule))
+    else:
+        address = ctypes.cast(getattr(_SOURCE["library"], name), ctypes.c_void_p).value
     return ctypes.CFUNCTYPE(DBL, *c_signature(BY_NAME[loss], probabilities, hess))(address)
 
 
@@ -88,15 +119,15 @@ def weight_block(w, shape):
     return full, full.size
 
 
-def call_c(loss, x, t, kwargs, reduction, grad=None, losses=None, n_threads=0, override=(), hess=False):
-    """Call the loss's C kernel on the same operands as the Python API call
-    ``loss(x, t, **kwargs)``; ``override`` replaces C arguments by name (for the error tests).
-    ``hess``: the ``_grad_hess`` kernel; False, or the Hessian's buffer (None for NULL)."""
+def c_call(loss, x, t, kwargs, reduction, grad=None, losses=None, n_threads=0, hess=False):
+    """(C function name, {argument: value}) of the loss's C kernel called on the same operands
+    as the Python API call ``loss(x, t, **kwargs)``: buffers as arrays (or None for NULL),
+    in the C signature's order. ``hess``: the ``_grad_hess`` kernel; False, or the Hessian's
+    buffer (None for NULL)."""
     with_hess = hess is not False
     spec = BY_NAME[loss]
     probabilities = spec.probability_target and np.asarray(t).dtype.kind == "f"
-    args = {"input": ptr(x), "target": ptr(t)}
-    blocks = []  # keeps the weight blocks alive during the call
+    args = {"input": x, "target": t}
     if spec.kind == "elementwise":
         for name, taken in (("weight", spec.weight), (spec.operand, spec.operand)):
             if taken:
@@ -106,18 +137,18 @@ def call_c(loss, x, t, kwargs, reduction, grad=None, losses=None, n_threads=0, o
                 if w is not None and np.ndim(w) == 0 and name == spec.operand:
                     w = np.asarray(w, x.dtype)
                 block, size = (None, 0) if w is None else weight_block(w, x.shape)
-                blocks.append(block)
-                args[name], args[f"{name}_len"] = ptr(block), size
-        args.update(grad=ptr(grad))
+                args[name], args[f"{name}_len"] = block, size
+        args.update(grad=grad)
         if with_hess:
-            args["hess"] = ptr(hess)
-        args.update(losses=ptr(losses), n=x.size)
+            args["hess"] = hess
+        args.update(losses=losses, n=x.size)
     else:
         shape = x.shape if x.ndim > 1 else (1,) + x.shape
-        args.update(weight=ptr(kwargs.get("weight")), grad=ptr(grad))
+        w = kwargs.get("weight")
+        args.update(weight=None if w is None else np.ascontiguousarray(w), grad=grad)
         if with_hess:
-            args["hess"] = ptr(hess)
-        args.update(losses=ptr(losses), N=shape[0], C=shape[1])
+            args["hess"] = hess
+        args.update(losses=losses, N=shape[0], C=shape[1])
         if spec.max_input_dims != 2:
             args["K"] = math.prod(shape[2:])
         if spec.ignore_index and not probabilities:
@@ -128,8 +159,18 @@ def call_c(loss, x, t, kwargs, reduction, grad=None, losses=None, n_threads=0, o
         policy = kwargs.get("hessian", spec.hessian_policy)
         args["hessian"] = 0.0 if policy == "exact" else float(policy)
     args.update(reduction=reduction, n_threads=n_threads)
+    return c_kernel_name(loss, x.dtype, probabilities, with_hess), args
+
+
+def call_c(loss, x, t, kwargs, reduction, grad=None, losses=None, n_threads=0, override=(), hess=False):
+    """Call the loss's C kernel as ``c_call`` says; ``override`` replaces C arguments by
+    name (for the error tests)."""
+    spec = BY_NAME[loss]
+    probabilities = spec.probability_target and np.asarray(t).dtype.kind == "f"
+    _, args = c_call(loss, x, t, kwargs, reduction, grad, losses, n_threads, hess)
     args.update(dict(override))
-    return c_kernel(loss, x.dtype, probabilities, with_hess)(*args.values())
+    values = [ptr(v) if isinstance(v, np.ndarray) else v for v in args.values()]
+    return c_kernel(loss, x.dtype, probabilities, hess is not False)(*values)
 
 
 def loss_shape(spec, x):
@@ -143,7 +184,7 @@ CASES = one_case_per_param_set()
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
 @pytest.mark.parametrize("case", CASES, ids=str)
-def test_c_kernel_equals_python_api(case, dtype):
+def test_c_kernel_equals_python_api(case, dtype, c_source):
     x, t, kwargs = case.generate(dtype)
     x = np.ascontiguousarray(x)
     t = np.ascontiguousarray(t)
@@ -168,7 +209,7 @@ def test_c_kernel_equals_python_api(case, dtype):
 
 @pytest.mark.parametrize("n_threads", [1, 2, 3, 5000])
 @pytest.mark.parametrize("loss", ["mse_loss", "binary_cross_entropy_with_logits", "cross_entropy"])
-def test_c_kernel_threads_and_in_place(loss, n_threads):
+def test_c_kernel_threads_and_in_place(loss, n_threads, c_source):
     rng = np.random.default_rng(7)
     if loss == "cross_entropy":
         x = rng.normal(size=(30_000, 10)).astype(np.float32)
@@ -236,7 +277,7 @@ def _valid_operands(loss, dtype):
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
 @pytest.mark.parametrize("loss", [s.name for s in LOSSES])
-def test_bad_arguments_return_nan_and_write_nothing(loss, dtype):
+def test_bad_arguments_return_nan_and_write_nothing(loss, dtype, c_source):
     spec = BY_NAME[loss]
     x, t = _valid_operands(loss, dtype)
     bad = [(what, x, t, o) for what, o in _error_overrides(spec, x, t)]
@@ -260,7 +301,7 @@ PARAM_CANDIDATES = {float: [-math.inf, -1.0, -0.0, 0.0, 5e-324, 0.5, 1.0, 1.5, 2
 
 
 @pytest.mark.parametrize("loss", [s.name for s in LOSSES if s.params])
-def test_parameter_domains_are_the_registry_ones(loss):
+def test_parameter_domains_are_the_registry_ones(loss, c_source):
     """The C level restates each parameter's domain for nogil code (kernels.pyx: params_ok):
     it must refuse exactly the values the registry's rule refuses."""
     spec = BY_NAME[loss]
@@ -271,7 +312,7 @@ def test_parameter_domains_are_the_registry_ones(loss):
             assert math.isnan(got) == (not p.valid(value)), f"{p.name} = {value}: C level returned {got}"
 
 
-def test_empty_inputs_follow_the_python_api():
+def test_empty_inputs_follow_the_python_api(c_source):
     x = np.zeros(0, np.float64)
     assert math.isnan(call_c("mse_loss", x, x.copy(), {}, MEAN))  # mean of nothing
     assert call_c("mse_loss", x, x.copy(), {}, SUM) == 0.0
@@ -280,7 +321,7 @@ def test_empty_inputs_follow_the_python_api():
     assert f(None, None, None, 0, None, None, 0, SUM, 0) == 0.0
 
 
-def test_class_weight_and_ignore_index():
+def test_class_weight_and_ignore_index(c_source):
     rng = np.random.default_rng(3)
     x = rng.normal(size=(50, 4, 3))
     t = rng.integers(0, 4, (50, 3))
@@ -321,7 +362,7 @@ def test_c_kernel_in_a_forked_child(tmp_path):
 
 @pytest.mark.parametrize("weight_value", [1e-45, 1e-40, 3e38], ids=["subnormal", "tiny", "huge"])
 @pytest.mark.parametrize("loss", ["mse_loss", "hinge_loss", "cross_entropy", "nll_loss"])
-def test_extreme_weight_sums_give_the_python_bits(loss, weight_value):
+def test_extreme_weight_sums_give_the_python_bits(loss, weight_value, c_source):
     """Weights whose sum makes 1 / sum not a normal float32 (subnormal sums; sums beyond the
     float32 range) are rescaled by a power of two at the C level as in the Python API, so the
     C level still gives the Python API's bits (it gave inf gradients before)."""
@@ -348,7 +389,7 @@ def test_extreme_weight_sums_give_the_python_bits(loss, weight_value):
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
 @pytest.mark.parametrize("case", CASES, ids=str)
-def test_c_grad_hess_kernel_equals_python_api(case, dtype):
+def test_c_grad_hess_kernel_equals_python_api(case, dtype, c_source):
     x, t, kwargs = case.generate(dtype)
     x, t = np.ascontiguousarray(x), np.ascontiguousarray(t)
     fn = getattr(API, case.loss + "_grad_hess")
@@ -367,7 +408,7 @@ def test_c_grad_hess_kernel_equals_python_api(case, dtype):
 
 
 @pytest.mark.parametrize("name", [s.name for s in LOSSES])
-def test_c_grad_hess_refusals_write_nothing(name):
+def test_c_grad_hess_refusals_write_nothing(name, c_source):
     case = next(c for c in CASES if c.loss == name)
     x, t, kwargs = case.generate(np.float64)
     x, t = np.ascontiguousarray(x), np.ascontiguousarray(t)

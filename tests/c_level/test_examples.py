@@ -1,5 +1,6 @@
 """The worked examples of examples/ build against the installed fastloss with the system C
-compiler, run, and agree with the Python API bit for bit.
+compiler, run, and agree with the Python API bit for bit: the C program on libfastloss (from
+the package and from CMake), the C program embedding Python, the Cython extension.
 
 Skipped only when there is no C compiler (CI has one)."""
 
@@ -63,15 +64,40 @@ def run(cmd, **kw):
 # --------------------------------------------------------------------------- the C program
 
 
-@pytest.fixture(scope="module")
-def c_demo_output(tmp_path_factory):
+def build_demo(how: str, where: Path) -> Path:
+    """The C example built as the README says: "embedded" (examples/c_program: Python
+    embedded, fastloss.h), "wheel" (examples/c_library against the package's libfastloss,
+    python -m fastloss config) or "cmake" (examples/c_library's CMake project on the
+    CMake-installed libfastloss)."""
+    exe = where / "fastloss_demo"
+    if how == "embedded":
+        source = EXAMPLES / "c_program" / "fastloss_demo.c"
+        run([CC, "-std=c11", "-O2", "-Wall", "-Wextra", "-Werror", str(source),
+             f"-I{fastloss.get_include()}", *embed_flags(), "-o", str(exe)])
+    elif how == "wheel":
+        flags = run([sys.executable, "-m", "fastloss", "config", "--cflags", "--libs"]).split()
+        run([CC, "-std=c11", "-O2", "-Wall", "-Wextra", "-Werror",
+             str(EXAMPLES / "c_library" / "fastloss_demo.c"), *flags, "-o", str(exe)])
+    else:
+        from libfastloss_builds import cmake, cmake_install
+
+        run([cmake(), "-S", str(EXAMPLES / "c_library"), "-B", str(where / "build"),
+             f"-DCMAKE_PREFIX_PATH={cmake_install()}", "-DCMAKE_C_FLAGS=-Wall -Wextra -Werror"])
+        run([cmake(), "--build", str(where / "build")])
+        exe = where / "build" / "fastloss_demo"
+    return exe
+
+
+@pytest.fixture(scope="module", params=["embedded", "wheel", "cmake"])
+def c_demo_output(tmp_path_factory, request):
     if CC is None:
         pytest.skip("no C compiler on this machine")
-    exe = tmp_path_factory.mktemp("c_program") / "fastloss_demo"
-    source = EXAMPLES / "c_program" / "fastloss_demo.c"
-    run([CC, "-std=c11", "-O2", "-Wall", "-Wextra", "-Werror", str(source),
-         f"-I{fastloss.get_include()}", *embed_flags(), "-o", str(exe)])
-    lines = run([str(exe)]).splitlines()
+    exe = build_demo(request.param, tmp_path_factory.mktemp("c_program"))
+    # the libfastloss programs run with no Python in their environment, nor linked
+    env = None if request.param == "embedded" else {"PATH": "/usr/bin:/bin"}
+    if env is not None:
+        assert "libpython" not in run(["ldd", str(exe)])
+    lines = run([str(exe)], env=env).splitlines()
     return {line.split()[0]: line.split()[1:] for line in lines}
 
 
