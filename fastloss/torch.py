@@ -322,7 +322,10 @@ def _make_eager(spec: Loss):
     name, sign = spec.name, residual_sign(spec)
 
     def forward(ctx, x, target, kwargs, reduction):
-        loss, grad = FUNCTIONS[name][1](x.detach().numpy(), target.detach().numpy(), reduction=reduction, **kwargs)
+        # (.detach() only for what requires grad: .numpy() refuses it, and a detach costs
+        # about as much as the kernel on 1e3 elements)
+        loss, grad = FUNCTIONS[name][1](x.detach().numpy(), (target.detach() if target.requires_grad else target).numpy(),
+                                        reduction=reduction, **kwargs)
         grad = torch.from_numpy(grad)
         ctx.save_for_backward(grad, x)
         return _loss_tensor(loss, x.dtype)
@@ -381,7 +384,7 @@ def _forward(plan: _Plan, input, target, tensors: tuple, scalars: tuple, reducti
     if not ((dtype is _F32 or dtype is _F64) and (target_dtype is dtype or not elementwise)):
         dtype = _compute_dtype(plan.spec, input, target)
     grad_mode = torch.is_grad_enabled()
-    given = any(value is not None for value in tensors)
+    given = bool(tensors) and any(value is not None for value in tensors)
     if grad_mode:
         if given:
             for arg, value in zip(plan.tensor_names, tensors):
@@ -410,10 +413,14 @@ def _forward(plan: _Plan, input, target, tensors: tuple, scalars: tuple, reducti
                    for arg, value in zip(plan.tensor_names, tensors)]
     if not (type(x) is _Tensor and type(target) is _Tensor and _eager() and not _wrapped(x) and not _wrapped(target)):
         return plan.op(x, target, *tensors, *scalars, reduction, want_grad)[0]
-    kwargs = _kwargs(plan.tensor_names, tensors, plan.scalar_names, scalars) if given or scalars else _NO_KWARGS
+    if given:
+        kwargs = _kwargs(plan.tensor_names, tensors, plan.scalar_names, scalars)
+    else:  # (the scalars as passed, as _kwargs gives them)
+        kwargs = dict(zip(plan.scalar_names, scalars)) if scalars else _NO_KWARGS
     if want_grad:
         return plan.apply(x, target, kwargs, reduction)
-    loss = FUNCTIONS[name][0](x.detach().numpy(), target.detach().numpy(), reduction=reduction, **kwargs)
+    loss = FUNCTIONS[name][0]((x.detach() if x.requires_grad else x).numpy(),
+                              (target.detach() if target.requires_grad else target).numpy(), reduction=reduction, **kwargs)
     return _loss_tensor(loss, dtype)
 
 
