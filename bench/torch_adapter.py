@@ -20,7 +20,7 @@ each size (elements; a class loss has n / C samples), in float32 and bfloat16, o
 
 A bfloat16 input keeps a bfloat16 (float) target, as a user would have it; PyTorch computes
 in bfloat16 (its loss a bfloat16), fastloss in float32 (its loss a float32, its gradient
-bfloat16). A compiled function is compiled once per loss and dtype (``dynamic=True``: the
+bfloat16). A compiled function is compiled once per loss (variant) and dtype (``dynamic=True``: the
 sizes share the graph unless a guard asks again, e.g. a size of 1); its compile time is the
 first calls' time, reported apart (``compile`` table) with the number of graphs compiled.
 
@@ -96,7 +96,11 @@ class Compiled:
     the time of the first call at each size (beyond that call's own time, a few us to ms)."""
 
     def __init__(self, torch, fn):
-        self.fn = torch.compile(fn, dynamic=True, fullgraph=True)
+        # a wrapper with its own code object: dynamo caches graphs per code object (at most
+        # 8), and a shared one would make every loss and dtype a recompile of the last
+        namespace = {"fn": fn}
+        exec("def compiled(x, t):\n    return fn(x, t)\n", namespace)
+        self.fn = torch.compile(namespace["compiled"], dynamic=True, fullgraph=True)
         self.first_calls_s = 0.0
         self.sizes_seen = set()
         self.graphs = 0
@@ -166,7 +170,7 @@ def loss_part(torch, specs, sizes, compile_, seed, out):
                         if key.startswith("c("):
                             if not compile_:
                                 continue
-                            ckey = (key, spec.name, dtype)
+                            ckey = (key, variant.label, dtype)
                             if ckey not in compiled:
                                 compiled[ckey] = Compiled(torch, fns[base])
                             comp = compiled[ckey]
@@ -213,13 +217,13 @@ def loss_part(torch, specs, sizes, compile_, seed, out):
         print("| loss | dtype | c(F) | c(F) graphs | c(flt) | c(flt) graphs |")
         print("|---|---|---|---|---|---|")
         comp_rows = []
-        for spec in specs:
+        for label in dict.fromkeys(v.label for spec in specs for v in cases.variants_of(spec)):
             for dtype in DTYPES:
-                f_c, l_c = compiled.get(("c(F)", spec.name, dtype)), compiled.get(("c(flt)", spec.name, dtype))
+                f_c, l_c = compiled.get(("c(F)", label, dtype)), compiled.get(("c(flt)", label, dtype))
                 cells = [(f"{c.first_calls_s:.1f} s", str(c.graphs)) if c else ("-", "-")
                          for c in (f_c, l_c)]
-                print(f"| {spec.name} | {dtype} | {cells[0][0]} | {cells[0][1]} | {cells[1][0]} | {cells[1][1]} |")
-                comp_rows.append({"loss": spec.name, "dtype": dtype,
+                print(f"| {label} | {dtype} | {cells[0][0]} | {cells[0][1]} | {cells[1][0]} | {cells[1][1]} |")
+                comp_rows.append({"variant": label, "dtype": dtype,
                                   "cF_first_calls_s": f_c.first_calls_s if f_c else None,
                                   "cF_graphs": f_c.graphs if f_c else None,
                                   "cflt_first_calls_s": l_c.first_calls_s if l_c else None,
