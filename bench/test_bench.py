@@ -131,3 +131,19 @@ def test_torch_adapter_script_compile(tmp_path):
     assert [(r["elements"], r["dtype"]) for r in rows] == [(1000, "float32"), (1000, "bfloat16")]
     assert all(set(r["median_s"]) == {"F", "c(F)", "flt", "c(flt)"} and all(r["agrees"].values()) for r in rows)
     assert all(r["cflt_graphs"] >= 1 and r["cF_graphs"] >= 1 for r in result["compile_rows"])
+
+
+def test_torch_overhead_script_quick():
+    """bench/torch_overhead.py --quick (in a subprocess: it sets the thread counts): the five
+    calls timed, F the unit."""
+    pytest.importorskip("torch")
+    import os
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, str(SCRIPTS / "torch_overhead.py"), "--quick"],
+                          capture_output=True, text=True, timeout=600, env=os.environ.copy())
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = [line.split("|")[1:-1] for line in proc.stdout.splitlines() if line.startswith("| ") and "us" not in line]
+    assert [r[0].strip() for r in rows] == ["F", "flt", "Function", "kernel", "floor"]
+    assert rows[0][2].strip() == "1.00" and all(float(r[1]) > 0 for r in rows)

@@ -22,7 +22,9 @@ A bfloat16 input keeps a bfloat16 (float) target, as a user would have it; PyTor
 in bfloat16 (its loss a bfloat16), fastloss in float32 (its loss a float32, its gradient
 bfloat16). A compiled function is compiled once per loss (variant) and dtype (``dynamic=True``: the
 sizes share the graph unless a guard asks again, e.g. a size of 1); its compile time is the
-first calls' time, reported apart (``compile`` table) with the number of graphs compiled.
+first calls' time, reported apart (``compile`` table) with the number of graphs compiled;
+Inductor's on-disk cache makes a second run's compiles much shorter (0.7 s against 11.6 s
+median for ``c(F)`` here).
 
 Every implementation's loss and gradient are checked against fastloss.torch's eager result
 before timing (float32: ``fastloss.bench.runners.agrees``; bfloat16: the loss within 1%,
