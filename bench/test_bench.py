@@ -85,3 +85,65 @@ def test_loss(benchmark, variant, n, dtype, impl):
     benchmark.extra_info.update(elements=int(x.size), bytes_fused=kernel_bytes(variant, x, t),
                                 threads=THREADS, implementation=impl)
     benchmark(runner.call)
+
+
+# --------------------------------------------------------------------------- the scripts
+
+SCRIPTS = __import__("pathlib").Path(__file__).parent
+
+
+def _run_script(name, *args, tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "out.json"
+    proc = subprocess.run([sys.executable, str(SCRIPTS / name), *args, "--json", str(out)],
+                          capture_output=True, text=True, timeout=600, env=os.environ.copy())
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout, json.loads(out.read_text())
+
+
+def test_torch_adapter_script_quick(tmp_path):
+    """bench/torch_adapter.py --quick: every loss torch.nn.functional has, eager, agreeing
+    with PyTorch (no '!'), and the training step."""
+    pytest.importorskip("torch")
+    stdout, result = _run_script("torch_adapter.py", "--quick", "--sizes", "1e3", tmp_path=tmp_path)
+    import fastloss.torch as flt
+    from fastloss._registry import LOSSES
+
+    names = {spec.name for spec in LOSSES if flt.signature_of(spec)[1] == "torch.nn.functional"}
+    assert {row["loss"] for row in result["loss_rows"]} == names
+    assert all(all(row["agrees"].values()) for row in result["loss_rows"]), stdout
+    assert " !" not in stdout
+    assert [row["loss"] for row in result["training_rows"]] == ["cross_entropy", "mse_loss", "huber_loss"]
+    assert all(row["agrees"] for row in result["training_rows"])
+    assert "load at start: loadavg" in stdout and "load at end: loadavg" in stdout
+
+
+def test_torch_adapter_script_compile(tmp_path):
+    """bench/torch_adapter.py --compile: one loss compiled (the slow part: one compile each)."""
+    pytest.importorskip("torch")
+    stdout, result = _run_script("torch_adapter.py", "--quick", "--compile", "--sizes", "1e3", "--losses", "mse_loss",
+                                 "--no-training", tmp_path=tmp_path)
+    rows = result["loss_rows"]
+    assert [(r["elements"], r["dtype"]) for r in rows] == [(1000, "float32"), (1000, "bfloat16")]
+    assert all(set(r["median_s"]) == {"F", "c(F)", "flt", "c(flt)"} and all(r["agrees"].values()) for r in rows)
+    assert all(r["cflt_graphs"] >= 1 and r["cF_graphs"] >= 1 for r in result["compile_rows"])
+
+
+def test_torch_overhead_script_quick():
+    """bench/torch_overhead.py --quick (in a subprocess: it sets the thread counts): the five
+    calls timed, F the unit."""
+    pytest.importorskip("torch")
+    import os
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, str(SCRIPTS / "torch_overhead.py"), "--quick"],
+                          capture_output=True, text=True, timeout=600, env=os.environ.copy())
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = [line.split("|")[1:-1] for line in proc.stdout.splitlines() if line.startswith("| ") and "us" not in line]
+    assert [r[0].strip() for r in rows] == ["F", "flt", "Function", "kernel", "floor"]
+    assert rows[0][2].strip() == "1.00" and all(float(r[1]) > 0 for r in rows)

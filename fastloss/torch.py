@@ -201,13 +201,39 @@ class _NoDoubleBackward(torch.autograd.Function):
                            "second-order derivatives")
 
 
+def _input_grads(name: str, sign: int, grad, input, grad_loss, needs, eager: bool):
+    """The backward of both forms (the custom operator's and the eager autograd.Function's):
+    (input's gradient, target's gradient), each None unless ``needs`` asks for it: the saved
+    fused gradient times ``grad_output`` (per sample for "none" of a class loss: one
+    grad_output per sample, broadcast over the classes), the target's minus the input's for a
+    loss of the residual (``sign``). With ``create_graph=True`` the result is a graph whose
+    own backward refuses (double backward: a clear error).
+
+    ``eager``: a scalar ``grad_output`` of 1 (``loss.backward()``) returns the saved gradient
+    as it is (no pass over it; ``grad * 1`` has the same bits). Safe: while the graph holds it
+    (retain_graph=True), autograd neither steals it for .grad nor adds into it (both need the
+    last reference), and an in-place change by a user who gets it (torch.autograd.grad) fails
+    the saved tensor's version check on a second backward; once the graph has freed it,
+    nothing else holds it. Not for the operator: torch.compile traces its backward, where
+    grad_output's value is not known."""
+    create_graph = torch.is_grad_enabled()
+    if grad_loss.dim() == 0:
+        g = grad if eager and not create_graph and grad_loss.item() == 1.0 else grad * grad_loss
+    elif grad.dim() > grad_loss.dim():  # "none" of a class loss: one grad_output per sample
+        g = grad * grad_loss.unsqueeze(1)
+    else:
+        g = grad * grad_loss
+    if create_graph:  # create_graph=True: a graph whose own backward refuses
+        g = _NoDoubleBackward.apply(g, input, name)
+    return g if needs[0] else None, -g if sign and needs[1] else None
+
+
 def _make_backward(spec: Loss, arg_names: list[str]):
     sign = residual_sign(spec)
     n_args = len(arg_names)
 
     def setup_context(ctx, inputs, output):
         ctx.save_for_backward(output[1], inputs[0])
-        ctx.reduction = inputs[arg_names.index("reduction")]
         ctx.want_grad = inputs[-1]
         ctx.mark_non_differentiable(output[1])
 
@@ -216,17 +242,9 @@ def _make_backward(spec: Loss, arg_names: list[str]):
         if not ctx.want_grad:  # (only a direct call of the operator with want_grad=False)
             raise RuntimeError(f"torch.ops.fastloss.{spec.name}: no fused gradient was computed "
                                f"(want_grad=False); call fastloss.torch.{spec.name}")
-        scale = grad_loss
-        if ctx.reduction == "none" and spec.kind == "classes" and grad.dim() > 1:
-            scale = grad_loss.unsqueeze(1)
-        g = grad * scale
-        if torch.is_grad_enabled():  # create_graph=True: a graph whose own backward refuses
-            g = _NoDoubleBackward.apply(g, input, spec.name)
+        # (traced by torch.compile: no look at grad_loss's value, so never the saved tensor itself)
         grads = [None] * n_args
-        if ctx.needs_input_grad[0]:
-            grads[0] = g
-        if ctx.needs_input_grad[1]:
-            grads[1] = -g if sign else None
+        grads[0], grads[1] = _input_grads(spec.name, sign, grad, input, grad_loss, ctx.needs_input_grad, False)
         return tuple(grads)
 
     return setup_context, backward
@@ -304,30 +322,17 @@ def _make_eager(spec: Loss):
     name, sign = spec.name, residual_sign(spec)
 
     def forward(ctx, x, target, kwargs, reduction):
-        loss, grad = FUNCTIONS[name][1](x.detach().numpy(), target.detach().numpy(), reduction=reduction, **kwargs)
+        # (.detach() only for what requires grad: .numpy() refuses it, and a detach costs
+        # about as much as the kernel on 1e3 elements)
+        loss, grad = FUNCTIONS[name][1](x.detach().numpy(), (target.detach() if target.requires_grad else target).numpy(),
+                                        reduction=reduction, **kwargs)
         grad = torch.from_numpy(grad)
         ctx.save_for_backward(grad, x)
         return _loss_tensor(loss, x.dtype)
 
     def backward(ctx, grad_loss):
         grad, x = ctx.saved_tensors
-        create_graph = torch.is_grad_enabled()
-        if grad_loss.dim() == 0:
-            # loss.backward(): grad_output is 1, and the saved gradient is the input's as it
-            # is (no pass over it). Returning the saved tensor itself is safe: while the graph
-            # holds it (retain_graph=True), autograd neither steals it for .grad nor adds into
-            # it (both need the last reference), and an in-place change by a user who gets it
-            # (torch.autograd.grad) fails the saved tensor's version check on a second
-            # backward; once the graph has freed it, nothing else holds it.
-            g = grad if not create_graph and grad_loss.item() == 1.0 else grad * grad_loss
-        elif grad.dim() > grad_loss.dim():  # "none" of a class loss: one grad_output per sample
-            g = grad * grad_loss.unsqueeze(1)
-        else:
-            g = grad * grad_loss
-        if create_graph:  # create_graph=True: a graph whose own backward refuses
-            g = _NoDoubleBackward.apply(g, x, name)
-        needs = ctx.needs_input_grad
-        return g if needs[0] else None, -g if sign and needs[1] else None, None, None
+        return (*_input_grads(name, sign, grad, x, grad_loss, ctx.needs_input_grad, True), None, None)
 
     cls = type(f"{name}_backward", (torch.autograd.Function,),
                {"forward": staticmethod(forward), "backward": staticmethod(backward),
@@ -379,7 +384,7 @@ def _forward(plan: _Plan, input, target, tensors: tuple, scalars: tuple, reducti
     if not ((dtype is _F32 or dtype is _F64) and (target_dtype is dtype or not elementwise)):
         dtype = _compute_dtype(plan.spec, input, target)
     grad_mode = torch.is_grad_enabled()
-    given = any(value is not None for value in tensors)
+    given = bool(tensors) and any(value is not None for value in tensors)
     if grad_mode:
         if given:
             for arg, value in zip(plan.tensor_names, tensors):
@@ -408,10 +413,14 @@ def _forward(plan: _Plan, input, target, tensors: tuple, scalars: tuple, reducti
                    for arg, value in zip(plan.tensor_names, tensors)]
     if not (type(x) is _Tensor and type(target) is _Tensor and _eager() and not _wrapped(x) and not _wrapped(target)):
         return plan.op(x, target, *tensors, *scalars, reduction, want_grad)[0]
-    kwargs = _kwargs(plan.tensor_names, tensors, plan.scalar_names, scalars) if given or scalars else _NO_KWARGS
+    if given:
+        kwargs = _kwargs(plan.tensor_names, tensors, plan.scalar_names, scalars)
+    else:  # (the scalars as passed, as _kwargs gives them)
+        kwargs = dict(zip(plan.scalar_names, scalars)) if scalars else _NO_KWARGS
     if want_grad:
         return plan.apply(x, target, kwargs, reduction)
-    loss = FUNCTIONS[name][0](x.detach().numpy(), target.detach().numpy(), reduction=reduction, **kwargs)
+    loss = FUNCTIONS[name][0]((x.detach() if x.requires_grad else x).numpy(),
+                              (target.detach() if target.requires_grad else target).numpy(), reduction=reduction, **kwargs)
     return _loss_tensor(loss, dtype)
 
 
