@@ -302,3 +302,17 @@ def test_many_threads_on_the_openmp_library(generated, prefix, tmp_path):
     run([CC, "-std=c11", *STRICT, "-O1", "-pthread", HERE / "programs" / "threads.c", f"-I{prefix / 'include'}",
          f"-L{library_dir(prefix)}", f"-Wl,-rpath,{library_dir(prefix)}", "-lfastloss", "-lm", "-o", exe])
     assert "mismatches 0" in run_bare(exe)
+
+
+@pytest.mark.parametrize("source", ["wheel", "cmake"])
+def test_fork_after_a_parallel_call(prefix, tmp_path, source):
+    """A child forked after a parallel call runs the same call (on one thread: the fork
+    handler the library registers when loaded) and gets the same bits, without hanging."""
+    if source == "wheel":
+        flags = run([sys.executable, "-m", "fastloss", "config", "--cflags", "--libs"]).split()
+    else:
+        lib = library_dir(prefix)
+        flags = [f"-I{prefix / 'include'}", f"-L{lib}", f"-Wl,-rpath,{lib}", "-lfastloss"]
+    exe = tmp_path / "fork"
+    run([CC, "-std=gnu11", *STRICT, "-O1", HERE / "programs" / "fork.c", *flags, "-o", exe])
+    assert "openmp 1 child exit 0" in run_bare(exe)
