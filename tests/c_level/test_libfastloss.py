@@ -284,8 +284,7 @@ def test_program_with_find_package(generated, prefix, tmp_path, language, target
 def test_many_threads_under_thread_sanitizer(tmp_path):
     """programs/threads.c against a thread-sanitised static libfastloss (the serial build:
     GNU libgomp is not instrumented, so an OpenMP build would only report its internals)."""
-    tsan = cmake_install(FASTLOSS_SANITIZE="thread", FASTLOSS_OPENMP="OFF", FASTLOSS_SIMD_DISPATCH="OFF",
-                         FASTLOSS_BUILD_SHARED="OFF", CMAKE_BUILD_TYPE="RelWithDebInfo")
+    tsan = tsan_library()
     exe = tmp_path / "threads"
     run([CC, "-std=c11", *STRICT, "-O1", "-g", "-fsanitize=thread", "-pthread", HERE / "programs" / "threads.c",
          f"-I{tsan / 'include'}", library_dir(tsan) / "libfastloss.a", "-lstdc++", "-lm", "-o", exe])
@@ -316,3 +315,35 @@ def test_fork_after_a_parallel_call(prefix, tmp_path, source):
     exe = tmp_path / "fork"
     run([CC, "-std=gnu11", *STRICT, "-O1", HERE / "programs" / "fork.c", *flags, "-o", exe])
     assert "openmp 1 child exit 0" in run_bare(exe)
+
+
+def tsan_library() -> Path:
+    """The thread-sanitised build: serial (no OpenMP), baseline instruction set, static."""
+    return cmake_install(FASTLOSS_SANITIZE="thread", FASTLOSS_OPENMP="OFF", FASTLOSS_SIMD_DISPATCH="OFF",
+                         FASTLOSS_BUILD_SHARED="OFF", CMAKE_BUILD_TYPE="RelWithDebInfo")
+
+
+def test_serial_baseline_build_gives_the_python_bits(generated, tmp_path):
+    """The library built without OpenMP and without the AVX2/AVX-512 kernels (and sanitised)
+    gives, for every kernel, the bits of the Python API capped at the same instruction set
+    (FASTLOSS_SIMD=baseline, computed in a child process): OpenMP is optional, results do
+    not depend on it."""
+    import pickle
+
+    source, _ = generated
+    tsan = tsan_library()
+    expected_file = tmp_path / "expected.pickle"
+    script = ("import pickle, sys; import test_libfastloss as m; "
+              f"pickle.dump(m.calls(), open({str(expected_file)!r}, 'wb'))")
+    tests = HERE.parent
+    env = dict(os.environ, FASTLOSS_SIMD="baseline",
+               PYTHONPATH=os.pathsep.join([str(tests / "support"), str(HERE)]))
+    run([sys.executable, "-c", script], env=env)
+    with open(expected_file, "rb") as f:
+        baseline_calls = pickle.load(f)
+    exe = tmp_path / "every_kernel"
+    run([CC, "-std=c11", *STRICT, "-O0", "-fsanitize=thread", source, f"-I{tsan / 'include'}",
+         library_dir(tsan) / "libfastloss.a", "-lstdc++", "-lm", "-o", exe])
+    out = run([exe], env=dict(BARE_ENV, TSAN_OPTIONS="halt_on_error=1 exitcode=66"))
+    assert "openmp 0" in out.splitlines()[0] and "baseline" in out.splitlines()[0]
+    check_output(out, baseline_calls)
