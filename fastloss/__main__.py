@@ -40,6 +40,16 @@ def _chosen(text, allowed, what):
     return tuple(dict.fromkeys(chosen))
 
 
+def _load(text):
+    try:
+        n = int(text)
+    except ValueError:
+        n = -1
+    if not 0 <= n <= 256:
+        raise argparse.ArgumentTypeError(f"--load takes a number of busy processes from 0 to 256, got {text!r}")
+    return n
+
+
 def _losses(text):
     return _chosen(text, [loss.name for loss in LOSSES], "loss")
 
@@ -116,6 +126,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="also write every row and the machine facts as JSON")
     bench.add_argument("--plot", metavar="FILE.png", dest="plot_path",
                        help="also plot speed-up over NumPy and bandwidth share (needs matplotlib)")
+    bench.add_argument("--load", type=_load, default=0, metavar="N",
+                       help="run N busy processes beside the bench (N = the core count: every core "
+                            "shared), to measure the contended case")
     bench.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
     sub.add_parser("info", help="version, backend, OpenMP, threads, SIMD level",
                    description="Show fastloss's version, backend, OpenMP, threads and SIMD "
@@ -204,7 +217,7 @@ def main(argv=None) -> int:
 
     config = core.Config(losses=args.losses, sizes=args.sizes, dtypes=args.dtypes,
                          threads=args.threads, against=args.against, quick=args.quick,
-                         json_path=args.json_path, plot_path=args.plot_path, seed=args.seed,
+                         json_path=args.json_path, plot_path=args.plot_path, seed=args.seed, load=args.load,
                          command=shlex.join(["python", "-m", "fastloss", *argv]))
     result = core.run(config)
     print(core.format_report(result), flush=True)

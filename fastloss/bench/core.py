@@ -35,6 +35,7 @@ costs in memory, including the returned gradient when there is no ``out=``.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import gc
 import importlib
@@ -43,6 +44,7 @@ import math
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import time
 import tracemalloc
@@ -99,6 +101,7 @@ class Config:
     json_path: str | None = None
     plot_path: str | None = None
     seed: int = 0
+    load: int = 0  # --load N: N busy processes beside the run (the contended case)
     command: str = ""  # the command line, for the report
     profile: Profile = field(init=False)
 
@@ -219,6 +222,32 @@ def other_load(seconds=0.15):
         return None
     busy = max(0.0, after[0] - before[0] - (own_after - own_before))
     return busy / (after[1] - before[1]) * (os.cpu_count() or 1)
+
+
+# One busy process of --load: a pure-Python spin that ends when its parent does (even when the
+# bench is killed: it checks its parent every few milliseconds), niceness unchanged.
+_SPIN = ("import os\nparent = os.getppid()\nwhile os.getppid() == parent:\n"
+         "    for _ in range(100000):\n        pass\n")
+
+
+@contextlib.contextmanager
+def synthetic_load(n: int):
+    """``--load N``: N processes that keep a CPU busy each for the whole run, the contended case
+    users' machines are in (a browser, data-loading workers, a shared CI runner). N = the
+    number of cores shares every core with one other runnable process."""
+    procs = []
+    try:
+        for _ in range(n):
+            procs.append(subprocess.Popen([sys.executable, "-c", _SPIN], stdin=subprocess.DEVNULL,
+                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        if procs:
+            time.sleep(0.3)  # started and spinning before anything is measured
+        yield procs
+    finally:
+        for proc in procs:
+            proc.kill()
+        for proc in procs:
+            proc.wait()
 
 
 def _median(values):
@@ -416,9 +445,15 @@ def run(config: Config, err=None) -> dict:
     plan = config.plan()
     threads = config.thread_counts()
     all_cores = usable_cores()
+    with synthetic_load(config.load):
+        return _run(config, err, wall0, variants, plan, threads, all_cores)
+
+
+def _run(config, err, wall0, variants, plan, threads, all_cores) -> dict:
     load_before = other_load()
     loaded, skipped = runners.load_competitors(config.baselines())
     machine = machine_facts(loaded)
+    machine["synthetic_load"] = config.load
 
     total = sum(len(_cases(v, plan)) * len(threads) for v in variants)
     progress = Progress(total, err)
@@ -635,6 +670,8 @@ def format_report(result: dict) -> str:
     if load.get("before") is not None:
         text = (f"other processes kept {load['before']:.2f} CPUs busy before the run, "
                 f"{load['after']:.2f} after")
+        if m.get("synthetic_load"):
+            text += f" ({m['synthetic_load']} of them busy processes started by --load)"
         if max(load["before"], load["after"] or 0) > 0.25:
             text += ("  WARNING: a busy machine: multi-threaded timings are unreliable "
                      "(a parallel region waits for a time slice on a busy core)")

@@ -422,6 +422,8 @@ def test_plot_without_matplotlib(monkeypatch, capsys, tmp_path):
     (["bench", "--plot", "out.txt"], "must end with .png"),
     (["bench", "--json", "/nonexistent/dir/b.json"], "does not exist"),
     (["info", "--quick"], "unrecognized arguments"),
+    (["bench", "--load", "-1"], "--load takes a number of busy processes from 0 to 256, got '-1'"),
+    (["bench", "--load", "many"], "--load takes a number of busy processes from 0 to 256, got 'many'"),
 ])
 def test_bad_options(argv, message, capsys):
     code, out, err = run_cli(argv, capsys)
@@ -442,8 +444,40 @@ def test_bad_options_from_the_shell():
 def test_help_lists_every_option(capsys):
     code, out, _ = run_cli(["bench", "--help"], capsys)
     assert code == 0
-    for option in ("--quick", "--losses", "--sizes", "--dtypes", "--threads", "--against", "--json", "--plot"):
+    for option in ("--quick", "--losses", "--sizes", "--dtypes", "--threads", "--against", "--json", "--plot",
+                   "--load"):
         assert option in out
+
+
+def test_load_runs_busy_processes_beside_the_bench(capsys, tmp_path):
+    """--load N: N busy processes for the whole run, said in the report and the JSON."""
+    path = tmp_path / "b.json"
+    code, out, _ = run_cli(TINY + ["--losses", "mse_loss", "--against", "numpy", "--load", "2",
+                                   "--json", str(path)], capsys)
+    assert code == 0
+    assert "2 of them busy processes started by --load" in out
+    import json
+
+    machine = json.loads(path.read_text())["machine"]
+    assert machine["synthetic_load"] == 2
+    assert machine["other_load_cpus"]["before"] > 1.0  # they were busy while it measured
+
+
+def test_load_processes_end_with_the_run_and_with_a_killed_parent():
+    with core.synthetic_load(2) as procs:
+        assert len(procs) == 2 and all(p.poll() is None for p in procs)
+    assert all(p.poll() is not None for p in procs)
+    # a bench killed outright (no finally) leaves no spinning orphan: each checks its parent
+    script = ("import sys, os; sys.path[:0] = sys.argv[1:]; from fastloss.bench import core\n"
+              "ctx = core.synthetic_load(1); procs = ctx.__enter__(); print(procs[0].pid, flush=True); os._exit(0)")
+    child = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    pid = int(child.stdout.split()[0])
+    import time
+
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and os.path.exists(f"/proc/{pid}"):
+        time.sleep(0.1)
+    assert not os.path.exists(f"/proc/{pid}") or "Z" in open(f"/proc/{pid}/stat").read().split()[2]
 
 
 def test_api_prints_the_installed_reference(capsys):
