@@ -29,7 +29,7 @@ LAYERS = {
     "_api": {"_registry", "kernels"},
     "numpy_backend": {"_numpy_kernels", "_api"},
     "__init__": {"_api", "_registry", "_cython_backend", "_numpy_kernels"},
-    "__main__": {"_registry", "bench"},
+    "__main__": {"_registry", "bench", "fastloss"},  # fastloss: `config` reads get_library()
     # The boosting adapters: the public functions (XGBoost and LightGBM themselves are
     # imported inside the factories, so importing the adapters needs neither), and, on the
     # compiled backend, the kernels' fast method for the gradient and Hessian without the
