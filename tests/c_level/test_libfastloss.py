@@ -292,6 +292,26 @@ def test_many_threads_under_thread_sanitizer(tmp_path):
     result = subprocess.run([str(exe)], capture_output=True, text=True, env=env, timeout=600)
     assert result.returncode == 0, f"exit {result.returncode}\n{result.stdout}\n{result.stderr[-5000:]}"
     assert "mismatches 0" in result.stdout
+    # and the sanitizer does catch a race in this setup (the same flags, a racy program)
+    racy = tmp_path / "racy.c"
+    racy.write_text(RACY)
+    run([CC, "-std=c11", "-O1", "-g", "-fsanitize=thread", "-pthread", racy, "-o", tmp_path / "racy"])
+    result = subprocess.run([str(tmp_path / "racy")], capture_output=True, text=True, env=env, timeout=120)
+    assert result.returncode == 66 and "data race" in result.stderr, result.stderr[-2000:]
+
+
+RACY = """#include <pthread.h>
+static long counter;
+static void* bump(void* arg) { for (int i = 0; i < 100000; ++i) counter += 1; return arg; }
+int main(void) {
+    pthread_t a, b;
+    pthread_create(&a, 0, bump, 0);
+    pthread_create(&b, 0, bump, 0);
+    pthread_join(a, 0);
+    pthread_join(b, 0);
+    return counter == 0;
+}
+"""
 
 
 def test_many_threads_on_the_openmp_library(generated, prefix, tmp_path):
