@@ -513,3 +513,25 @@ def test_the_pytorch_adapter_is_timed_against_torch(capsys, tmp_path):
     out = _benchmark_rows(TINY + ["--losses", "mse_loss", "--against", "torch_adapter", "--json", str(path2)], capsys)
     assert "flt.torch vs torch" not in out
     assert json.loads(path2.read_text())["rows"][0]["torch_adapter_vs_torch"] is None
+
+
+def test_config_prints_the_flags_of_the_packaged_c_library(capsys):
+    import fastloss
+
+    code, out, _ = run_cli(["config", "--cflags", "--libs", "--modversion"], capsys)
+    assert code == 0
+    libdir = os.path.dirname(fastloss.get_library())
+    assert out.split() == [fastloss.__version__, f"-I{fastloss.get_include()}", f"-L{libdir}",
+                           f"-Wl,-rpath,{libdir}", "-lfastloss"]
+    assert os.path.exists(os.path.join(fastloss.get_include(), "libfastloss.h"))
+
+
+def test_config_without_the_library_is_an_error(capsys, monkeypatch):
+    import fastloss
+
+    def missing():
+        raise FileNotFoundError("/x/lib/libfastloss.so does not exist: built without its C library")
+
+    monkeypatch.setattr(fastloss, "get_library", missing)
+    code, out, err = run_cli(["config", "--libs"], capsys)
+    assert code == 1 and out == "" and "does not exist" in err
