@@ -1,6 +1,6 @@
 """Per-call cost of fastloss.jax (a jax.pure_callback) against a jitted jax.numpy loss.
 
-    PYTHONPATH=. python bench/jax_overhead.py [--repeat 200] [--threads N]
+    PYTHONPATH=. python bench/jax_overhead.py [--repeat 200] [--threads N] [--callback pure]
 
 Times ``jax.jit(jax.value_and_grad(loss))`` per call (median of ``--repeat`` calls, each
 blocked until its result is ready), float32, at 10 (the fixed cost alone), 1e3 and 1e6
@@ -55,11 +55,16 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeat", type=int, default=200)
     parser.add_argument("--threads", type=int, default=None, help="fastloss.set_num_threads (default: OpenMP's)")
+    parser.add_argument("--callback", choices=("default", "pure"), default="default",
+                        help="pure: fastloss.jax's jax.pure_callback path (older JAX) instead of buffer_callback")
     args = parser.parse_args()
     fastloss.set_num_threads(args.threads)
+    if args.callback == "pure":
+        flj._BUFFER_CALLBACK = None
+    callback = "buffer_callback" if flj._BUFFER_CALLBACK is not None else "pure_callback"
     print(f"jax {jax.__version__}, fastloss {fastloss.__version__} ({fastloss.get_backend()}, "
-          f"{fastloss.get_num_threads()} threads); jit(value_and_grad(loss)) per call, float32, median "
-          f"of {args.repeat}")
+          f"{fastloss.get_num_threads()} threads, {callback}); jit(value_and_grad(loss)) per call, float32, "
+          f"median of {args.repeat}")
     print(f"{'loss':<14} {'elements':>9} {'fastloss.jax':>13} {'jax.numpy':>11} {'ratio':>6}")
     rng = np.random.default_rng(0)
     for name, ref in (("cross_entropy", cross_entropy), ("mse_loss", mse_loss)):

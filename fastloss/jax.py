@@ -9,13 +9,17 @@ arrays (or anything ``jnp.asarray`` takes) and returns a JAX array:
 
 - signature: the NumPy API's, ``fastloss.NAME(input, target, *, <parameters>, reduction)``
   without ``n_threads`` (the thread count is ``fastloss.set_num_threads``'s).
-- one ``jax.custom_vjp`` per call site over the fused kernel: the forward pass is one
-  ``jax.pure_callback`` of ``fastloss.NAME_grad`` returning the loss and the gradient
-  together; the backward pass is the saved gradient times the cotangent (per element for
-  "none" of elementwise losses, per sample for "none" of class losses), nothing recomputed.
-  Without differentiation (a plain ``jax.jit``) the callback is ``fastloss.NAME`` alone.
-  Outside every transformation (concrete arrays, no tracer) the call is fastloss itself on
-  zero-copy NumPy views of the arrays, with no callback.
+- one ``jax.custom_vjp`` per static signature over the fused kernel: the forward pass is one
+  callback of ``fastloss.NAME_grad`` returning the loss and the gradient together; the
+  backward pass is the saved gradient times the cotangent (per element for "none" of
+  elementwise losses, per sample for "none" of class losses), nothing recomputed. Without
+  differentiation (a plain ``jax.jit``) the callback is ``fastloss.NAME`` alone. Outside
+  every transformation (concrete arrays, no tracer) the call is fastloss itself on zero-copy
+  NumPy views of the arrays, with no callback.
+- the callback: ``jax.experimental.buffer_callback`` where JAX has it (experimental; in jax 0.10.2):
+  fastloss reads XLA's input buffers in place and writes the gradient into XLA's output
+  buffer (``out=``), no copies; ``jax.pure_callback`` otherwise (older JAX: the arguments
+  are placed as CPU arrays and the results copied back). Same bits either way.
 - transformations: ``jax.jit``, ``jax.grad`` / ``jax.vjp`` / ``value_and_grad`` (reverse
   mode), ``jax.vmap`` (the callback runs once per batch element: ``vmap_method="sequential"``,
   correct for every loss and reduction, not faster than a Python loop), and their
@@ -54,23 +58,29 @@ arrays (or anything ``jnp.asarray`` takes) and returns a JAX array:
   ``jax.errors.JaxRuntimeError`` (a RuntimeError), whose message ends with
   ``ValueError: <fastloss's message>`` (JAX also logs the callback's traceback).
 
-Cost: a callback, not an XLA custom call. Each call under ``jax.jit`` leaves XLA for
-Python (``jax.pure_callback`` places the arguments as CPU arrays, the kernel runs, the loss
-and the gradient are copied back into XLA's buffers). Measured on the 2-core development
-machine (busy, load average above 4; jax 0.10.2, fastloss on 1 thread), per call of
-``jax.jit(jax.value_and_grad(loss))``, float32, median of 100::
+Cost: a callback, not an XLA custom call: each call under ``jax.jit`` leaves XLA for
+Python and back. Measured on the 2-core development machine (shared with other jobs, load
+average about 2; jax 0.10.2; fastloss on 1 thread: on that loaded machine its 2 OpenMP
+threads are 10 times slower at 1e6), per call of ``jax.jit(jax.value_and_grad(loss))``,
+float32, median of 200, against the hand-written jitted jax.numpy loss::
 
-    PYTHONPATH=. python bench/jax_overhead.py --repeat 100 --threads 1
+    PYTHONPATH=. python bench/jax_overhead.py --repeat 200 --threads 1 [--callback pure]
 
-    loss            elements  fastloss.jax   jax.numpy  ratio
-    cross_entropy      1e+03      374.9 us     54.3 us   6.91
-    cross_entropy      1e+06    13579.1 us  12331.1 us   1.10
-    mse_loss           1e+03      454.5 us     47.6 us   9.55
-    mse_loss           1e+06     8399.2 us   1193.4 us   7.04
+                              buffer_callback (default)      pure_callback (older JAX)
+    loss            elements  fastloss.jax   jax.numpy       fastloss.jax   jax.numpy
+    cross_entropy      1e+01       44.7 us     25.1 us           353.5 us     23.8 us
+    cross_entropy      1e+03       48.0 us    125.4 us           366.2 us    110.4 us
+    cross_entropy      1e+06     7893.6 us  11965.2 us          8417.8 us  11065.5 us
+    mse_loss           1e+01       37.3 us     22.2 us           343.8 us     19.6 us
+    mse_loss           1e+03       39.3 us    103.4 us           353.3 us     92.1 us
+    mse_loss           1e+06     1030.1 us   2142.6 us          5682.7 us   3011.7 us
 
-The callback's fixed cost (about 0.3 ms) and its copies (about 7 ms per 1e6 float32
-elements of input) dominate: a jitted jax.numpy loss is faster here. XLA's FFI
-(``jax.ffi``) would remove them; it is not done yet.
+(jax.numpy's own time at 1e3 varies between 50 and 130 us from run to run here.) With
+``buffer_callback`` the fixed cost is about 20 us over a jitted jax.numpy loss's (40 us
+against 22 us at 10 elements) and fastloss is faster from 1e3 elements on; with
+``jax.pure_callback`` the fixed cost is about 0.35 ms and its copies (about 5 ms per 1e6
+float32 inputs) make it slower than jax.numpy up to large batches. XLA's FFI (``jax.ffi``, a
+C++ handler calling the C-level kernels) would cut the remaining fixed cost; not done.
 """
 
 from __future__ import annotations
@@ -86,6 +96,11 @@ except ImportError as exc:  # pragma: no cover - exercised with jax hidden
     raise ImportError(
         "fastloss.jax needs JAX, which is not installed: pip install jax "
         f"(or pip install 'fastloss[jax]'; fastloss itself works without it) [{exc}]") from exc
+
+try:  # (experimental in JAX; the adapter falls back on jax.pure_callback without it)
+    from jax.experimental.buffer_callback import buffer_callback as _buffer_callback
+except ImportError:  # pragma: no cover - older JAX
+    _buffer_callback = None
 
 import numpy as np
 
@@ -103,6 +118,9 @@ _F32 = np.dtype(np.float32)
 _HALF = (np.dtype(jnp.float16), np.dtype(jnp.bfloat16))
 _FLOATS = (np.dtype(jnp.float32), np.dtype(jnp.float64)) + _HALF
 _Tracer = jax.core.Tracer
+# The callback primitive: jax.experimental.buffer_callback where JAX has it (in-place on
+# XLA's buffers), else jax.pure_callback (set to None, the tests run that path too).
+_BUFFER_CALLBACK = _buffer_callback
 
 
 # --------------------------------------------------------------------------- dtypes and checks
@@ -145,6 +163,15 @@ def _real(spec: Loss, name: str, value):
         raise TypeError(f"fastloss.jax.{spec.name}: {name} must be a real (bool, integer or float) array, "
                         f"got dtype {arr.dtype}")
     return arr
+
+
+def _indices(t: np.ndarray) -> np.ndarray:
+    """Class indices as int64 when the conversion is exact (signed integers, unsigned below 64
+    bits): JAX's int32 indices (without jax_enable_x64) would take fastloss's general path,
+    int64 its compiled fast path (7 us instead of 42 us for 100 rows; the same bits). A copy
+    of one index per sample; float targets and uint64 (refused by value) pass as they are."""
+    kind, size = t.dtype.kind, t.dtype.itemsize
+    return t.astype(np.int64) if (kind == "i" and size < 8) or (kind == "u" and size < 8) else t
 
 
 def _loss_shape(spec: Loss, shape: tuple, reduction: str) -> tuple:
@@ -243,23 +270,45 @@ def _operator(name: str, reduction: str, static: _Static, x_aval, t_aval, array_
     target_is_float = t_aval[1].kind == "f"
     per_sample = reduction == "none" and spec.kind == "classes" and len(x_shape) > 1
 
-    def loss_callback(x, t, *arrays):
-        loss = FUNCTIONS[name][0](x, t, reduction=reduction, **kwargs, **dict(zip(array_names, arrays)))
-        return np.asarray(loss, dtype)
+    def arguments(arrays):
+        return {**kwargs, **dict(zip(array_names, map(np.asarray, arrays)))}
 
-    def fused_callback(x, t, *arrays):
-        loss, grad = FUNCTIONS[name][1](x, t, reduction=reduction, **kwargs, **dict(zip(array_names, arrays)))
-        return np.asarray(loss, dtype), grad
+    if _BUFFER_CALLBACK is not None:
+        # XLA's own buffers: the arguments read in place, the gradient written into the
+        # output buffer by fastloss (out=), the loss stored into its buffer; no copies.
+        def loss_buffers(ctx, out, x, t, *arrays):
+            np.asarray(out)[...] = FUNCTIONS[name][0](np.asarray(x), _indices(np.asarray(t)), reduction=reduction,
+                                                      **arguments(arrays))
 
-    def fused(x, t, *arrays):
-        return jax.pure_callback(fused_callback, (loss_struct, grad_struct), x, t, *arrays,
-                                 vmap_method="sequential")
+        def fused_buffers(ctx, out, x, t, *arrays):
+            loss_out, grad_out = out
+            loss, _ = FUNCTIONS[name][1](np.asarray(x), _indices(np.asarray(t)), reduction=reduction,
+                                         out=np.asarray(grad_out), **arguments(arrays))
+            np.asarray(loss_out)[...] = loss
+
+        loss_call = _BUFFER_CALLBACK(loss_buffers, loss_struct, vmap_method="sequential")
+        fused = _BUFFER_CALLBACK(fused_buffers, (loss_struct, grad_struct), vmap_method="sequential")
+    else:
+        def loss_callback(x, t, *arrays):  # (x, t, arrays: CPU jax.Arrays; NumPy views of them)
+            loss = FUNCTIONS[name][0](np.asarray(x), _indices(np.asarray(t)), reduction=reduction, **arguments(arrays))
+            return np.asarray(loss, dtype)
+
+        def fused_callback(x, t, *arrays):
+            loss, grad = FUNCTIONS[name][1](np.asarray(x), _indices(np.asarray(t)), reduction=reduction,
+                                            **arguments(arrays))
+            return np.asarray(loss, dtype), grad
+
+        def loss_call(*args):
+            return jax.pure_callback(loss_callback, loss_struct, *args, vmap_method="sequential")
+
+        def fused(*args):
+            return jax.pure_callback(fused_callback, (loss_struct, grad_struct), *args, vmap_method="sequential")
 
     fused = _no_second_order(spec, fused)
 
     @jax.custom_vjp
     def op(x, t, *arrays):
-        return jax.pure_callback(loss_callback, loss_struct, x, t, *arrays, vmap_method="sequential")
+        return loss_call(x, t, *arrays)
 
     def fwd(x, t, *arrays):  # (CustomVJPPrimal: .value, .perturbed; symbolic_zeros=True)
         if t.perturbed and not (sign and target_is_float):
@@ -320,7 +369,7 @@ def _forward(spec: Loss, input, target, arrays: dict, scalars: dict, reduction):
     if not any(isinstance(a, _Tracer) for a in leaves):
         # no transformation sees this call: fastloss itself, on zero-copy views
         try:
-            loss = FUNCTIONS[name][0](np.asarray(x), np.asarray(t), reduction=reduction, **static.values,
+            loss = FUNCTIONS[name][0](np.asarray(x), _indices(np.asarray(t)), reduction=reduction, **static.values,
                                       **{k: np.asarray(v) for k, v in operands.items()})
         except (TypeError, ValueError) as exc:
             _reraise(spec, exc)

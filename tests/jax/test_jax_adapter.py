@@ -34,6 +34,20 @@ NAMES = [spec.name for spec in LOSSES]
 ARRAY_PARAMS = ("weight", "pos_weight", "quantile")
 
 
+# The two callback primitives of the adapter: jax.experimental.buffer_callback (the default
+# where JAX has it) and jax.pure_callback (older JAX); the value tests run both.
+CALLBACKS = (["buffer_callback"] if flj._buffer_callback is not None else []) + ["pure_callback"]
+
+
+@pytest.fixture(params=CALLBACKS)
+def callback(request, monkeypatch):
+    if request.param == "pure_callback":
+        monkeypatch.setattr(flj, "_BUFFER_CALLBACK", None)
+    flj._operator.cache_clear()  # (operators are built for one primitive)
+    yield request.param
+    flj._operator.cache_clear()
+
+
 def x64(enabled: bool = True):
     """float64 for the duration of a with-block only (never leaks into other tests)."""
     if not enabled:
@@ -122,7 +136,7 @@ def test_signature_is_the_numpy_api_without_n_threads(name):
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
 @pytest.mark.parametrize("case,reduction", RICH, ids=lambda v: str(v))
-def test_matches_reference(case, reduction, dtype):
+def test_matches_reference(case, reduction, dtype, callback):
     """Under jax.jit and eagerly (jax.vjp op by op): the loss and the input's VJP agree with
     optax / jax.numpy in float64 (rtol 1e-5 float32, 1e-10 float64), and are fastloss's own
     NAME_grad bit for bit (the loss; the gradient times the cotangent); a call outside any
@@ -155,7 +169,7 @@ HALF_CASES = representative_cases()
 
 @pytest.mark.parametrize("half", ["float16", "bfloat16"])
 @pytest.mark.parametrize("case", HALF_CASES, ids=str)
-def test_half_precision_computes_in_float32(case, half):
+def test_half_precision_computes_in_float32(case, half, callback):
     """float16 / bfloat16 input: the loss is float32, fastloss's on the (exactly) upcast
     values bit for bit; the gradient has the input's dtype, the float32 gradient times the
     cotangent rounded once."""
@@ -198,7 +212,7 @@ def test_mixed_dtypes_promote():
 
 
 @pytest.mark.parametrize("case", representative_cases(), ids=str)
-def test_vmap_equals_a_loop(case):
+def test_vmap_equals_a_loop(case, callback):
     """jax.vmap over a batch of three inputs (loss and gradient, under jit): each row is the
     unbatched call's result, bit for bit."""
     xs, ts = [], []
@@ -245,7 +259,7 @@ TARGET_CASES = [c for c in representative_cases() if c.spec.kind == "elementwise
 
 
 @pytest.mark.parametrize("case", TARGET_CASES, ids=str)
-def test_target_cotangent_or_a_clear_error(case):
+def test_target_cotangent_or_a_clear_error(case, callback):
     """Residual losses: the target's cotangent is minus the input's (against the reference's
     autodiff w.r.t. both); any other loss: NotImplementedError at trace time naming target."""
     x, t, kw = case.generate(np.float64)
@@ -351,7 +365,7 @@ def test_errors_are_raised_at_trace_time(err):
 
 
 @pytest.mark.parametrize("err", RUNTIME_ERRORS, ids=str)
-def test_value_errors_at_run_time(err):
+def test_value_errors_at_run_time(err, callback):
     """Checks of the data's values run in fastloss on the data: eagerly fastloss's
     ValueError (prefixed); under jax.jit the callback's error surfaces as
     jax.errors.JaxRuntimeError, whose message ends with fastloss's."""
@@ -426,16 +440,37 @@ def test_one_fused_call_per_gradient_and_no_recomputation(monkeypatch):
     assert [kind for kind, *_ in watch.seen] == ["loss"]
 
 
+def test_the_default_callback_writes_the_gradient_into_xla_buffers(monkeypatch):
+    """Where JAX has jax.experimental.buffer_callback, the adapter uses it: fastloss writes
+    the gradient into XLA's output buffer (out=) and reads the inputs in place."""
+    from jax.experimental.buffer_callback import buffer_callback
+
+    assert flj._BUFFER_CALLBACK is buffer_callback
+    watch = Watch(monkeypatch, "mse_loss")
+    x = jnp.arange(6.0, dtype=jnp.float32).reshape(2, 3)
+    loss, grad = jax.jit(jax.value_and_grad(flj.mse_loss))(x, x + 1)
+    (kind, xa, ta, kw), = [seen for seen in watch.seen if "out" in seen[3]]
+    assert kind == "grad" and kw["out"].shape == (2, 3) and kw["out"].dtype == np.float32
+    assert float(loss) == 1.0 and np.array_equal(np.asarray(grad), np.full((2, 3), -1 / 3, np.float32))
+
+
 def test_outside_transformations_fastloss_sees_the_arrays_without_copies(monkeypatch):
+    """Input, weight and int64 class indices reach fastloss as views of the JAX arrays; int32
+    indices (JAX's default) are converted to int64 (fastloss's fast path), one per sample."""
     watch = Watch(monkeypatch, "cross_entropy")
     x = jnp.asarray(np.random.default_rng(0).normal(size=(8, 5)).astype(np.float32))
-    y = jnp.asarray(np.arange(8, dtype=np.int32) % 5)
     w = jnp.asarray(np.linspace(0.5, 1.5, 5, dtype=np.float32))
-    flj.cross_entropy(x, y, weight=w)
-    (kind, xa, ta, kw), = watch.seen
+    y32 = jnp.asarray(np.arange(8, dtype=np.int32) % 5)
+    loss32 = flj.cross_entropy(x, y32, weight=w)
+    with x64():
+        y64 = jnp.asarray(np.arange(8, dtype=np.int64) % 5)
+        loss64 = flj.cross_entropy(x, y64, weight=w)
+    (kind, xa, ta32, kw), (_, _, ta64, _) = watch.seen
     assert kind == "loss"
-    assert xa.ctypes.data == x.unsafe_buffer_pointer() and ta.ctypes.data == y.unsafe_buffer_pointer()
-    assert kw["weight"].ctypes.data == w.unsafe_buffer_pointer()
+    assert xa.ctypes.data == x.unsafe_buffer_pointer() and kw["weight"].ctypes.data == w.unsafe_buffer_pointer()
+    assert ta32.dtype == np.int64 and np.array_equal(ta32, np.asarray(y32))
+    assert ta64.ctypes.data == y64.unsafe_buffer_pointer()
+    assert_bitwise(np.asarray(loss32), np.asarray(loss64))
 
 
 def test_scalar_parameters_reach_fastloss_as_passed(monkeypatch):
