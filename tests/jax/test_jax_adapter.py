@@ -7,8 +7,10 @@ eagerly, in values and gradients (the VJP with a random cotangent) against optax
 jax.numpy reference (tests/support/jax_references.py) computed in float64 on the same
 values, and bit for bit against fastloss's own fused result; half precision, vmap, target
 gradients, the errors (at trace time where they can be, at run time otherwise), second
-derivatives, and a training loop. JAX is an optional extra (the ``test`` extra installs it,
-with optax): without it this module is skipped.
+derivatives, and a training loop. The value tests run both callback primitives of the
+adapter (buffer_callback and pure_callback). JAX is an optional extra (the ``test`` extra
+installs it, with optax): without it this module is skipped. tests/jax: 2,699 tests, about
+10 minutes on the busy 2-core development machine (JAX traces and compiles every case).
 """
 
 from __future__ import annotations
