@@ -40,3 +40,27 @@ def numpy_signature(spec: Loss) -> inspect.Signature:
     params += [P(name, P.KEYWORD_ONLY, default=default) for name, _, default in spec.keywords()]
     params.append(P("reduction", P.KEYWORD_ONLY, default="mean"))
     return inspect.Signature(params)
+
+
+def generate_function(name: str, sig: inspect.Signature, body: str, namespace: dict, module: str, doc: str):
+    """The adapters' public function ``name``: a plain function with the signature ``sig``
+    (its defaults and keyword-only marker included) that returns ``body``, an expression over
+    its parameters and ``namespace``. Compiled from source, so ``inspect.signature`` shows the
+    real parameters and a call costs what a plain function's does (no ``*args`` wrapper)."""
+    defaults, parts, star = {}, [], False
+    for p in sig.parameters.values():
+        if p.kind is inspect.Parameter.KEYWORD_ONLY and not star:
+            parts.append("*")
+            star = True
+        if p.default is inspect.Parameter.empty:
+            parts.append(p.name)
+        else:
+            defaults[p.name] = p.default
+            parts.append(f"{p.name}=_defaults[{p.name!r}]")
+    src = f"def {name}({', '.join(parts)}):\n    return {body}\n"
+    namespace = {**namespace, "_defaults": defaults}
+    exec(compile(src, f"<{module} generated {name}>", "exec"), namespace)
+    fn = namespace[name]
+    fn.__module__, fn.__qualname__, fn.__doc__ = module, name, doc
+    fn.__source__ = src
+    return fn

@@ -105,7 +105,7 @@ except ImportError:  # pragma: no cover - older JAX
 import numpy as np
 
 import fastloss as _fl
-from ._adapters import numpy_signature, residual_sign, tensor_params
+from ._adapters import generate_function, numpy_signature, residual_sign, tensor_params
 from ._registry import LOSSES, Loss
 
 __all__ = [loss.name for loss in LOSSES]
@@ -389,23 +389,13 @@ def _make_function(spec: Loss):
     arrays = tensor_params(spec)
     scalar_names = [p.name for p in sig.parameters.values()
                     if p.name not in ("input", "target", "reduction") and p.name not in arrays]
-    params = [p for p in sig.parameters.values() if p.name not in ("input", "target")]
-    defaults = {p.name: p.default for p in params}
-    parts = ["input", "target", "*"] + [f"{p.name}=_defaults[{p.name!r}]" for p in params]
     array_dict = "{" + ", ".join(f"{n!r}: {n}" for n in arrays) + "}"
     scalar_dict = "{" + ", ".join(f"{n!r}: {n}" for n in scalar_names) + "}"
-    src = (f"def {spec.name}({', '.join(parts)}):\n"
-           f"    return _forward(_spec, input, target, {array_dict}, {scalar_dict}, reduction)\n")
-    namespace = {"_forward": _forward, "_spec": spec, "_defaults": defaults}
-    exec(compile(src, f"<fastloss.jax generated {spec.name}>", "exec"), namespace)
-    fn = namespace[spec.name]
-    fn.__module__ = __name__
-    fn.__qualname__ = spec.name
-    fn.__doc__ = (f"{spec.summary}\n\nfastloss's {spec.name} for JAX arrays (jax.jit, jax.grad, jax.vmap): "
-                  f"the signature of fastloss.{spec.name} without n_threads.\n\n"
-                  f"Per element: ``{spec.formula}``.\nThe rules of the adapter: help(fastloss.jax).")
-    fn.__source__ = src
-    return fn
+    doc = (f"{spec.summary}\n\nfastloss's {spec.name} for JAX arrays (jax.jit, jax.grad, jax.vmap): "
+           f"the signature of fastloss.{spec.name} without n_threads.\n\n"
+           f"Per element: ``{spec.formula}``.\nThe rules of the adapter: help(fastloss.jax).")
+    return generate_function(spec.name, sig, f"_forward(_spec, input, target, {array_dict}, {scalar_dict}, reduction)",
+                             {"_forward": _forward, "_spec": spec}, __name__, doc)
 
 
 globals().update({spec.name: _make_function(spec) for spec in LOSSES})

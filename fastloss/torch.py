@@ -55,7 +55,7 @@ except ImportError as exc:  # pragma: no cover - exercised with torch hidden
 import numpy as np
 
 import fastloss as _fl
-from ._adapters import numpy_signature, residual_sign, tensor_params
+from ._adapters import generate_function, numpy_signature, residual_sign, tensor_params
 from ._registry import LOSSES, Loss
 
 __all__ = [loss.name for loss in LOSSES]
@@ -389,29 +389,14 @@ def _make_function(spec: Loss):
     plan = _Plan(spec)
     op, tensor_names, scalar_names = plan.op, plan.tensor_names, plan.scalar_names
     sig, origin = signature_of(spec)
-    params = [p for p in sig.parameters.values() if p.name not in ("input", "target")]
-    # the source of the function: its parameter list is the signature, with its defaults
-    defaults = {p.name: p.default for p in params}
-    parts, star = ["input", "target"], False
-    for p in params:
-        if p.kind is inspect.Parameter.KEYWORD_ONLY and not star:
-            parts.append("*")
-            star = True
-        parts.append(f"{p.name}=_defaults[{p.name!r}]")
     tensors = "(" + "".join(f"{n}, " for n in tensor_names) + ")"
     scalars = "(" + "".join(f"{n}, " for n in scalar_names) + ")"
-    src = (f"def {spec.name}({', '.join(parts)}):\n"
-           f"    return _forward(_plan, input, target, {tensors}, {scalars}, reduction)\n")
-    namespace = {"_forward": _forward, "_plan": plan, "_defaults": defaults}
-    exec(compile(src, f"<fastloss.torch generated {spec.name}>", "exec"), namespace)
-    fn = namespace[spec.name]
-    fn.__module__ = __name__
-    fn.__qualname__ = spec.name
-    fn.__doc__ = (f"{spec.summary}\n\nfastloss's {spec.name} for torch tensors (autograd, torch.compile): "
-                  f"signature of {'torch.nn.functional.' + spec.name if origin != 'numpy' else 'fastloss.' + spec.name}"
-                  f"{' without size_average and reduce' if origin != 'numpy' else ' without n_threads'}.\n\n"
-                  f"Per element: ``{spec.formula}``.\nThe rules of the adapter: help(fastloss.torch).")
-    fn.__source__ = src
+    doc = (f"{spec.summary}\n\nfastloss's {spec.name} for torch tensors (autograd, torch.compile): "
+           f"signature of {'torch.nn.functional.' + spec.name if origin != 'numpy' else 'fastloss.' + spec.name}"
+           f"{' without size_average and reduce' if origin != 'numpy' else ' without n_threads'}.\n\n"
+           f"Per element: ``{spec.formula}``.\nThe rules of the adapter: help(fastloss.torch).")
+    fn = generate_function(spec.name, sig, f"_forward(_plan, input, target, {tensors}, {scalars}, reduction)",
+                           {"_forward": _forward, "_plan": plan}, __name__, doc)
     fn.operator = op
     fn.signature_origin = origin
     return fn
