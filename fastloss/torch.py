@@ -44,7 +44,6 @@ tensors and returns a tensor that takes part in autograd:
 from __future__ import annotations
 
 import inspect
-import re
 
 try:
     import torch
@@ -56,6 +55,7 @@ except ImportError as exc:  # pragma: no cover - exercised with torch hidden
 import numpy as np
 
 import fastloss as _fl
+from ._adapters import generate_function, numpy_signature, residual_sign, tensor_params
 from ._registry import LOSSES, Loss
 
 __all__ = [loss.name for loss in LOSSES]
@@ -71,27 +71,6 @@ FUNCTIONS = {loss.name: (getattr(_fl, loss.name), getattr(_fl, loss.name + "_gra
 
 
 # --------------------------------------------------------------------------- registry facts
-
-
-def tensor_params(spec: Loss) -> list[str]:
-    """The array parameters of the loss (None or a tensor in the operator): weight,
-    pos_weight; quantile is a tensor in the operator too (a number becomes a 0-d tensor)."""
-    return [name for name in ("weight", "pos_weight", "quantile")
-            if name == "weight" and spec.weight or name == "pos_weight" and spec.pos_weight
-            or name == "quantile" and spec.quantile]
-
-
-def residual_sign(spec: Loss) -> int:
-    """-1 when the loss depends on input and target only through their difference (the
-    registry formula, with ``x - y`` or ``y - x`` written as one residual, names neither
-    ``x`` nor ``y`` anywhere else): the target's gradient is then minus the input's,
-    exactly. 0 for every other loss (no target gradient)."""
-    if spec.kind != "elementwise":
-        return 0
-    rest = spec.formula.replace("x - y", "r").replace("y - x", "r")
-    if rest == spec.formula or re.search(r"\b[xy]\b", rest):
-        return 0
-    return -1
 
 
 def torch_signature(spec: Loss) -> inspect.Signature | None:
@@ -111,15 +90,6 @@ def torch_signature(spec: Loss) -> inspect.Signature | None:
             f"fastloss.torch: torch.nn.functional.{spec.name}{sig} does not match the registry's "
             f"parameters {sorted(expected)} (defaults {expected}); torch {torch.__version__}")
     return sig.replace(parameters=params)
-
-
-def numpy_signature(spec: Loss) -> inspect.Signature:
-    """The NumPy API's signature without ``n_threads``: keywords after ``target``."""
-    P = inspect.Parameter
-    params = [P("input", P.POSITIONAL_OR_KEYWORD), P("target", P.POSITIONAL_OR_KEYWORD)]
-    params += [P(name, P.KEYWORD_ONLY, default=default) for name, _, default in spec.keywords()]
-    params.append(P("reduction", P.KEYWORD_ONLY, default="mean"))
-    return inspect.Signature(params)
 
 
 def signature_of(spec: Loss) -> tuple[inspect.Signature, str]:
@@ -428,29 +398,14 @@ def _make_function(spec: Loss):
     plan = _Plan(spec)
     op, tensor_names, scalar_names = plan.op, plan.tensor_names, plan.scalar_names
     sig, origin = signature_of(spec)
-    params = [p for p in sig.parameters.values() if p.name not in ("input", "target")]
-    # the source of the function: its parameter list is the signature, with its defaults
-    defaults = {p.name: p.default for p in params}
-    parts, star = ["input", "target"], False
-    for p in params:
-        if p.kind is inspect.Parameter.KEYWORD_ONLY and not star:
-            parts.append("*")
-            star = True
-        parts.append(f"{p.name}=_defaults[{p.name!r}]")
     tensors = "(" + "".join(f"{n}, " for n in tensor_names) + ")"
     scalars = "(" + "".join(f"{n}, " for n in scalar_names) + ")"
-    src = (f"def {spec.name}({', '.join(parts)}):\n"
-           f"    return _forward(_plan, input, target, {tensors}, {scalars}, reduction)\n")
-    namespace = {"_forward": _forward, "_plan": plan, "_defaults": defaults}
-    exec(compile(src, f"<fastloss.torch generated {spec.name}>", "exec"), namespace)
-    fn = namespace[spec.name]
-    fn.__module__ = __name__
-    fn.__qualname__ = spec.name
-    fn.__doc__ = (f"{spec.summary}\n\nfastloss's {spec.name} for torch tensors (autograd, torch.compile): "
-                  f"signature of {'torch.nn.functional.' + spec.name if origin != 'numpy' else 'fastloss.' + spec.name}"
-                  f"{' without size_average and reduce' if origin != 'numpy' else ' without n_threads'}.\n\n"
-                  f"Per element: ``{spec.formula}``.\nThe rules of the adapter: help(fastloss.torch).")
-    fn.__source__ = src
+    doc = (f"{spec.summary}\n\nfastloss's {spec.name} for torch tensors (autograd, torch.compile): "
+           f"signature of {'torch.nn.functional.' + spec.name if origin != 'numpy' else 'fastloss.' + spec.name}"
+           f"{' without size_average and reduce' if origin != 'numpy' else ' without n_threads'}.\n\n"
+           f"Per element: ``{spec.formula}``.\nThe rules of the adapter: help(fastloss.torch).")
+    fn = generate_function(spec.name, sig, f"_forward(_plan, input, target, {tensors}, {scalars}, reduction)",
+                           {"_forward": _forward, "_plan": plan}, __name__, doc)
     fn.operator = op
     fn.signature_origin = origin
     return fn

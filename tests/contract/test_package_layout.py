@@ -5,7 +5,9 @@
     backends, _registry  <-  _api (the front layer)  <-  public surface (__init__, numpy_backend)
     public surface  <-  bench (the benchmark subpackage), __main__ (the command line)
     public surface  <-  _boosting  <-  xgboost, lightgbm, catboost (the gradient-boosting adapters)
-    public surface, _registry  <-  torch (the PyTorch adapter; the only module importing torch)
+    _registry  <-  _adapters (registry facts shared by the framework adapters)
+    public surface, _registry, _adapters  <-  torch (the PyTorch adapter; the only module importing torch)
+    public surface, _registry, _adapters  <-  jax (the JAX adapter; the only module importing jax)
 
 No backend imports the front layer or the public surface back, and nothing but the command
 line imports the benchmark. A module missing from LAYERS below fails this test: a new
@@ -38,9 +40,15 @@ LAYERS = {
     "xgboost": {"_boosting"},
     "lightgbm": {"_boosting"},
     "catboost": {"_boosting"},
+    # What the framework adapters derive alike from the registry (signatures, target
+    # gradients, array parameters); imports neither framework.
+    "_adapters": {"_registry"},
     # The PyTorch adapter: the public functions (NAME, NAME_grad) and the registry (one
     # operator per row). PyTorch itself is imported there only, never by `import fastloss`.
-    "torch": {"fastloss", "_registry"},
+    "torch": {"fastloss", "_registry", "_adapters"},
+    # The JAX adapter: the same (one custom_vjp per row and static signature). JAX itself is
+    # imported there only, never by `import fastloss`.
+    "jax": {"fastloss", "_registry", "_adapters"},
 }
 BENCH_MAY_IMPORT = {"fastloss", "numpy_backend", "_registry", "kernels", "bench"}
 
