@@ -20,7 +20,7 @@ from fastloss._registry import LOSSES, REDUCTIONS
 from helpers import assert_bitwise, assert_grad_close, assert_value_close, loss_fn, rtol_for
 
 LOSS_FUNCTIONS = [name for spec in LOSSES for name in spec.functions]
-HELPERS = ["get_backend", "get_include", "get_num_threads", "set_num_threads"]
+HELPERS = ["get_backend", "get_include", "get_library", "get_num_threads", "set_num_threads"]
 
 
 def _compiled_importable() -> bool:
