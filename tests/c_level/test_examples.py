@@ -94,7 +94,8 @@ def c_demo_output(tmp_path_factory, request):
         pytest.skip("no C compiler on this machine")
     exe = build_demo(request.param, tmp_path_factory.mktemp("c_program"))
     # the libfastloss programs run with no Python in their environment, nor linked
-    env = None if request.param == "embedded" else {"PATH": "/usr/bin:/bin"}
+    env = None if request.param == "embedded" else {
+        "PATH": "/usr/bin:/bin", **{k: os.environ[k] for k in ("FASTLOSS_SIMD",) if k in os.environ}}
     if env is not None:
         assert "libpython" not in run(["ldd", str(exe)])
     lines = run([str(exe)], env=env).splitlines()
