@@ -19,41 +19,10 @@
  *     if (fastloss_import() < 0) { PyErr_Print(); return 1; }
  *     double loss = fl_mse_loss_grad_f64(x, y, NULL, 0, grad, NULL, n, FASTLOSS_MEAN, 0);
  *
- * Conventions (all kernels)
- * -------------------------
- * - Every kernel computes one loss and, when `grad` is not NULL, its gradient with respect
- *   to `input`, in one fused pass, with the same results, bit for bit, as the Python API
- *   (fastloss.NAME_grad with the same arguments). It returns the reduced loss as a double;
- *   the Python API's float32 result is that value rounded to float32.
- * - _f32 kernels take float buffers, _f64 kernels double buffers; all C-contiguous.
- * - Elementwise losses: input, target, grad and losses hold n elements. weight (or NULL)
- *   holds weight_len elements repeating over the input, element i taking
- *   weight[i % weight_len]; weight_len must divide n (n for a full weight, the last axis's
- *   length for a per-column weight, 1 for a scalar). Likewise pos_weight.
- * - Class losses: input and grad are (N, C, K), row-major, with the class axis in the
- *   middle (K = 1 for plain (N, C) scores; K = d1 * d2 * ... for images); class indices
- *   `target` and `losses` are (N, K); weight (or NULL) holds one weight per class (C).
- * - grad: NULL for the loss alone, else it receives the gradient of the returned loss. It
- *   may be `input` itself (in place). losses: NULL, or it receives every element's (sample's)
- *   weighted loss, the Python API's reduction="none".
- * - reduction: FASTLOSS_MEAN or FASTLOSS_SUM, what the returned loss (and so the gradient)
- *   is. Each loss's "mean" divides by what PyTorch divides by (said below).
- * - n_threads: 0 for OpenMP's default (omp_get_max_threads(): OMP_NUM_THREADS applies),
- *   else the number of OpenMP threads, clamped to the CPUs the process may run on and to
- *   the threads the OS lets it create. Results do not depend on it.
- *   Kernels may be called from several threads at once: they keep no state.
- * - Errors: a kernel checks its arguments before it reads past the sizes given or writes
- *   anything, and on a bad one returns NaN with nothing written: a negative size, a size
- *   whose bytes overflow, a NULL buffer with a non-zero size, weight_len or pos_weight_len
- *   not dividing n, an output overlapping an input or the other output (except grad ==
- *   input), an unknown reduction, a negative n_threads, a parameter outside its domain, a
- *   probability outside [0, 1], a label other than -1/+1, a class index outside [0, C)
- *   that is not ignore_index; and scratch memory that cannot be allocated (a call of more
- *   than 262144 elements needs n / 4096 doubles). NaN is also the loss of NaN data, so
- *   check arguments when a NaN comes back. Sizes are trusted: a buffer shorter than its
- *   size says is the caller's bug, as with memcpy. Class indices changed by another thread
- *   during a call never make a kernel read or write out of bounds: such a sample's loss and
- *   gradient row are NaN.
+ * Conventions (all kernels): libfastloss.h, beside this header, states them once; they hold
+ * here unchanged (sizes are Py_ssize_t, which is libfastloss.h's ptrdiff_t). In short: the
+ * Python API's bits, NaN and nothing written for a refused argument, no state kept (any
+ * number of threads may call at once, without the GIL).
  *
  * Each signature is a typedef (fastloss_NAME_t, fastloss_losses.h) that the compiler checks
  * against the exported function fl_NAME (C11 or C++11), so it is the real one.

@@ -20,6 +20,7 @@ import pytest
 
 import fastloss
 from helpers import assert_bitwise, compiled_api
+from libfastloss_builds import bare_env
 
 pytest.importorskip("fastloss.kernels", reason="the compiled kernels are not built")
 # The examples call the compiled kernels: "the Python API" they match is the compiled
@@ -94,8 +95,7 @@ def c_demo_output(tmp_path_factory, request):
         pytest.skip("no C compiler on this machine")
     exe = build_demo(request.param, tmp_path_factory.mktemp("c_program"))
     # the libfastloss programs run with no Python in their environment, nor linked
-    env = None if request.param == "embedded" else {
-        "PATH": "/usr/bin:/bin", **{k: os.environ[k] for k in ("FASTLOSS_SIMD",) if k in os.environ}}
+    env = None if request.param == "embedded" else bare_env()
     if env is not None:
         assert "libpython" not in run(["ldd", str(exe)])
     lines = run([str(exe)], env=env).splitlines()

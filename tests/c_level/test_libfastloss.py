@@ -26,7 +26,7 @@ import pytest
 
 from cases import DTYPES
 from helpers import assert_bitwise, compiled_api
-from libfastloss_builds import cmake, cmake_install, library_dir, wheel_library
+from libfastloss_builds import bare_env, cmake, cmake_install, library_dir, wheel_library
 from test_c_level import CASES, MEAN, SUM, c_call, loss_shape
 
 pytest.importorskip("fastloss.kernels", reason="the compiled kernels are not built")
@@ -35,12 +35,7 @@ HERE = Path(__file__).resolve().parent
 CC = shutil.which("cc") or shutil.which("gcc")
 CXX = shutil.which("c++") or shutil.which("g++")
 STRICT = ["-Wall", "-Wextra", "-Werror", "-pedantic"]
-# What the programs run with: no Python anywhere (no PYTHON* variables, no virtualenv on
-# PATH, no LD_LIBRARY_PATH: the libraries are found through the rpath).
-# FASTLOSS_SIMD is the library's own cap of the instruction set (CI's baseline run sets it for
-# the Python API the results are compared with): passed on.
-BARE_ENV = {"PATH": "/usr/bin:/bin", "LC_ALL": "C",
-            **{k: os.environ[k] for k in ("FASTLOSS_SIMD",) if k in os.environ}}
+BARE_ENV = bare_env()
 
 
 def run(cmd, env=None, cwd=None, timeout=600):

@@ -32,6 +32,16 @@ BUILD_INPUTS = ["CMakeLists.txt", "cmake", "fastloss/csrc", "fastloss/_generated
                 "fastloss/_generated/kernel_table.hpp", "fastloss/include/libfastloss.h"]
 
 
+def bare_env(**extra: str) -> dict:
+    """The environment C programs on libfastloss run with: no Python anywhere (no PYTHON*
+    variables, no virtualenv on PATH, no LD_LIBRARY_PATH: the libraries are found through the
+    rpath), only FASTLOSS_SIMD passed on, the library's own cap of the instruction set (CI's
+    baseline run sets it for the Python API the results are compared with)."""
+    env = {"PATH": "/usr/bin:/bin", "LC_ALL": "C"}
+    env.update({k: os.environ[k] for k in ("FASTLOSS_SIMD",) if k in os.environ})
+    return {**env, **extra}
+
+
 def wheel_library() -> Path:
     return Path(fastloss.get_library())
 
