@@ -205,8 +205,11 @@ class BuildExt(build_ext):
             self._library = out / "libfastloss.so"
             self.compiler.link_shared_object(
                 objects, "libfastloss.so", output_dir=str(out), target_lang="c++",
+                # -z nodelete: dlclose leaves the library mapped, since the helper threads of
+                # its pool (csrc/runtime.cpp) live as long as the process.
                 extra_postargs=[*ext.extra_link_args, "-Wl,-soname,libfastloss.so",
-                                f"-Wl,--version-script={CSRC / 'libfastloss.map'}", "-Wl,--no-undefined"])
+                                f"-Wl,--version-script={CSRC / 'libfastloss.map'}", "-Wl,--no-undefined",
+                                "-Wl,-z,nodelete"])
             print(f"fastloss build: C library {out / 'libfastloss.so'}", file=sys.stderr)
         except Exception as exc:  # noqa: BLE001 - reported, the Python package stays usable
             print(f"fastloss build: libfastloss NOT built ({exc})", file=sys.stderr)

@@ -351,10 +351,11 @@ LIB_HEAD = """/* libfastloss.h: the C library of fastloss (libfastloss), for C, 
  *   is. Each loss's "mean" divides by what PyTorch divides by (said below).
  * - A parameter of type int that is a bool in the Python API is 0 or 1.
  * - n_threads: 0 for OpenMP's default (omp_get_max_threads(): OMP_NUM_THREADS applies),
- *   else the number of OpenMP threads, clamped to the CPUs the process may run on and to
- *   the threads the OS lets it create. Results do not depend on it. A library built
- *   without OpenMP runs every call on the calling thread. In a child forked after a
- *   parallel call, every call runs on one thread (libgomp cannot start threads there).
+ *   else the number of threads (the caller and helpers of the library's pool), clamped to
+ *   the CPUs the process may run on and to the threads the OS lets it create. Results do
+ *   not depend on it. The caller never waits for a helper that has not started. A library
+ *   built without OpenMP runs every call on the calling thread. In a forked child, every
+ *   call runs on one thread (fork does not copy the helper threads).
  * - Threads: the kernels keep no state; any number of threads may call them at once.
  * - Errors: a kernel checks its arguments before it reads past the sizes given or writes
  *   anything, and on a bad one returns NaN with nothing written: a negative size, a size

@@ -101,6 +101,8 @@ cdef extern from "dispatch.hpp" namespace "fl" nogil:
     double classes[T](int kernel, const ClassArgs[T]& a, int n_threads) except +
     int cpu_limit_c "fl::cpu_limit"()
     void fail_allocations_c "fl::fail_allocations"(long k)
+    void hold_helpers_c "fl::hold_helpers"(bint on)
+    long helper_units_c "fl::helper_units"()
     idx first_outside_unit_c "fl::first_outside_unit"[T](const T* a, idx n, int n_threads)
     idx first_non_sign_c "fl::first_non_sign"[T](const T* a, idx n, int n_threads)
     idx first_negative_c "fl::first_negative"[T](const T* a, idx n, int n_threads, bint strict)
@@ -143,8 +145,8 @@ def omp_max_threads():
 
 
 def cpu_limit():
-    """The most threads a parallel region uses: the CPUs this process may run on (1 without
-    OpenMP). Every region is clamped to it (fl::team_size)."""
+    """The most threads a parallel call uses: the CPUs this process may run on (1 without
+    OpenMP). Every call is clamped to it (fl::team_size)."""
     return cpu_limit_c()
 
 
@@ -152,6 +154,17 @@ def _fail_allocations(long k):
     """Test hook: the next k scratch allocations of the kernels fail (std::bad_alloc, which
     the Python API raises as MemoryError and the C level returns as NaN). 0 disarms it."""
     fail_allocations_c(k)
+
+
+def _hold_helpers(bint on):
+    """Test hook: while on, the helper threads of the pool join no call (as helpers the OS
+    does not schedule on a busy machine); calls still complete, on their calling thread."""
+    hold_helpers_c(on)
+
+
+def _helper_units():
+    """Test hook: how many units of work the pool's helper threads have run so far."""
+    return helper_units_c()
 
 
 cdef int _threads_set = 0  # fastloss.set_num_threads(n), mirrored here for the fast path

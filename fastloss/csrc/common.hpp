@@ -52,12 +52,28 @@ inline int64_t read_once(const int64_t* p) {
 void* scratch_alloc(std::size_t bytes);
 void fail_allocations(long k);
 
-// Threads: the one clamp every parallel region goes through (see runtime.cpp).
+// Threads (see runtime.cpp): the one clamp every parallel call goes through, and the
+// work-claiming pool that runs them.
 int cpu_limit();            // the CPUs this process may run on (1 without OpenMP)
-int team_size(int wanted);  // the team a parallel region of `wanted` threads gets (>= 1)
+int team_size(int wanted);  // the threads a parallel call of `wanted` threads may use (>= 1)
 int omp_default_threads();  // omp_get_max_threads(): OMP_NUM_THREADS, threadpoolctl (1 without OpenMP)
 
-// Fork: a child forked after the parent ran a parallel region runs every kernel on one thread.
+// run_units: unit(ctx, u) for every u in [0, nunits), each exactly once, by the calling thread
+// and at most n_threads - 1 helper threads of the pool. The caller claims units too and
+// returns as soon as every unit is done: it never waits for a helper that has not claimed a
+// unit (a helper the OS has not scheduled simply gets none). unit must not throw. Serial when
+// n_threads <= 1, nunits <= 1, in a forked child, without OpenMP, or while another thread
+// holds the pool (concurrent callers: one runs in parallel, the others serially).
+// Whichever thread runs a unit, it computes the same bits: callers give each unit fixed work.
+using UnitFn = void (*)(void* ctx, idx unit);
+constexpr idx MAX_UNITS = (idx(1) << 20) - 1;  // units of one call (callers group blocks)
+void run_units(idx nunits, int n_threads, UnitFn unit, void* ctx);
+// Test hooks of the pool: hold_helpers(true) keeps every helper from joining a job (as a
+// helper the OS does not schedule); helper_units() counts the units helpers have run.
+void hold_helpers(bool on);
+long helper_units();
+
+// Fork: a forked child runs every kernel on one thread (the pool's helpers are not copied).
 int register_atfork();
 bool in_forked_child();
 inline int usable_threads(int n_threads) { return in_forked_child() ? 1 : n_threads; }

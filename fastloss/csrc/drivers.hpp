@@ -20,7 +20,7 @@
 
 constexpr idx BLOCK = 4096;  // elements per block of the fixed summation order
 constexpr int LANES = 16;    // float64 partial sums per block
-// Below this many elements (class kernels: elements of the input) no parallel region is
+// Below this many elements (class kernels: elements of the input) no parallel call is
 // opened. Measured on the 2-core AMD EPYC (Zen 4), float32, median of 2001 calls, 1 vs 2
 // threads: MSE 4096: 0.35/0.35 us (one block: serial anyway), 8192: 0.91/0.90,
 // 16384: 2.05/1.35; BCE with logits 8192: 9.5/5.2 us, 16384: 18.7/9.7. Two blocks is where a
@@ -64,23 +64,36 @@ inline double sum_lanes(const double* a) {
 }
 
 // Threads for work_items independent items: never more than items, and through the one
-// clamp of every parallel region (fl::team_size: CPUs, and teams the OS can create).
+// clamp of every parallel call (fl::team_size: the CPUs this process may run on).
 inline int max_threads_for(idx work_items, int n_threads) {
     if (n_threads < 1) n_threads = 1;
     return team_size((int)std::min<idx>(n_threads, std::max<idx>(work_items, 1)));
 }
 
-// Run body(b) for b in [0, nblocks), storing nothing; parallel only for big work.
+// Units of the pool (run_units): one block each, grouped only past MAX_UNITS blocks (4e12
+// elements). The pool claims up to 8 units at once, single ones near the end.
+template <class Body>
+struct BlockUnits {
+    Body* body;
+    idx nblocks, per_unit;
+    static void run(void* self, idx u) {
+        const BlockUnits& s = *static_cast<const BlockUnits*>(self);
+        const idx end = std::min(s.nblocks, (u + 1) * s.per_unit);
+        for (idx b = u * s.per_unit; b < end; ++b) (*s.body)(b);
+    }
+};
+
+// Run body(b) for b in [0, nblocks), storing nothing; parallel only for big work (the pool
+// of runtime.cpp: the calling thread works too and never waits for an idle helper).
 template <class Body>
 inline void for_blocks(idx nblocks, bool parallel, int n_threads, Body body) {
-#if FASTLOSS_OPENMP
     const int nt = parallel && n_threads > 1 && nblocks > 1 ? max_threads_for(nblocks, n_threads) : 1;
     if (nt > 1) {
-#pragma omp parallel for schedule(static) num_threads(nt)
-        for (idx b = 0; b < nblocks; ++b) body(b);
+        const idx per_unit = (nblocks + MAX_UNITS - 1) / MAX_UNITS;
+        BlockUnits<Body> units{&body, nblocks, per_unit};
+        run_units((nblocks + per_unit - 1) / per_unit, nt, &BlockUnits<Body>::run, &units);
         return;
     }
-#endif
     for (idx b = 0; b < nblocks; ++b) body(b);
 }
 
@@ -619,26 +632,23 @@ idx first_where_serial(const T* a, idx n, Bad bad) {
 
 template <typename T, class Bad>
 idx first_where(const T* a, idx n, int n_threads, Bad bad) {
-#if FASTLOSS_OPENMP
-    const int nt = n >= SERIAL_BELOW && n_threads > 1
-                       ? std::min(max_threads_for((n + BLOCK - 1) / BLOCK, n_threads), 64) : 1;
+    // At most 64 chunks of whole blocks, scanned serially each (by the pool's threads); the
+    // first chunk with a hit holds the first index.
+    const idx nblocks = (n + BLOCK - 1) / BLOCK;
+    const int nt = n >= SERIAL_BELOW && n_threads > 1 ? max_threads_for(nblocks, n_threads) : 1;
     if (nt > 1) {
-        // One contiguous chunk per thread, each scanned serially; the first chunk with a
-        // hit holds the first index.
-        const idx chunk = ((n + nt - 1) / nt + BLOCK - 1) / BLOCK * BLOCK;
+        const idx nchunks = std::min<idx>(nblocks, 64);
+        const idx chunk = (nblocks + nchunks - 1) / nchunks * BLOCK;
         idx found[64];
-#pragma omp parallel for schedule(static, 1) num_threads(nt)
-        for (int t = 0; t < nt; ++t) {
-            const idx lo = std::min(n, t * chunk), hi = std::min(n, lo + chunk);
+        for_blocks(nchunks, true, nt, [&](idx c) {
+            const idx lo = std::min(n, c * chunk), hi = std::min(n, lo + chunk);
             const idx i = first_where_serial(a + lo, hi - lo, bad);
-            found[t] = i < 0 ? -1 : lo + i;
-        }
-        for (int t = 0; t < nt; ++t)
-            if (found[t] >= 0) return found[t];
+            found[c] = i < 0 ? -1 : lo + i;
+        });
+        for (idx c = 0; c < nchunks; ++c)
+            if (found[c] >= 0) return found[c];
         return -1;
     }
-#endif
-    (void)n_threads;
     return first_where_serial(a, n, bad);
 }
 

@@ -314,3 +314,42 @@ def test_signals_and_keyboard_interrupt_during_calls():
     """A SIGALRM every 3 ms (its handler calls fastloss) during parallel calls, then SIGINT
     during a run of long calls: the serial bits, KeyboardInterrupt raised, calls go on."""
     assert_ok(run_python(_SIGNALS.format(), env={"OMP_NUM_THREADS": None}), "SIGNALS-OK")
+
+
+# --------------------------------------------------------------------------- work claiming
+
+_HELD_HELPERS = PRELUDE + """
+from fastloss import kernels
+serial = work(1)
+assert work(2) == serial  # the pool's helpers exist now (where the OS allows them)
+kernels._hold_helpers(True)
+try:
+    before = kernels._helper_units()
+    for n_threads in (2, 1024, None):
+        # a helper that never runs must not hold a call up: were the caller waiting for it,
+        # this would hang until the timeout
+        assert work(n_threads) == serial, f"n_threads={{n_threads}}, helpers held: not the serial bits"
+    assert kernels._helper_units() == before, "a held helper ran a unit"
+finally:
+    kernels._hold_helpers(False)
+# released, the helpers take part again (within a minute even on a busy machine)
+deadline = time.monotonic() + 60
+big = rng.standard_normal(4_000_000).astype(np.float32)
+grad = np.empty_like(big)
+while kernels._helper_units() == before and time.monotonic() < deadline:
+    fl.mse_loss_grad(big, big[::-1].copy(), n_threads=2, out=grad)
+joined = kernels._helper_units() - before
+assert joined > 0 or CPUS == 1, "helpers released, yet none ran a unit in 60 s"
+assert work(2) == serial
+print("HELD-OK", joined)
+"""
+
+
+@linux_only
+@compiled_only
+def test_calls_complete_without_helpers_that_never_run():
+    """Issue 16, point 1: the calling thread claims work like any helper and waits only for
+    units a helper has claimed. With every helper of the pool held (as threads the OS does
+    not schedule on a busy machine), parallel calls of every kind still complete, on the
+    calling thread alone, with the serial bits; released, the helpers run units again."""
+    assert_ok(run_python(_HELD_HELPERS.format(), timeout=120, env={"OMP_NUM_THREADS": None}), "HELD-OK")
