@@ -206,8 +206,8 @@ def _cpu_times():
 
 def other_load(seconds=0.15):
     """How many CPUs other processes keep busy: /proc/stat sampled while this process
-    sleeps. None when unknown. A busy machine makes multi-threaded timings unreliable
-    (a parallel region waits for a time slice on the busy core)."""
+    sleeps. None when unknown. On a busy machine timings vary more and a multi-threaded
+    call gets less than a core per thread."""
     def own():  # this process's CPU time in jiffies: accounted late, so it can land here
         t = os.times()
         return (t.user + t.system) * os.sysconf("SC_CLK_TCK")
@@ -520,10 +520,33 @@ def _run(config, err, wall0, variants, plan, threads, all_cores) -> dict:
                                 ("all cores" if c.all_cores_only else "1")}
                         for c in [runners.FASTLOSS, runners.FASTLOSS_LOSS, *loaded]},
         "rows": rows,
+        "thread_scaling": thread_scaling(rows),
         "memory": memory,
         "mismatches": [f"{r['loss']} n={r['elements']} {r['dtype']}: {key}" for r, key in mismatches],
         "wall_time_s": time.perf_counter() - wall0,
     }
+
+
+# Issue 16's goal for a busy machine: the default-thread call at most this many times the
+# one-thread call measured in the same run.
+SCALING_GOAL = 1.5
+
+
+def thread_scaling(rows) -> list[dict]:
+    """For every loss, size and dtype timed with 1 thread and with more: the fused call's
+    median at the largest thread count over its median at 1 thread (below 1: threads help;
+    above 1: they cost, as on a busy machine where a parallel call waits for a helper)."""
+    by_case = {}
+    for r in rows:
+        by_case.setdefault((r["loss"], r["elements"], r["dtype"]), {})[r["threads"]] = \
+            r["timings"]["fastloss"]["median_s"]
+    out = []
+    for (loss, n, dtype), times in by_case.items():
+        if 1 in times and len(times) > 1:
+            most = max(times)
+            out.append({"loss": loss, "elements": n, "dtype": dtype, "threads": most,
+                        "ratio": times[most] / times[1]})
+    return out
 
 
 def _memory_row(variant, x, t, dtype_name, threads, loaded):
@@ -673,8 +696,8 @@ def format_report(result: dict) -> str:
         if m.get("synthetic_load"):
             text += f" ({m['synthetic_load']} of them busy processes started by --load)"
         if max(load["before"], load["after"] or 0) > 0.25:
-            text += ("  WARNING: a busy machine: multi-threaded timings are unreliable "
-                     "(a parallel region waits for a time slice on a busy core)")
+            text += ("  WARNING: a busy machine: timings vary more, and multi-threaded calls "
+                     "get less than a core per thread")
         lines.append(f"load       {text}")
     compared = ", ".join(comps[k]["label"] for k in baselines) or "none"
     lines.append(f"compared   {compared}")
@@ -765,6 +788,27 @@ def format_report(result: dict) -> str:
                   _fmt_bytes(e["fastloss_bytes"]), _fmt_bytes(e["numpy_bytes"])]
                  for e in largest.values()]
         lines += ["  " + s for s in _table(mh, mrows, [False, True, False, True, True, True, True])]
+
+    scaling = result.get("thread_scaling") or []
+    if scaling:
+        worst = max(scaling, key=lambda e: e["ratio"])
+        over = [e for e in scaling if e["ratio"] > SCALING_GOAL]
+        lines.append("")
+        lines.append(f"Threads: fused time at {worst['threads']} threads / at 1 thread, per row "
+                     f"(below 1: threads help; the goal on a busy machine: at most {SCALING_GOAL}x)")
+        by_loss = {}
+        for e in scaling:
+            by_loss.setdefault(e["loss"], []).append(e)
+        th = ["loss", "best", "worst", "worst at"]
+        trows = []
+        for loss, es in by_loss.items():
+            lo, hi = min(es, key=lambda e: e["ratio"]), max(es, key=lambda e: e["ratio"])
+            trows.append([loss, f"{lo['ratio']:.2f}x", f"{hi['ratio']:.2f}x",
+                          f"{_fmt_count(hi['elements'])} {_DT.get(hi['dtype'], hi['dtype'])}"])
+        lines += ["  " + s for s in _table(th, trows, [False, True, True, False])]
+        lines.append(f"  {len(over)} of {len(scaling)} rows above {SCALING_GOAL}x; worst "
+                     f"{worst['ratio']:.2f}x ({worst['loss']} {_fmt_count(worst['elements'])} "
+                     f"{_DT.get(worst['dtype'], worst['dtype'])})")
 
     if result["mismatches"]:
         lines.append("")

@@ -463,6 +463,32 @@ def test_load_runs_busy_processes_beside_the_bench(capsys, tmp_path):
     assert machine["other_load_cpus"]["before"] > 1.0  # they were busy while it measured
 
 
+def test_thread_scaling_is_the_ratio_of_the_rows_timed_with_1_and_more_threads(capsys, tmp_path):
+    """Issue 16: with 1 and more threads, the report ends with the fused time at the most
+    threads over the time at 1 thread, per row (JSON thread_scaling), and the worst of them."""
+    path = tmp_path / "b.json"
+    argv = ["bench", "--quick", "--sizes", "1e3,1e5", "--dtypes", "float32", "--threads", "1,2",
+            "--losses", "mse_loss,cross_entropy", "--against", "numpy", "--json", str(path)]
+    code, out, _ = run_cli(argv, capsys)
+    assert code == 0
+    import json
+
+    data = json.loads(path.read_text())
+    times = {(r["loss"], r["elements"], r["threads"]): r["timings"]["fastloss"]["median_s"] for r in data["rows"]}
+    scaling = data["thread_scaling"]
+    assert sorted((e["loss"], e["elements"]) for e in scaling) == sorted(
+        {(loss, n) for loss, n, _ in times}), scaling
+    for e in scaling:
+        assert e["threads"] == 2
+        assert e["ratio"] == times[(e["loss"], e["elements"], 2)] / times[(e["loss"], e["elements"], 1)]
+    worst = max(scaling, key=lambda e: e["ratio"])
+    assert "Threads: fused time at 2 threads / at 1 thread" in out
+    assert f"worst {worst['ratio']:.2f}x ({worst['loss']}" in out
+    # one thread count: nothing to compare, no section
+    code, out, _ = run_cli(TINY + ["--losses", "mse_loss", "--against", "numpy"], capsys)
+    assert code == 0 and "Threads: fused time" not in out
+
+
 def test_load_processes_end_with_the_run_and_with_a_killed_parent():
     with core.synthetic_load(2) as procs:
         assert len(procs) == 2 and all(p.poll() is None for p in procs)
