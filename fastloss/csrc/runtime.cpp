@@ -116,6 +116,21 @@ inline bool joinable(uint64_t w) { return seats_of(w) > 0 && claimable(w); }
 // costs a busy machine little (bench --load 2: no row above 1.26x one thread's time).
 constexpr long SPIN_NS = 50000;
 constexpr long YIELD_NS = 1000000;
+// A sleeping helper is woken only for a job of at least WAKE_UNITS units: the wake-up (a
+// system call) cost the caller of a 3-block call as much again as the call (bench --load 2:
+// mse_loss 1e4 float32 at 3.5x one thread's time), and the helper would come too late to
+// help. Awake helpers join any job.
+constexpr idx WAKE_UNITS = 16;
+// Back-off: when the caller, out of units, waited longer than LONG_WAIT_NS for a helper's
+// claimed units (a helper the OS preempted mid-claim on a busy machine: it then waits for
+// that helper's next time slice, milliseconds), the calls of the next BACKOFF_MIN_NS run on
+// their calling thread alone, twice as long after each such wait in a row (at most
+// BACKOFF_MAX_NS); a parallel call without one ends it. Measured with bench --load 2: without
+// it, 18 of 110 float32 rows took more than 1.5x the one-thread time (up to 2.3x at
+// 1e5-1e6 elements).
+constexpr long LONG_WAIT_NS = 100000;
+constexpr long BACKOFF_MIN_NS = 2000000;
+constexpr long BACKOFF_MAX_NS = 200000000;
 
 inline void cpu_relax() {
 #if defined(__x86_64__) || defined(__i386__)
@@ -145,6 +160,8 @@ struct Pool {
     int helpers = 0;     // helper threads started
     bool refused = false;  // the OS refused a thread: no further attempts
     uint64_t gen = 0;    // the generation last published
+    long backoff_ns = 0;   // the current back-off (0: none)
+    std::chrono::steady_clock::time_point serial_until{};  // calls before this run serially
 };
 
 // Claim up to this many units at once, and at most an eighth of what is left, so the last
@@ -291,7 +308,7 @@ void run_units(idx nunits, int n_threads, UnitFn unit, void* ctx) {
         !p.busy.exchange(true, std::memory_order_acquire)) {
         const int seats = std::min(team_size(n_threads), 256) - 1;  // the job word holds 8 bits of seats
         grow(p, seats);
-        if (p.helpers > 0) {
+        if (p.helpers > 0 && (p.backoff_ns == 0 || std::chrono::steady_clock::now() >= p.serial_until)) {
             p.unit.store(unit, std::memory_order_relaxed);
             p.ctx.store(ctx, std::memory_order_relaxed);
             p.done.store(0, std::memory_order_relaxed);
@@ -300,13 +317,24 @@ void run_units(idx nunits, int n_threads, UnitFn unit, void* ctx) {
                                  uint64_t(nunits);
             p.word.store(job);  // sequentially consistent (publishes unit, ctx, done)
             p.epoch.fetch_add(1);
-            if (p.sleepers.load() > 0) wake_all(p);
+            if (nunits >= WAKE_UNITS && p.sleepers.load() > 0) wake_all(p);
             // Claim units like a helper; then wait only for the units helpers claimed.
             const idx mine = claim_and_run<false>(p, job, p.gen, unit, ctx);
-            for (unsigned i = 0; p.done.load(std::memory_order_acquire) < nunits - mine; ++i) {
-                if (i < 4096) cpu_relax();
-                else std::this_thread::yield();  // a claimed unit's helper may need this CPU
+            long waited_ns = 0;
+            if (p.done.load(std::memory_order_acquire) < nunits - mine) {
+                const auto t0 = std::chrono::steady_clock::now();
+                for (unsigned i = 0; p.done.load(std::memory_order_acquire) < nunits - mine; ++i) {
+                    if (i < 4096) cpu_relax();
+                    else std::this_thread::yield();  // a claimed unit's helper may need this CPU
+                }
+                const auto t1 = std::chrono::steady_clock::now();
+                waited_ns = (long)std::chrono::duration_cast<std::chrono::nanoseconds>(t1 - t0).count();
+                if (waited_ns > LONG_WAIT_NS) {
+                    p.backoff_ns = p.backoff_ns ? std::min(2 * p.backoff_ns, BACKOFF_MAX_NS) : BACKOFF_MIN_NS;
+                    p.serial_until = t1 + std::chrono::nanoseconds(p.backoff_ns);
+                }
             }
+            if (waited_ns <= LONG_WAIT_NS) p.backoff_ns = 0;
             p.busy.store(false, std::memory_order_release);
             return;
         }
