@@ -262,7 +262,9 @@ def test_bench_json_and_table(tmp_path, capsys):
         itemsize = 4 if r["dtype"] == "float32" else 8
         targets = 8 * (1000 // r["classes"]) if r["classes"] else itemsize * 1000
         assert r["bytes"] == 2 * 1000 * itemsize + targets
-        assert set(r["timings"]) == {"fastloss", "fastloss_loss", "numpy", "numpy_backend"}
+        # a row of 2 threads also times the fused call on 1 thread, beside it
+        one_thread = {"fastloss_1thread"} if r["threads"] > 1 else set()
+        assert set(r["timings"]) == {"fastloss", "fastloss_loss", "numpy", "numpy_backend"} | one_thread
         for t in r["timings"].values():
             assert 0 < t["min_s"] <= t["q1_s"] <= t["median_s"] <= t["q3_s"] <= t["max_s"]
             assert t["samples"] >= 3 and t["calls_per_sample"] >= 1
@@ -464,8 +466,9 @@ def test_load_runs_busy_processes_beside_the_bench(capsys, tmp_path):
 
 
 def test_thread_scaling_is_the_ratio_of_the_rows_timed_with_1_and_more_threads(capsys, tmp_path):
-    """Issue 16: with 1 and more threads, the report ends with the fused time at the most
-    threads over the time at 1 thread, per row (JSON thread_scaling), and the worst of them."""
+    """Issue 16: a row with more than one thread also times the same fused call at 1 thread,
+    interleaved with it (timings fastloss_1thread; vs_one_thread, the median of paired sample
+    ratios); the report ends with those ratios per loss (JSON thread_scaling) and the worst."""
     path = tmp_path / "b.json"
     argv = ["bench", "--quick", "--sizes", "1e3,1e5", "--dtypes", "float32", "--threads", "1,2",
             "--losses", "mse_loss,cross_entropy", "--against", "numpy", "--json", str(path)]
@@ -474,13 +477,18 @@ def test_thread_scaling_is_the_ratio_of_the_rows_timed_with_1_and_more_threads(c
     import json
 
     data = json.loads(path.read_text())
-    times = {(r["loss"], r["elements"], r["threads"]): r["timings"]["fastloss"]["median_s"] for r in data["rows"]}
+    rows = {(r["loss"], r["elements"], r["threads"]): r for r in data["rows"]}
+    for (loss, n, thr), r in rows.items():
+        if thr == 1:
+            assert "fastloss_1thread" not in r["timings"] and r["vs_one_thread"] is None
+        else:
+            ratio = r["vs_one_thread"]
+            assert ratio == r["timings"]["fastloss"]["paired_median_ratio"] and ratio > 0
+            assert "fastloss_1thread" not in r["speedup"]
     scaling = data["thread_scaling"]
-    assert sorted((e["loss"], e["elements"]) for e in scaling) == sorted(
-        {(loss, n) for loss, n, _ in times}), scaling
+    assert sorted((e["loss"], e["elements"]) for e in scaling) == sorted({(loss, n) for loss, n, _ in rows})
     for e in scaling:
-        assert e["threads"] == 2
-        assert e["ratio"] == times[(e["loss"], e["elements"], 2)] / times[(e["loss"], e["elements"], 1)]
+        assert e["threads"] == 2 and e["ratio"] == rows[(e["loss"], e["elements"], 2)]["vs_one_thread"]
     worst = max(scaling, key=lambda e: e["ratio"])
     assert "Threads: fused time at 2 threads / at 1 thread" in out
     assert f"worst {worst['ratio']:.2f}x ({worst['loss']}" in out
@@ -561,3 +569,21 @@ def test_config_without_the_library_is_an_error(capsys, monkeypatch):
     monkeypatch.setattr(fastloss, "get_library", missing)
     code, out, err = run_cli(["config", "--libs"], capsys)
     assert code == 1 and out == "" and "does not exist" in err
+
+
+def test_paired_ratio_is_the_median_of_same_round_ratios(monkeypatch):
+    """time_interleaved's pair=(a, b): the median over rounds of a's sample / b's sample of
+    the same round. On a fake clock, b costs 4x a and every other stretch of calls runs 3x
+    slower for both (a process sharing a core): the paired ratio is 1/4 (up to the samples
+    that straddle a change of pace)."""
+    clock = {"now": 0.0, "calls": 0}
+
+    def tick(cost):
+        clock["calls"] += 1
+        clock["now"] += cost * (3.0 if (clock["calls"] // 7) % 2 else 1.0)
+
+    monkeypatch.setattr(core.time, "perf_counter", lambda: clock["now"])
+    profile = core.Profile(sample_s=1e-3, min_samples=9, max_samples=9, budget_s=1e-2, verify_max=0)
+    stats = core.time_interleaved({"a": lambda: tick(1e-5), "b": lambda: tick(4e-5)}, profile, pair=("a", "b"))
+    assert stats["a"]["paired_median_ratio"] == pytest.approx(0.25, rel=0.01)
+    assert "paired_median_ratio" not in stats["b"]
