@@ -12,7 +12,7 @@ from ._registry import LOSSES
 
 _BENCH_EPILOG = """\
 examples:
-  python -m fastloss bench --quick                  the headline cases, under a minute
+  python -m fastloss bench --quick                  the headline cases, 1-2.5 minutes
   python -m fastloss bench                          everything (several minutes)
   python -m fastloss bench --losses mse_loss,cross_entropy --sizes 1e5,1e7 --threads 1
   python -m fastloss bench --quick --json bench.json --plot bench.png
@@ -109,7 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "memory bandwidth, speed-ups and peak memory per call.",
         epilog=_BENCH_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     bench.add_argument("--quick", action="store_true",
-                       help="headline cases only; finishes in under a minute")
+                       help="headline cases only (1-2.5 minutes on a quiet 2-core machine)")
     bench.add_argument("--losses", type=_losses, metavar="A,B",
                        help="registry loss names (default: all)")
     bench.add_argument("--sizes", type=_sizes, metavar="N,N",
