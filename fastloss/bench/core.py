@@ -547,8 +547,6 @@ def _run(config, err, wall0, variants, plan, threads, all_cores) -> dict:
 # Issue 16's goal for a busy machine: the default-thread call at most this many times the
 # one-thread call measured in the same run.
 SCALING_GOAL = 1.5
-
-
 ONE_THREAD = "fastloss_1thread"  # timings key: the fused call at n_threads=1 in a multi-thread row
 
 

@@ -113,7 +113,8 @@ inline bool joinable(uint64_t w) { return seats_of(w) > 0 && claimable(w); }
 // 0.1 ms lost most of the parallel speed-up of calls 1e5-1e6 elements apart in the bench
 // (mse_loss 1e6 float32: 0.99x one thread's time against 0.52x with GNU OpenMP, whose idle
 // threads spin for milliseconds); with 1 ms they keep it (0.44x), and a yielding spinner
-// costs a busy machine little (bench --load 2: no row above 1.26x one thread's time).
+// costs a busy machine little (bench --load 2, mse, BCE with logits and cross-entropy,
+// 1e3-1e7 float32: no row above 1.26x one thread's time).
 constexpr long SPIN_NS = 50000;
 constexpr long YIELD_NS = 1000000;
 // A sleeping helper is woken only for a job of at least WAKE_UNITS units: the wake-up (a
@@ -125,9 +126,10 @@ constexpr idx WAKE_UNITS = 16;
 // claimed units (a helper the OS preempted mid-claim on a busy machine: it then waits for
 // that helper's next time slice, milliseconds), the calls of the next BACKOFF_MIN_NS run on
 // their calling thread alone, twice as long after each such wait in a row (at most
-// BACKOFF_MAX_NS); a parallel call without one ends it. Measured with bench --load 2: without
-// it, 18 of 110 float32 rows took more than 1.5x the one-thread time (up to 2.3x at
-// 1e5-1e6 elements).
+// BACKOFF_MAX_NS); a parallel call without one ends it. Measured with bench --load 2, every
+// loss, 1e3-1e7, with the paired 1- vs 2-thread ratio of the bench's Threads section: no
+// 2-thread row of 1e4 elements or more above 1.38x (float32) or 1.24x (float64). (Before it,
+// with a noisier ratio of row medians, 18 of 110 float32 rows were above 1.5x; with it, 10.)
 constexpr long LONG_WAIT_NS = 100000;
 constexpr long BACKOFF_MIN_NS = 2000000;
 constexpr long BACKOFF_MAX_NS = 200000000;
