@@ -662,19 +662,12 @@ def _docstring(spec: Loss, grad: int, backend_name: str) -> str:
 
 
 def _fast_path_source(spec: Loss, grad: int) -> str:
-    """The lines that try the backend's fast path first (see ``kernels.pyx``): when no
-    pos_weight or class weight is given. The scalar parameters go along as a tuple (None when
-    every one is its default, by identity: the kernel's preloaded defaults); the fast path
-    takes values of exactly the parameter's Python type inside its domain and leaves the rest
-    to the general path, as it leaves an elementwise weight of an uncommon form (it takes a
-    float, or an array like the input)."""
-    if spec.operand_domain is not None:
-        return ""  # a required operand (quantile): the general path always
-    conditions = ["_fast is not None"]
-    if spec.pos_weight:
-        conditions.append("pos_weight is None")
-    if spec.weight and spec.kind == "classes":
-        conditions.append("weight is None")
+    """The lines that try the backend's fast path first (see ``kernels.pyx``), with every
+    argument as passed: the weight and the operand (pos_weight, quantile), the scalar
+    parameters as a tuple (None when every one is its default, by identity: the kernel's
+    preloaded defaults). The fast path takes the common forms of each (exact ndarrays of the
+    compute dtype, Python floats, values of exactly the parameter's Python type inside its
+    domain) and returns None for the rest, which goes to the general path."""
     if spec.params:
         defaults = " and ".join(f"{p.name} is _defaults[{i}]" for i, p in enumerate(spec.params))
         params = f"None if {defaults} else ({''.join(p.name + ', ' for p in spec.params)})"
@@ -682,14 +675,16 @@ def _fast_path_source(spec: Loss, grad: int) -> str:
         params = "None"
     if spec.kind == "classes":
         args = "input, target, " + ("ignore_index, " if spec.ignore_index else "None, ")
+        extra = ", weight" if spec.weight else ""
     else:
         args = "input, target, " + ("weight, " if spec.weight else "None, ")
+        extra = f", {spec.operand}" if spec.operand else ""
     # the Hessian policy ("exact" for a loss without one, and for the loss and _grad twins)
     hessian = "hessian" if grad == 2 and spec.hessian_policy is not None else "'exact'"
     return (
-        f"    if {' and '.join(conditions)}:\n"
+        f"    if _fast is not None:\n"
         f"        result = _fast({args}reduction, n_threads, {'out' if grad else 'None'}, {grad}, {hessian}, "
-        f"{params})\n"
+        f"{params}{extra})\n"
         f"        if result is not None:\n"
         f"            return result\n"
     )

@@ -19,7 +19,7 @@ their parameters all come from the registry (fastloss/_registry.py).
 
 cimport numpy as cnp
 from libc.float cimport FLT_MAX
-from libc.math cimport INFINITY, NAN, copysign, isfinite
+from libc.math cimport INFINITY, NAN, copysign, frexp, isfinite
 from libc.stdint cimport INT64_MAX, INT64_MIN, int64_t, uintptr_t
 from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy
@@ -59,6 +59,7 @@ cdef extern from "dispatch.hpp" namespace "fl" nogil:
     const Facts* FACTS "fl::FACTS"
     const int KERNEL_COUNT "fl::kernel::COUNT"
     bint params_ok "fl::params_ok"(int kernel, const double* p)
+    bint operand_ok "fl::operand_ok"(int kernel, double v)
     enum: MAX_PARAMS_CAP "fl::MAX_PARAMS"
     const char* simd_name_c "fl::simd_name"()
     bint in_forked_child_c "fl::in_forked_child"()
@@ -244,12 +245,16 @@ def first_negative(cnp.ndarray a, int n_threads, bint strict):
     return first_breaking(POSITIVE if strict else NONNEGATIVE, a, n_threads)
 
 
-def float64_sum(cnp.ndarray a):
+cdef double weight_sum(cnp.ndarray a) noexcept:
     cdef idx n = cnp.PyArray_SIZE(a)
     cdef void* p = data(a)
     if is_f32(a):
         return float64_sum_c[float](<const float*>p, n)
     return float64_sum_c[double](<const double*>p, n)
+
+
+def float64_sum(cnp.ndarray a):
+    return weight_sum(a)
 
 
 def class_target_stats(cnp.ndarray t, idx n_classes, ignore_index, w):
@@ -272,8 +277,9 @@ def class_target_stats(cnp.ndarray t, idx n_classes, ignore_index, w):
 
 
 # ----------------------------------------------------------------------------- fast path
-# The common call (exact ndarrays, C-contiguous, one float dtype, matching shapes, no weight,
-# default parameters, a valid `out` or none) goes straight to the kernel with the very
+# The common call (exact ndarrays, C-contiguous, one float dtype, matching shapes, weights and
+# operands in their common forms, scalar parameters of their exact Python types, a valid `out`
+# or none) goes straight to the kernel with the very
 # arguments the front layer would pass, so results are bitwise those of the general path.
 # Anything else, including every error, returns None and takes the general path
 # (fastloss._api), which owns all checks and messages. Values are still scanned here.
@@ -290,7 +296,7 @@ cdef cnp.dtype _f64_dtype = np.dtype(np.float64)
 cdef inline bint plain_float(object a, int typenum) noexcept:
     """An exact ndarray, C-contiguous, of dtype typenum (float32 or float64), in native byte
     order (a '>f8' array has the same type number: its bytes are not the kernel's)."""
-    return (type(a) is np.ndarray and cnp.PyArray_TYPE(<cnp.ndarray>a) == typenum
+    return (type(a) is cnp.ndarray and cnp.PyArray_TYPE(<cnp.ndarray>a) == typenum
             and cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>a)
             and cnp.PyArray_ISNOTSWAPPED(<cnp.ndarray>a))
 
@@ -312,10 +318,10 @@ cdef inline bint overlaps(cnp.ndarray a, cnp.ndarray b) noexcept:
 
 
 cdef inline bint usable_out(object out, cnp.ndarray x, int typenum, cnp.ndarray other,
-                            object weight=None) noexcept:
+                            object weight=None, object operand=None) noexcept:
     """out can take the gradient (or the Hessian) directly: input's shape and dtype, writable,
-    contiguous, overlapping no operand (the target, a weight array) except being the input
-    itself."""
+    contiguous, overlapping no operand (the target, a weight array, a pos_weight or quantile
+    array) except being the input itself."""
     if not plain_float(out, typenum):
         return False
     cdef cnp.ndarray o = <cnp.ndarray>out
@@ -323,22 +329,100 @@ cdef inline bint usable_out(object out, cnp.ndarray x, int typenum, cnp.ndarray 
         return False
     if weight is not None and overlaps(o, <cnp.ndarray>weight):
         return False
+    if operand is not None and overlaps(o, <cnp.ndarray>operand):
+        return False
     return not overlaps(o, x) or cnp.PyArray_DATA(o) == cnp.PyArray_DATA(x)
 
 
 cdef inline bint usable_outs(object out, cnp.ndarray x, int typenum, cnp.ndarray other, object weight,
-                             int want) noexcept:
+                             int want, object operand=None) noexcept:
     """``out`` of a call that wants the gradient (want 1: an array or None) or the gradient
     and the Hessian (want 2: None or a pair of usable arrays that do not overlap each other)."""
     if out is None or want == 0:
         return True
     if want == 1:
-        return usable_out(out, x, typenum, other, weight)
+        return usable_out(out, x, typenum, other, weight, operand)
     if type(out) is not tuple or len(<tuple>out) != 2:
         return False
     g, h = (<tuple>out)[0], (<tuple>out)[1]
-    return (usable_out(g, x, typenum, other, weight) and usable_out(h, x, typenum, other, weight)
+    return (usable_out(g, x, typenum, other, weight, operand)
+            and usable_out(h, x, typenum, other, weight, operand)
             and not overlaps(<cnp.ndarray>g, <cnp.ndarray>h))
+
+
+cdef object broadcast_block(object value, cnp.ndarray x, int typenum):
+    """An elementwise weight or operand (pos_weight, quantile) in a form the fast path takes,
+    as the kernel reads it (element i of the input weighed by element i % size), or None for
+    any other form, which the general path's _elementwise_weight turns into the same block: a
+    Python float (a one-element array: scalar_weight), a 0-d array (period 1), an array of the
+    input's shape, or a 1-D array over the input's last axis (period shape[-1], the general
+    path's block for that shape); arrays exact ndarrays of the compute dtype, C-contiguous,
+    in native byte order."""
+    cdef int nd = cnp.PyArray_NDIM(x)
+    if type(value) is float:
+        return scalar_weight(<double>value, typenum)
+    if not plain_float(value, typenum):
+        return None
+    cdef cnp.ndarray v = <cnp.ndarray>value
+    if same_shape(v, x) or cnp.PyArray_NDIM(v) == 0:
+        return v
+    if nd >= 1 and cnp.PyArray_NDIM(v) == 1 and cnp.PyArray_DIM(v, 0) == cnp.PyArray_DIM(x, nd - 1):
+        return v
+    return None
+
+
+cdef extern from *:
+    """
+    // The smallest and the largest value of a[0..n) (n > 0), and whether any is NaN: one
+    // vectorised pass (min and max ignore NaN here; it is reported on its own).
+    template <typename T>
+    static int fl_value_range(const T* a, Py_ssize_t n, double* lo, double* hi) {
+        T mn = a[0], mx = a[0];
+        int nan = 0;
+    #pragma omp simd reduction(min : mn) reduction(max : mx) reduction(| : nan)
+        for (Py_ssize_t i = 0; i < n; ++i) {
+            const T v = a[i];
+            mn = v < mn ? v : mn;
+            mx = v > mx ? v : mx;
+            nan |= v != v;
+        }
+        *lo = mn;
+        *hi = mx;
+        return nan;
+    }
+    """
+    bint value_range "fl_value_range"[T](const T* a, idx n, double* lo, double* hi) nogil
+
+
+cdef bint operand_values_ok(int kernel, cnp.ndarray v) noexcept:
+    """Every value of an operand with a domain (quantile) inside it, by the C level's
+    operand_ok, as the general path checks the float64 values (fastloss._api._checked_operand)
+    before it rounds them to the compute dtype (float32 to double is exact). A domain is an
+    interval (registry: Interval), so no NaN and both extremes inside means every value is."""
+    cdef idx n = cnp.PyArray_SIZE(v)
+    cdef double lo, hi
+    cdef bint nan
+    if n == 0:
+        return True
+    if is_f32(v):
+        nan = value_range[float](<const float*>data(v), n, &lo, &hi)
+    else:
+        nan = value_range[double](<const double*>data(v), n, &lo, &hi)
+    return not nan and operand_ok(kernel, lo) and operand_ok(kernel, hi)
+
+
+cdef inline bint normal_reciprocal(double divisor, int typenum) noexcept:
+    """Whether the general path keeps a weighted "mean"'s weights and divisor as they are
+    (fastloss._api._normal_weight_scale: a divisor of 0, inf or NaN, or one whose reciprocal
+    is comfortably normal in the compute dtype); the fast path declines the others, which
+    that function rescales by a power of two."""
+    cdef int exponent
+    if divisor == 0 or not isfinite(divisor):
+        return True
+    frexp(divisor, &exponent)  # 2**(e - 1) <= |divisor| < 2**e
+    if typenum == cnp.NPY_FLOAT32:  # np.finfo(np.float32): minexp -126, maxexp 128
+        return -126 + 2 <= -exponent and 1 - exponent <= 128 - 2
+    return -1022 + 2 <= -exponent and 1 - exponent <= 1024 - 2
 
 
 cdef inline double hessian_const(object hessian) noexcept:
@@ -531,16 +615,19 @@ cdef class _Elementwise:
             return (None if want_none else total), loss, grad, hess
         return (None if want_none else total), loss, grad
 
-    def fast(self, input, target, weight, reduction, n_threads, out, int want, hessian, params=None):
+    def fast(self, input, target, weight, reduction, n_threads, out, int want, hessian, params=None,
+             operand=None):
         """The common call, or None (see "fast path" above). ``want``: 0 the loss, 1 with the
         gradient, 2 with the gradient and the Hessian (``hessian``: the policy; "exact" for a
         loss without one), 3 the gradient and the Hessian alone, ``(grad, hess)``, without
         computing the loss (the boosting objectives; not for reduction "none"). ``weight``:
-        None, a Python float, or an array of the input's shape and compute dtype (a weighted
-        "mean" divided by the weights' sum takes the general path, which computes and scales
-        that divisor). ``params``: None (the registry's defaults) or the tuple of the loss's
-        scalar parameters as passed (see user_params)."""
-        if type(input) is not np.ndarray:
+        None, a Python float, or an array of the input's shape or of its last axis, of the
+        compute dtype (broadcast_block; a weighted "mean" divided by the weights' sum is
+        declined where the general path rescales that divisor). ``operand``: the second
+        operand (pos_weight, quantile) in the same forms; a quantile's values inside its domain,
+        else the general path raises. ``params``: None (the registry's defaults) or the tuple
+        of the loss's scalar parameters as passed (see user_params)."""
+        if type(input) is not cnp.ndarray:
             return None
         cdef double prm_buf[MAX_PARAMS_CAP]
         cdef const double* prm = params_for(self.default_params, self.kinds, self.kernel, params, prm_buf)
@@ -562,21 +649,30 @@ cdef class _Elementwise:
         if hc < 0:
             return None
         cdef idx n = cnp.PyArray_SIZE(x)
-        w = None
+        w = pw = None
         if weight is not None:
-            if red == 0 and not self.by_count:
+            w = broadcast_block(weight, x, typenum)
+            if w is None:
                 return None
-            if type(weight) is float:
-                w = scalar_weight(<double>weight, typenum)
-                if w is None:
-                    return None
-            elif plain_float(weight, typenum) and same_shape(<cnp.ndarray>weight, x):
-                w = weight
-            else:
+        if operand is not None:
+            pw = broadcast_block(operand, x, typenum)
+            if pw is None:
                 return None
-            if n == 0:
-                w = None  # nothing to weigh (the general path's rule: a period divides n)
-        if not usable_outs(out, x, typenum, t, w, want):
+            if FACTS[self.kernel].operand_required and not operand_values_ok(self.kernel, pw):
+                return None
+        elif FACTS[self.kernel].operand_required:
+            return None  # (quantile) required: the general path refuses None
+        if n == 0:
+            w = pw = None  # nothing to weigh (the general path's rule: a period divides n)
+        cdef double divisor = n
+        if w is not None and red == 0 and not self.by_count:
+            # a weighted "mean" divided by the weights' sum: the general path's divisor (the
+            # float64 sum of the block, times its repeats), declined where that path would
+            # rescale the weights (normal_reciprocal)
+            divisor = weight_sum(<cnp.ndarray>w) * <double>(n // cnp.PyArray_SIZE(<cnp.ndarray>w))
+            if not normal_reciprocal(divisor, typenum):
+                return None
+        if not usable_outs(out, x, typenum, t, w, want, pw):
             return None
         if self.input_unit and first_breaking(UNIT_INTERVAL, x, nt) is not None:
             return None
@@ -591,10 +687,10 @@ cdef class _Elementwise:
         loss = empty_like_shape(x, typenum) if red == 2 else None
         grad = grad_buffer(out, x, typenum, want)
         hess = hess_buffer(out, x, typenum, want)
-        total = self.run(x, t, w, None, prm, loss, grad, mean_scale_c(red, n), nt, hess, hc, no_sum)
+        total = self.run(x, t, w, pw, prm, loss, grad, mean_scale_c(red, divisor), nt, hess, hc, no_sum)
         if no_sum:
             return grad, hess
-        return fast_result(total, n, red, typenum, loss, grad, hess, want)
+        return fast_result(total, divisor, red, typenum, loss, grad, hess, want)
 
 
 cdef class _Classes:
@@ -671,10 +767,14 @@ cdef class _Classes:
             return (None if want_none else total), loss, grad, hess
         return (None if want_none else total), loss, grad
 
-    def fast(self, input, target, ignore_index, reduction, n_threads, out, int want, hessian, params=None):
-        """The common call on (N, C) input with int64 class indices and no class weight, or
-        None (``want``, ``hessian`` and ``params`` as for the elementwise kernels)."""
-        if type(input) is not np.ndarray or type(target) is not np.ndarray:
+    def fast(self, input, target, ignore_index, reduction, n_threads, out, int want, hessian, params=None,
+             weight=None):
+        """The common call on (N, C) input with int64 class indices, or None (``want``,
+        ``hessian`` and ``params`` as for the elementwise kernels). ``weight``: None or the
+        class weights, a 1-D array of C values of the compute dtype (exact ndarray,
+        C-contiguous, native order); a weighted "mean" whose divisor (the targets' weight sum)
+        the general path would rescale (normal_reciprocal) is declined."""
+        if type(input) is not cnp.ndarray or type(target) is not cnp.ndarray:
             return None
         cdef double prm_buf[MAX_PARAMS_CAP]
         cdef const double* prm = params_for(self.default_params, self.kinds, self.kernel, params, prm_buf)
@@ -699,26 +799,41 @@ cdef class _Classes:
         if no_loss:
             want = 2
         cdef double hc = hessian_const(hessian) if want == 2 else 0.0
-        if hc < 0 or not usable_outs(out, x, typenum, t, None, want):
+        if hc < 0:
             return None
         cdef idx N = x.shape[0], C = x.shape[1]
+        if weight is not None and not (plain_float(weight, typenum) and cnp.PyArray_NDIM(<cnp.ndarray>weight) == 1
+                                       and cnp.PyArray_DIM(<cnp.ndarray>weight, 0) == C):
+            return None
+        if not usable_outs(out, x, typenum, t, weight, want):
+            return None
+        cdef const void* wp = data(weight)
         cdef int64_t ignore = ignore_index if self.has_ignore else 0
         cdef double count = 0
         cdef idx bad
         cdef bint has_ignore = self.has_ignore
         cdef const int64_t* tp = <const int64_t*>data(t)
+        cdef bint f32 = typenum == cnp.NPY_FLOAT32
+        # (the general path's backend.class_target_stats: the same function, the same sum)
         if N * C >= NOGIL_FROM:
             with nogil:
-                bad = class_target_stats_c[double](tp, N, C, has_ignore, ignore, NULL, &count)
+                if f32:
+                    bad = class_target_stats_c[float](tp, N, C, has_ignore, ignore, <const float*>wp, &count)
+                else:
+                    bad = class_target_stats_c[double](tp, N, C, has_ignore, ignore, <const double*>wp, &count)
+        elif f32:
+            bad = class_target_stats_c[float](tp, N, C, has_ignore, ignore, <const float*>wp, &count)
         else:
-            bad = class_target_stats_c[double](tp, N, C, has_ignore, ignore, NULL, &count)
+            bad = class_target_stats_c[double](tp, N, C, has_ignore, ignore, <const double*>wp, &count)
         if bad >= 0:
             return None
         cdef double divisor = count if self.by_target_weight else N
+        if weight is not None and red == 0 and self.by_target_weight and not normal_reciprocal(divisor, typenum):
+            return None
         loss = cnp.PyArray_EMPTY(1, cnp.PyArray_DIMS(t), typenum, 0) if red == 2 else None
         grad = grad_buffer(out, x, typenum, want)
         hess = hess_buffer(out, x, typenum, want)
-        total = self.run(x, t, None, ignore, prm, loss, grad,
+        total = self.run(x, t, weight, ignore, prm, loss, grad,
                          mean_scale_c(red, divisor), nt, hess, hc)
         if no_loss:
             return grad, hess

@@ -318,17 +318,19 @@ def test_large_in_place_and_shifted_out(api, name):
 
 
 # A weight (or pos_weight, quantile) that repeats with a short period reaches the kernel as
-# its repeating block; the drivers split each block of the fixed summation order into runs at
-# the block's period boundaries. The sums follow the element index, not the runs: any
-# broadcast form of the same per-element values gives the bits of the full-size array (the
-# compiled kernels; the NumPy backend sums its own way).
-ELEMENTWISE_WEIGHTED = [spec.name for spec in fastloss._registry.LOSSES
-                        if spec.kind == "elementwise" and spec.weight == "elementwise"]
+# its repeating block, repeated to whole periods of at least 4096 values (csrc/dispatch.hpp,
+# TiledWeight); the drivers split each block of the fixed summation order into runs at the
+# period boundaries. The sums follow the element
+# index, not the runs: any broadcast form of the same per-element values gives the bits of
+# the full-size array (the compiled kernels; the NumPy backend sums its own way).
+PERIODIC = ([(spec.name, "weight") for spec in fastloss._registry.LOSSES
+             if spec.kind == "elementwise" and spec.weight == "elementwise"]
+            + [(spec.name, spec.operand) for spec in fastloss._registry.LOSSES if spec.operand])
 
 
-@pytest.mark.parametrize("name", ELEMENTWISE_WEIGHTED)
-@pytest.mark.parametrize("columns", [1, 3, 7, 4096, 5000])
-def test_weight_period_does_not_change_the_bits(name, columns):
+@pytest.mark.parametrize("name,operand", PERIODIC, ids=lambda v: str(v))
+@pytest.mark.parametrize("columns", [1, 3, 7, 255, 256, 257, 4096, 5000])
+def test_weight_period_does_not_change_the_bits(name, operand, columns):
     pytest.importorskip("fastloss.kernels")
     api = compiled_api()
     rng = np.random.default_rng(columns)
@@ -339,15 +341,21 @@ def test_weight_period_does_not_change_the_bits(name, columns):
     x, t = REFERENCES[name].cases.make(rng, (rows, columns), {}, "values")
     for dtype in FLOATS:
         xd, td = np.asarray(x, dtype), np.asarray(t, dtype)
-        per_column = rng.uniform(0.5, 2.0, columns).astype(dtype)
+        low, high = (0.05, 0.95) if operand == "quantile" else (0.5, 2.0)
+        per_column = rng.uniform(low, high, columns).astype(dtype)
         full = np.ascontiguousarray(np.broadcast_to(per_column, xd.shape))
         fg = getattr(api, name + "_grad_hess")
         kw = {"hessian": 1.0} if spec.hessian_policy is not None and spec.hessian_policy != "exact" else {}
         # ("mean" divides by the weight's sum, rounded as computed from the array given: the
         # full array's sum and the block's sum times its repeats may differ in the last bit)
-        for reduction in ("sum", "none"):
-            expected = fg(xd, td, weight=full, reduction=reduction, **kw)
-            for weight in (per_column, per_column.reshape(1, columns)):
-                got = fg(xd, td, weight=weight, reduction=reduction, **kw)
+        reductions = ("sum", "none") if operand == "weight" else ("mean", "sum", "none")
+        for reduction in reductions:
+            expected = fg(xd, td, **{operand: full}, reduction=reduction, **kw)
+            forms = [per_column, per_column.reshape(1, columns)]
+            if columns == 1:
+                forms.append(float(per_column[0]))
+            for weight in forms:
+                got = fg(xd, td, **{operand: weight}, reduction=reduction, **kw)
                 for e, g, what in zip(expected, got, ("loss", "grad", "hess")):
-                    assert_bitwise(g, e, f"{name} {np.dtype(dtype).name} {reduction} {what}, period {columns}")
+                    assert_bitwise(g, e, f"{name} {operand} {np.dtype(dtype).name} {reduction} {what}, "
+                                         f"period {columns}")

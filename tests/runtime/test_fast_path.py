@@ -2,8 +2,10 @@
 
 A public function first offers its call to the kernel's ``fast`` method, which takes the
 common forms (exact float32/float64 ndarrays, C-contiguous, native byte order, scalar
-parameters of exactly their Python type inside their domains; an elementwise weight that is a float or an array like the input; the Hessian
-policy as an exact float or "exact"; ``out`` arrays or pairs that overlap nothing) and
+parameters of exactly their Python type inside their domains; an elementwise weight, a
+pos_weight or a quantile that is a float, a 0-d array, an array like the input or a vector
+over its last axis; class weights of length C; the Hessian policy as an exact float or
+"exact"; ``out`` arrays or pairs that overlap nothing) and
 returns None for everything else, which the general front layer (fastloss/_api.py) then
 checks and computes. Here every loss, twin (loss, ``_grad``, ``_grad_hess``), reduction,
 dtype and weight form runs both ways: through the fast path (asserted to be taken) and
@@ -53,6 +55,24 @@ def outputs(result, want):
     return (result,) if want == 0 else tuple(result)
 
 
+def assert_both_paths_agree(fn, x, t, kw, reduction, want, what):
+    """fn (a public function) gives the same bits through the fast path and through the
+    general path (forced by the reduction as np.str_), with and without ``out``."""
+    fast = outputs(fn(x, t, reduction=reduction, **kw), want)
+    general = outputs(fn(x, t, reduction=np.str_(reduction), **kw), want)
+    for a, b, name in zip(fast, general, ("loss", "grad", "hess")):
+        assert_bitwise(a, b, f"{what}: {name}")
+    if want:
+        # into out: the fast path writes the caller's arrays and returns them
+        bufs = tuple(np.full(x.shape, np.nan, x.dtype) for _ in range(want))
+        out = bufs if want == 2 else bufs[0]
+        got = outputs(fn(x, t, reduction=reduction, out=out, **kw), want)
+        for k, buf in enumerate(bufs):
+            assert got[1 + k] is buf
+            assert_bitwise(buf, general[1 + k], f"{what}: out[{k}]")
+        assert_bitwise(got[0], general[0], f"{what}: loss with out")
+
+
 def test_every_plain_case_is_here():
     assert {c.loss for c in PLAIN} == {s.name for s in BY_NAME.values() if s.operand_domain is None}
 
@@ -70,23 +90,10 @@ def test_fast_path_gives_the_general_paths_bits(case, dtype, reduction, want):
     fn = getattr(fastloss, spec.name + TWINS[want])
     for what, weight in weight_forms(spec, x).items():
         kw = {} if weight is None else {"weight": weight}
-        declined = ((weight is not None and reduction == "mean" and spec.mean_divisor != "count")
-                    or (spec.kind == "classes" and (x.ndim != 2 or t.dtype != np.int64)))
+        declined = spec.kind == "classes" and (x.ndim != 2 or t.dtype != np.int64)
         taken = fast_call(spec, x, t, weight, reduction, None, want)
         assert (taken is None) == declined, f"{what}: the fast path {'took' if taken is not None else 'declined'} it"
-        fast = outputs(fn(x, t, reduction=reduction, **kw), want)
-        general = outputs(fn(x, t, reduction=np.str_(reduction), **kw), want)
-        for a, b, name in zip(fast, general, ("loss", "grad", "hess")):
-            assert_bitwise(a, b, f"{what}: {name}")
-        if want:
-            # into out: the fast path writes the caller's arrays and returns them
-            bufs = tuple(np.full(x.shape, np.nan, x.dtype) for _ in range(want))
-            out = bufs if want == 2 else bufs[0]
-            got = outputs(fn(x, t, reduction=reduction, out=out, **kw), want)
-            for k, buf in enumerate(bufs):
-                assert got[1 + k] is buf
-                assert_bitwise(buf, general[1 + k], f"{what}: out[{k}]")
-            assert_bitwise(got[0], general[0], f"{what}: loss with out")
+        assert_both_paths_agree(fn, x, t, kw, reduction, want, what)
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
@@ -94,7 +101,7 @@ def test_fast_path_declines_what_the_general_path_must_check(dtype):
     """Forms the fast path leaves to the general path: a Hessian policy it does not know
     (the general path refuses a bad one before writing), an out pair that overlaps, an out
     overlapping the weight, a weight of another dtype or shape, a float weight beyond
-    float32, a weighted "mean" divided by the weights' sum."""
+    float32, a weighted "mean" whose divisor (the weights' sum) the general path rescales."""
     spec = BY_NAME["l1_loss"]
     rng = np.random.default_rng(2)
     x = rng.standard_normal(100).astype(dtype)
@@ -110,11 +117,17 @@ def test_fast_path_declines_what_the_general_path_must_check(dtype):
         (None, "sum", (g, g), 2, 1.0), (None, "sum", (g, h[::-1]), 2, 1.0), (None, "sum", [g, h], 2, 1.0),
         (None, "sum", (g, h), 2, None), (None, "sum", (g,), 2, 1.0), (w, "sum", (w, h), 2, 1.0),
         (w, "sum", w, 1, "exact"), (w.astype(other), "sum", None, 1, "exact"), (w[:50], "sum", None, 1, "exact"),
-        (w.reshape(10, 10), "sum", None, 1, "exact"), (w, "mean", None, 1, "exact"),
-        (0.5, "mean", None, 0, "exact"), (1, "sum", None, 0, "exact"), (np.float64(0.5), "sum", None, 0, "exact"),
+        (w.reshape(10, 10), "sum", None, 1, "exact"), (1, "sum", None, 0, "exact"),
+        (np.float64(0.5), "sum", None, 0, "exact"),
     ]
     if dtype == np.float32:
         declined.append((1e39, "sum", None, 0, "exact"))
+    # the weights' sum, the divisor of l1_loss's weighted "mean", so small that 1 / sum
+    # overflows: the general path scales weights and sum by a power of two first
+    tiny = np.ldexp(np.ones(100, dtype), np.finfo(dtype).minexp - 10)
+    declined += [(tiny, "mean", None, 1, "exact"), (float(tiny[0]), "mean", None, 0, "exact")]
+    assert fast_call(spec, x, t, w, "mean", None, 1) is not None
+    assert fast_call(spec, x, t, tiny, "sum", None, 1) is not None
     for weight, reduction, out, want, hessian in declined:
         assert fast_call(spec, x, t, weight, reduction, out, want, hessian) is None, (weight, reduction, out, hessian)
     # the general path then does what it does: refuses a bad policy before writing,
@@ -157,8 +170,6 @@ def test_gradient_and_hessian_without_the_loss_are_the_grad_hess_bits(case, dtyp
         for what, weight in weight_forms(spec, x).items():
             kw = {} if weight is None else {"weight": weight}
             for reduction in ("mean", "sum"):
-                if weight is not None and reduction == "mean" and spec.mean_divisor != "count":
-                    continue
                 g, h = np.full_like(x, np.nan), np.full_like(x, np.nan)
                 got = fast_call(spec, x, t, weight, reduction, (g, h), 3, policy)
                 assert got is not None and got[0] is g and got[1] is h
@@ -231,3 +242,104 @@ def test_the_fast_path_declines_parameters_the_general_path_converts_or_refuses(
     # converted by the general path, with the bits of the exact type through the fast path
     for a, b in zip(fastloss.huber_loss_grad(x, t, delta=np.float64(0.5)), fastloss.huber_loss_grad(x, t, delta=0.5)):
         assert_bitwise(a, b)
+
+
+# Every parameter set with a weight, a pos_weight or a quantile (class indices for the class
+# losses): the fast path takes each form it knows (a float, a 0-d array, an array like the
+# input, a vector over its last axis, class weights of length C) with the general path's bits.
+WEIGHED = [c for c in one_case_per_param_set() if c.form != "probabilities"
+           and {"weight", "pos_weight", "quantile"} & set(dict(c.params))]
+
+
+def test_every_weight_and_operand_has_a_case():
+    assert {c.loss for c in WEIGHED} == {s.name for s in BY_NAME.values() if s.weight or s.operand}
+
+
+def fast_kwargs_call(spec, x, t, kw, reduction, out, want):
+    """The kernel's fast method called as the generated function calls it, from keywords."""
+    params = tuple(kw.get(p.name, p.default) for p in spec.params)
+    hessian = kw.get("hessian", spec.hessian_policy) if want == 2 and spec.hessian_policy is not None else "exact"
+    if spec.kind == "classes":
+        return fast_method(spec)(x, t, kw.get("ignore_index", -100) if spec.ignore_index else None, reduction,
+                                 None, out, want, hessian, params, kw.get("weight"))
+    return fast_method(spec)(x, t, kw.get("weight"), reduction, None, out, want, hessian, params,
+                             kw.get(spec.operand) if spec.operand else None)
+
+
+@pytest.mark.parametrize("want", [0, 1, 2])
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("case", WEIGHED, ids=str)
+def test_weights_and_operands_take_the_fast_path_with_the_general_paths_bits(case, dtype, want):
+    spec = case.spec
+    x, t, kw = case.generate(dtype)
+    if spec.kind == "classes" and x.ndim > 2:  # (N, C, d...) -> (N d..., C): the fast path's form
+        x = np.ascontiguousarray(np.moveaxis(x, 1, -1).reshape(-1, x.shape[1]))
+        t = np.ascontiguousarray(t.reshape(-1), dtype=np.int64)
+    for p in spec.params:  # scalar parameters of their exact Python types
+        if p.name in kw:
+            kw[p.name] = p.type(kw[p.name])
+    variants = [kw]
+    for name in ("weight", "pos_weight", "quantile"):  # a 0-d array and the Python float
+        if isinstance(kw.get(name), np.ndarray) and kw[name].ndim == 0:
+            variants.append({**kw, name: float(kw[name])})
+    fn = getattr(fastloss, spec.name + TWINS[want])
+    for kw in variants:
+        forms = {k: getattr(v, "shape", v) for k, v in kw.items()}
+        # declined: a weight that repeats along an inner axis (the general path materialises it)
+        column = any(isinstance(v, np.ndarray) and v.ndim == 2 and v.shape[-1] == 1 and x.shape[-1] != 1
+                     for v in kw.values())
+        for reduction in ("mean", "sum", "none"):
+            declined = column
+            taken = fast_kwargs_call(spec, x, t, kw, reduction, None, want)
+            assert (taken is None) == declined, f"{forms} {reduction}: {'took' if taken is not None else 'declined'}"
+            assert_both_paths_agree(fn, x, t, kw, reduction, want, f"{forms} {reduction}")
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+def test_fast_path_declines_operands_and_class_weights_the_general_path_must_check(dtype):
+    """A pos_weight, quantile or class weight of another dtype, length or shape, a quantile
+    outside (0, 1) (NaN too), an out overlapping the operand, a weighted "mean" whose divisor
+    the general path rescales: declined, and the general path raises or computes as always."""
+    rng = np.random.default_rng(3)
+    other = np.float64 if dtype == np.float32 else np.float32
+    x = rng.standard_normal((20, 5)).astype(dtype)
+    y = (rng.random((20, 5)) < 0.5).astype(dtype)
+    g = np.empty_like(x)
+    bce = BY_NAME["binary_cross_entropy_with_logits"]
+    pw = rng.uniform(0.5, 2, 5).astype(dtype)
+    assert fast_kwargs_call(bce, x, y, {"pos_weight": pw}, "sum", g, 1) is not None
+    for bad in (pw.astype(other), pw[:4], pw.reshape(5, 1), np.tile(pw, 2), pw[::-1], 2, np.float64(2.0)):
+        assert fast_kwargs_call(bce, x, y, {"pos_weight": bad}, "sum", g, 1) is None, bad
+    full = np.ascontiguousarray(np.broadcast_to(pw, x.shape))
+    assert fast_kwargs_call(bce, x, y, {"pos_weight": full}, "sum", full, 1) is None  # out is the operand
+
+    pinball = BY_NAME["pinball_loss"]
+    q = np.array([0.1, 0.25, 0.5, 0.75, 0.9], dtype)
+    assert fast_kwargs_call(pinball, x, y, {"quantile": q}, "sum", g, 1) is not None
+    assert fast_kwargs_call(pinball, x, y, {"quantile": 0.3}, "sum", g, 1) is not None
+    for bad in (0.0, 1.0, -0.0, float("nan"), 1.5, 1, np.float64(0.5), None,
+                np.array([0.1, 0.2, 1.0, 0.5, 0.5], dtype), np.array([0.1, np.nan, 0.5, 0.5, 0.5], dtype),
+                np.array([0.0, 0.2, 0.3, 0.5, 0.5], dtype)):
+        assert fast_kwargs_call(pinball, x, y, {"quantile": bad}, "sum", g, 1) is None, bad
+    g[...] = 7
+    for bad in (1.0, np.array([0.1, np.nan, 0.5, 0.5, 0.5], dtype)):
+        with pytest.raises(ValueError, match="quantile"):
+            fastloss.pinball_loss_grad(x, y, quantile=bad, out=g)
+    assert np.all(g == 7)
+
+    ce = BY_NAME["cross_entropy"]
+    tc = rng.integers(0, 5, 20)
+    w = rng.uniform(0.5, 2, 5).astype(dtype)
+    assert fast_kwargs_call(ce, x, tc, {"weight": w}, "mean", g, 1) is not None
+    for bad in (w.astype(other), w[:4], w.reshape(1, 5), np.tile(w, 2)[::2], 0.5):
+        assert fast_kwargs_call(ce, x, tc, {"weight": bad}, "mean", g, 1) is None, bad
+    assert fast_kwargs_call(ce, x, tc, {"weight": w}, "mean", w, 1) is None
+    # weights whose sum makes 1 / sum overflow (or, in float32, underflow): the general path
+    # scales both by a power of two first (_normal_weight_scale)
+    tiny = np.ldexp(np.ones(5, dtype), np.finfo(dtype).minexp - 10)  # subnormal powers of two
+    assert fast_kwargs_call(ce, x, tc, {"weight": tiny}, "mean", g, 1) is None
+    assert fast_kwargs_call(ce, x, tc, {"weight": tiny}, "sum", g, 1) is not None
+    loss, grad = fastloss.cross_entropy_grad(x, tc, weight=tiny)
+    expected = fastloss.cross_entropy_grad(x, tc, weight=np.ones(5, dtype))
+    assert_bitwise(loss, expected[0])
+    assert_bitwise(grad, expected[1])
