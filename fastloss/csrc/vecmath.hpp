@@ -218,7 +218,7 @@ FL_VM_INLINE T log_core(T m, T d) {
     f = big ? f_half : f;
     k = big ? k + 1 : k;
     T s = (f - T(1)) / (f + T(1));
-    T kf = T(k);
+    T kf = T(int32_t(k));  // exact (|k| < 1100): int32 to T vectorises at every level, int64 to double needs AVX-512
     return mad(kf, T(B::ln2_hi), mad(kf, T(B::ln2_lo), log_series(s) + d));
 }
 
@@ -361,7 +361,7 @@ FL_VM_INLINE void log_parts(T m, T& hi, T& lo) {
     f = big ? f_half : f;
     k = big ? k + 1 : k;
     T s = (f - T(1)) / (f + T(1));
-    T kf = T(k);
+    T kf = T(int32_t(k));  // exact (|k| < 1100): int32 to T vectorises at every level, int64 to double needs AVX-512
     hi = kf * T(B::ln2_hi);
     lo = mad(kf, T(B::ln2_lo), log_series(s));
 }
@@ -528,7 +528,7 @@ FL_VM_INLINE T log_parts(T m, T& k_ln2_hi) {
     f = big ? f_half : f;
     k = big ? k + 1 : k;
     T s = (f - T(1)) / (f + T(1));
-    T kf = T(k);
+    T kf = T(int32_t(k));  // exact (|k| < 1100): int32 to T vectorises at every level, int64 to double needs AVX-512
     k_ln2_hi = kf * T(B::ln2_hi);
     T rest = mad(kf, T(B::ln2_lo), log_series(s));
     T special = m == T(0) ? -std::numeric_limits<T>::infinity()
