@@ -50,6 +50,18 @@ def _load(text):
     return n
 
 
+def _simd(text):
+    """--simd: levels this CPU runs (lowest first), or all of them."""
+    from .bench.core import simd_levels_available
+
+    available = simd_levels_available()
+    if not available:
+        raise argparse.ArgumentTypeError("--simd needs the compiled backend (fastloss.kernels), "
+                                         "which is not in use")
+    chosen = available if text == "all" else _chosen(text, list(available), "SIMD level (on this CPU)")
+    return tuple(lv for lv in available if lv in chosen)
+
+
 def _losses(text):
     return _chosen(text, [loss.name for loss in LOSSES], "loss")
 
@@ -129,6 +141,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--load", type=_load, default=0, metavar="N",
                        help="run N busy processes beside the bench (N = the core count: every core "
                             "shared), to measure the contended case")
+    bench.add_argument("--simd", type=_simd, metavar="L,L",
+                       help="also time the fused call at these instruction-set levels side by side "
+                            "(baseline, avx2, avx512, or all: the levels this CPU runs)")
     bench.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
     sub.add_parser("info", help="version, backend, OpenMP, threads, SIMD level",
                    description="Show fastloss's version, backend, OpenMP, threads and SIMD "
@@ -218,6 +233,7 @@ def main(argv=None) -> int:
     config = core.Config(losses=args.losses, sizes=args.sizes, dtypes=args.dtypes,
                          threads=args.threads, against=args.against, quick=args.quick,
                          json_path=args.json_path, plot_path=args.plot_path, seed=args.seed, load=args.load,
+                         simd=args.simd,
                          command=shlex.join(["python", "-m", "fastloss", *argv]))
     result = core.run(config)
     print(core.format_report(result), flush=True)

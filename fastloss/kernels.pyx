@@ -62,6 +62,8 @@ cdef extern from "dispatch.hpp" namespace "fl" nogil:
     bint operand_ok "fl::operand_ok"(int kernel, double v)
     enum: MAX_PARAMS_CAP "fl::MAX_PARAMS"
     const char* simd_name_c "fl::simd_name"()
+    int detected_simd_level_c "fl::detected_simd_level"()
+    void set_simd_cap_c "fl::set_simd_cap"(int level)
     bint in_forked_child_c "fl::in_forked_child"()
     int register_atfork "fl::register_atfork"()
     int omp_default_threads "fl::omp_default_threads"()
@@ -133,6 +135,27 @@ def openmp_enabled():
 def simd_level():
     """The instruction set the kernels run with on this CPU (chosen at run time)."""
     return simd_name_c().decode()
+
+
+SIMD_LEVELS = ("baseline", "avx2", "avx512")  # fl::simd_level()'s 0, 1, 2 (FASTLOSS_SIMD's names)
+
+
+def _simd_levels():
+    """The levels this build and CPU can run, lowest first (FASTLOSS_SIMD caps them)."""
+    return SIMD_LEVELS[:detected_simd_level_c() + 1]
+
+
+def _set_simd_cap(level):
+    """Benchmark only (``python -m fastloss bench --simd``): run the following calls at the
+    named lower level (one of _simd_levels()), or at the detected level again (None).
+    Process-wide and not for results: the baseline level's exp and log can differ from the
+    others' in the last bits, and the level a result was computed at is not recorded."""
+    if level is None:
+        set_simd_cap_c(-1)
+        return
+    if level not in _simd_levels():
+        raise ValueError(f"level must be one of {_simd_levels()} or None, got {level!r}")
+    set_simd_cap_c(SIMD_LEVELS.index(level))
 
 
 def in_forked_child():

@@ -102,6 +102,7 @@ class Config:
     plot_path: str | None = None
     seed: int = 0
     load: int = 0  # --load N: N busy processes beside the run (the contended case)
+    simd: tuple[str, ...] | None = None  # --simd: instruction-set levels timed side by side
     command: str = ""  # the command line, for the report
     profile: Profile = field(init=False)
 
@@ -327,15 +328,20 @@ def peak_extra_bytes(call, warm_up=True) -> int:
     return max(0, peak - base)
 
 
-def time_interleaved(calls: dict, profile: Profile, pair: tuple | None = None) -> dict:
+def time_interleaved(calls: dict, profile: Profile, pair: tuple | None = None,
+                     levels: dict | None = None) -> dict:
     """Median, quartiles, min and max seconds per call of each callable (see the module doc).
     ``pair=(a, b)``: also the median over rounds of a's sample over b's sample taken in the same
     round (stats[a]["paired_median_ratio"]): on a busy machine whole stretches of samples run
     slower (the process shares a core), and a ratio of samples taken side by side cancels that
     where a ratio of medians does not (calls of identical code differed up to 3x by medians
-    under --load 2, at most a few percent by paired ratios)."""
+    under --load 2, at most a few percent by paired ratios). ``levels``: the SIMD level each
+    callable runs at (key -> a level of kernels._simd_levels(), absent: the detected one),
+    set before its warm-up and each of its samples, outside the timed loop (``--simd``)."""
+    set_level = _level_setter(levels)
     plan = {}
     for key, fn in calls.items():
+        set_level(key)
         t0 = time.perf_counter()
         fn()  # warm-up, and a first estimate
         est = time.perf_counter() - t0
@@ -365,6 +371,7 @@ def time_interleaved(calls: dict, profile: Profile, pair: tuple | None = None) -
                 fn, k, samples = plan[key]
                 if len(times[key]) >= samples:
                     continue
+                set_level(key)
                 loop = range(k)
                 t0 = time.perf_counter()
                 for _ in loop:
@@ -372,6 +379,7 @@ def time_interleaved(calls: dict, profile: Profile, pair: tuple | None = None) -
                 times[key].append((time.perf_counter() - t0) / k)
             round_ += 1
     finally:
+        set_level(None)
         if gc_was_enabled:
             gc.enable()
 
@@ -385,6 +393,33 @@ def time_interleaved(calls: dict, profile: Profile, pair: tuple | None = None) -
         ratios = [ta / tb for ta, tb in zip(times[a], times[b])]
         stats[a]["paired_median_ratio"] = _median(ratios)
     return stats
+
+
+def _level_setter(levels: dict | None):
+    """``set_level(key)``: run the next calls at ``levels[key]`` (the detected level for a key
+    not in it, and for None)."""
+    if not levels:
+        return lambda key: None
+    from .. import kernels
+
+    def set_level(key):
+        kernels._set_simd_cap(levels.get(key) if key is not None else None)
+
+    return set_level
+
+
+SIMD_PREFIX = "fastloss@"  # timings key of the fused call at a SIMD level (--simd)
+
+
+def simd_levels_available() -> tuple[str, ...]:
+    """The SIMD levels ``--simd`` can time here (none on the NumPy backend)."""
+    try:
+        from .. import kernels
+    except ImportError:
+        return ()
+    import fastloss
+
+    return tuple(kernels._simd_levels()) if fastloss.get_backend() == "cython" else ()
 
 
 def kernel_bytes(variant, x, t) -> int:
@@ -493,7 +528,7 @@ def _run(config, err, wall0, variants, plan, threads, all_cores) -> dict:
                         prev = runners.set_torch_threads(thr)
                         previous_torch_threads = previous_torch_threads or prev
                     row = _bench_row(variant, x, t, dtype_name, thr, thr >= all_cores, loaded,
-                                     bandwidth, config.profile)
+                                     bandwidth, config.profile, config.simd or ())
                     rows.append(row)
                     mismatches += [(row, key) for key, ok in row["agrees"].items() if not ok]
                 # after timing: every function has run, no warm-up call needed
@@ -527,6 +562,7 @@ def _run(config, err, wall0, variants, plan, threads, all_cores) -> dict:
             "losses": [v.label for v in variants],
             "sizes_dtypes": [[n, d] for n, d in plan],
             "threads": list(threads),
+            "simd_levels": list(config.simd or ()),
             "compared": [c.key for c in loaded],
             "skipped": skipped,
             "profile": dataclasses.asdict(config.profile),
@@ -582,13 +618,17 @@ def _memory_row(variant, x, t, dtype_name, threads, loaded):
 NO_SUCH_LOSS = "has no such loss"  # why a competitor is not timed for a loss it lacks
 
 
-def _bench_row(variant, x, t, dtype_name, thr, all_cores, loaded, bandwidth, profile) -> dict:
+def _bench_row(variant, x, t, dtype_name, thr, all_cores, loaded, bandwidth, profile, simd=()) -> dict:
     n = int(x.size)
     fused = runners.FASTLOSS.runner(variant, x, t, thr)
     calls = {"fastloss": fused.call,
              "fastloss_loss": runners.FASTLOSS_LOSS.runner(variant, x, t, thr).call}
     if thr > 1:  # the same call on one thread, interleaved with it (the Threads section)
         calls[ONE_THREAD] = runners.FASTLOSS.runner(variant, x, t, 1).call
+    # the same call at each SIMD level asked for (--simd), interleaved with the rest
+    levels = {SIMD_PREFIX + level: level for level in simd}
+    for key in levels:
+        calls[key] = runners.FASTLOSS.runner(variant, x, t, thr).call
     agrees, not_timed = {}, {}
     verify = n <= profile.verify_max
     reference = fused.result() if verify else None
@@ -604,7 +644,8 @@ def _bench_row(variant, x, t, dtype_name, thr, all_cores, loaded, bandwidth, pro
             agrees[c.key] = runners.agrees(reference, r.result(), x.dtype)
         calls[c.key] = r.call
     del reference
-    timings = time_interleaved(calls, profile, pair=("fastloss", ONE_THREAD) if ONE_THREAD in calls else None)
+    timings = time_interleaved(calls, profile, pair=("fastloss", ONE_THREAD) if ONE_THREAD in calls else None,
+                               levels=levels)
     median = timings["fastloss"]["median_s"]
     nbytes = kernel_bytes(variant, x, t)
     bw_kind = "copy" if variant.classes else "add"
@@ -624,7 +665,9 @@ def _bench_row(variant, x, t, dtype_name, thr, all_cores, loaded, bandwidth, pro
         "bandwidth_kind": bw_kind,
         "bandwidth_share": gbps / bandwidth[bw_kind][thr],
         "speedup": {key: timings[key]["median_s"] / median for key in timings
-                    if key not in ("fastloss", "fastloss_loss", ONE_THREAD)},
+                    if key not in ("fastloss", "fastloss_loss", ONE_THREAD) and key not in levels},
+        # --simd: the fused call's median time at each SIMD level, timed in this row
+        "simd_levels": {level: timings[key]["median_s"] for key, level in levels.items()} or None,
         # the fused call at thr threads over the same call at 1 thread: the median of the
         # ratios of samples taken side by side (time_interleaved's pair)
         "vs_one_thread": timings["fastloss"].get("paired_median_ratio"),
@@ -832,6 +875,8 @@ def format_report(result: dict) -> str:
                      f"{worst['ratio']:.2f}x ({worst['loss']} {_fmt_count(worst['elements'])} "
                      f"{_DT.get(worst['dtype'], worst['dtype'])})")
 
+    lines += _simd_section(result)
+
     if result["mismatches"]:
         lines.append("")
         lines.append("WARNING: these baselines do not compute fastloss's result (speed-ups marked '!'):")
@@ -839,6 +884,31 @@ def format_report(result: dict) -> str:
     lines.append("")
     lines.append(f"{len(result['rows'])} rows in {result['wall_time_s']:.1f} s")
     return "\n".join(lines)
+
+
+def _simd_section(result) -> list[str]:
+    """--simd: per row, the fused call's time at each level and the speed-up of each level
+    over the baseline one (all timed in the row, interleaved)."""
+    levels = result["config"].get("simd_levels") or []
+    rows = [r for r in result["rows"] if r.get("simd_levels")]
+    if not rows:
+        return []
+    lines = ["", f"SIMD levels: the fused call at each level, timed side by side in each row "
+                 f"(kernels._set_simd_cap; this CPU runs {', '.join(simd_levels_available()) or 'none'})"]
+    head = ["loss", "n", "dtype", "thr"] + levels
+    base = levels[0] if levels and levels[0] == "baseline" else None
+    if base:
+        head += [f"{lv} vs baseline" for lv in levels[1:]]
+    table = []
+    for r in rows:
+        times = r["simd_levels"]
+        cells = [r["loss"], _fmt_count(r["elements"]), _DT.get(r["dtype"], r["dtype"]), str(r["threads"])]
+        cells += [_fmt_time(times[lv]) for lv in levels]
+        if base:
+            cells += [_fmt_speedup(times[base] / times[lv]) for lv in levels[1:]]
+        table.append(cells)
+    lines += ["  " + s for s in _table(head, table, [False] + [True] * (len(head) - 1))]
+    return lines
 
 
 # --------------------------------------------------------------------------- outputs

@@ -10,6 +10,8 @@
 // in the last bits (within the same accuracy bounds).
 #pragma once
 
+#include <atomic>
+
 #include "common.hpp"
 
 namespace fl {
@@ -29,9 +31,24 @@ inline int detect_simd_level() {
     return level;
 }
 
-inline int simd_level() {
+inline int detected_simd_level() {
     static const int level = detect_simd_level();
     return level;
+}
+
+// A lower level chosen at run time (-1: none), for the benchmark alone, which times every
+// level side by side in one process (kernels._set_simd_cap, `bench --simd`). Not for
+// results: the baseline level's exp/log can differ from the others' in the last bits.
+inline std::atomic<int>& simd_cap() {
+    static std::atomic<int> cap{-1};
+    return cap;
+}
+
+inline void set_simd_cap(int level) { simd_cap().store(level < 0 ? -1 : level, std::memory_order_relaxed); }
+
+inline int simd_level() {
+    const int level = detected_simd_level(), cap = simd_cap().load(std::memory_order_relaxed);
+    return cap >= 0 && cap < level ? cap : level;
 }
 
 inline const char* simd_name() {

@@ -426,6 +426,7 @@ def test_plot_without_matplotlib(monkeypatch, capsys, tmp_path):
     (["info", "--quick"], "unrecognized arguments"),
     (["bench", "--load", "-1"], "--load takes a number of busy processes from 0 to 256, got '-1'"),
     (["bench", "--load", "many"], "--load takes a number of busy processes from 0 to 256, got 'many'"),
+    (["bench", "--simd", "sse9"], "--simd"),
 ])
 def test_bad_options(argv, message, capsys):
     code, out, err = run_cli(argv, capsys)
@@ -447,7 +448,7 @@ def test_help_lists_every_option(capsys):
     code, out, _ = run_cli(["bench", "--help"], capsys)
     assert code == 0
     for option in ("--quick", "--losses", "--sizes", "--dtypes", "--threads", "--against", "--json", "--plot",
-                   "--load"):
+                   "--load", "--simd"):
         assert option in out
 
 
@@ -495,6 +496,49 @@ def test_thread_scaling_is_the_ratio_of_the_rows_timed_with_1_and_more_threads(c
     # one thread count: nothing to compare, no section
     code, out, _ = run_cli(TINY + ["--losses", "mse_loss", "--against", "numpy"], capsys)
     assert code == 0 and "Threads: fused time" not in out
+
+
+def test_simd_levels_are_timed_side_by_side(capsys, tmp_path, monkeypatch):
+    """Issue 16, point 2: --simd times the fused call at each instruction-set level this CPU
+    runs, interleaved in each row (kernels._set_simd_cap before every sample, the detected
+    level again afterwards); JSON simd_levels per row and a report section. Without the
+    compiled backend the option is refused."""
+    from fastloss.bench.core import simd_levels_available
+
+    levels = simd_levels_available()
+    if not levels:
+        code, _, err = run_cli(TINY + ["--simd", "all"], capsys)
+        assert code == 2 and "--simd needs the compiled backend" in err
+        return
+    from fastloss import kernels
+
+    detected = kernels.simd_level()
+    set_cap, seen = kernels._set_simd_cap, []
+
+    def recording(level):
+        set_cap(level)
+        seen.append((level, kernels.simd_level()))
+
+    monkeypatch.setattr(kernels, "_set_simd_cap", recording)
+    path = tmp_path / "b.json"
+    code, out, _ = run_cli(TINY + ["--losses", "mse_loss,cross_entropy", "--against", "numpy", "--simd", "all",
+                                   "--json", str(path)], capsys)
+    assert code == 0
+    import json
+
+    data = json.loads(path.read_text())
+    assert data["config"]["simd_levels"] == list(levels)
+    for r in data["rows"]:
+        assert sorted(r["simd_levels"]) == sorted(levels) and all(v > 0 for v in r["simd_levels"].values())
+        assert not any(k.startswith("fastloss@") for k in r["speedup"])
+    assert "SIMD levels: the fused call at each level" in out
+    # every level was set (and was the level the kernels then ran at), then the detected one
+    names = {"baseline": "baseline", "avx2": "AVX2", "avx512": "AVX-512"}
+    assert {lv for lv, _ in seen if lv} == set(levels)
+    assert all(now.startswith(names[lv]) for lv, now in seen if lv)
+    assert seen[-1] == (None, detected) and kernels.simd_level() == detected
+    with pytest.raises(ValueError, match="level must be one of"):
+        set_cap("sse9")
 
 
 def test_load_processes_end_with_the_run_and_with_a_killed_parent():
