@@ -16,7 +16,8 @@ For every loss of the registry (``fastloss._registry.LOSSES``; inputs and baseli
 Timing: ``time.perf_counter``; each implementation is called once to warm up, then sampled
 repeatedly, each sample timing a loop of k calls (k chosen so that a sample lasts about
 ``Profile.sample_s``: tiny inputs are not measured at the clock's resolution); the number of
-samples adapts to the call's cost within ``[min_samples, max_samples]``. The samples of all
+samples adapts to the call's cost within ``[min_samples, max_samples]`` (``--quick``: a call
+slower than ``Profile.slow_call_s``, 0.5 s, is sampled once after its warm-up). The samples of all
 implementations of a row are taken *interleaved* (round-robin, rotating the order), so a
 background load hits them alike; the garbage collector is off while timing. A row reports
 the median and the interquartile range; speed-ups are ratios of medians of the same row.
@@ -71,10 +72,13 @@ class Profile:
     max_samples: int
     budget_s: float  # time per implementation per row, within [min, max] samples
     verify_max: int = 1_000_000  # check results against fastloss up to this many elements
+    # A call slower than this (its warm-up call's time) is sampled once: the NumPy backend's
+    # deviances take 4-12 s at 1e7, and 3 samples of them were most of --quick's time.
+    slow_call_s: float = math.inf
 
 
 FULL = Profile(sample_s=2e-3, min_samples=5, max_samples=31, budget_s=0.4)
-QUICK = Profile(sample_s=1e-3, min_samples=3, max_samples=11, budget_s=0.06)
+QUICK = Profile(sample_s=1e-3, min_samples=3, max_samples=11, budget_s=0.06, slow_call_s=0.5)
 
 DTYPES = {"float32": np.float32, "float64": np.float64}
 DEFAULT_SIZES = (1_000, 10_000, 100_000, 1_000_000, 10_000_000)
@@ -357,6 +361,8 @@ def time_interleaved(calls: dict, profile: Profile, pair: tuple | None = None,
         k = max(1, int(profile.sample_s / est)) if est > 0 else 1000
         samples = int(profile.budget_s / (k * max(est, 1e-9)))
         samples = min(profile.max_samples, max(profile.min_samples, samples))
+        if est > profile.slow_call_s:
+            samples = 1
         plan[key] = (fn, k, samples)
 
     times = {key: [] for key in plan}

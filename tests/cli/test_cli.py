@@ -631,3 +631,22 @@ def test_paired_ratio_is_the_median_of_same_round_ratios(monkeypatch):
     stats = core.time_interleaved({"a": lambda: tick(1e-5), "b": lambda: tick(4e-5)}, profile, pair=("a", "b"))
     assert stats["a"]["paired_median_ratio"] == pytest.approx(0.25, rel=0.01)
     assert "paired_median_ratio" not in stats["b"]
+
+
+def test_quick_samples_a_slow_call_once(monkeypatch):
+    """--quick (issue 16, point 6): a call whose warm-up took over Profile.slow_call_s is
+    sampled once (the NumPy backend's deviances at 1e7 take seconds); others keep at least
+    min_samples. The full profile samples every call at least min_samples times."""
+    clock = {"now": 0.0}
+    monkeypatch.setattr(core.time, "perf_counter", lambda: clock["now"])
+
+    def cost(seconds):
+        def call():
+            clock["now"] += seconds
+        return call
+
+    calls = {"slow": cost(2.0), "fast": cost(1e-4)}
+    quick = core.time_interleaved(calls, core.QUICK)
+    assert quick["slow"]["samples"] == 1 and quick["fast"]["samples"] >= core.QUICK.min_samples
+    full = core.time_interleaved(calls, core.FULL)
+    assert full["slow"]["samples"] == core.FULL.min_samples
