@@ -147,3 +147,25 @@ def test_torch_overhead_script_quick():
     rows = [line.split("|")[1:-1] for line in proc.stdout.splitlines() if line.startswith("| ") and "us" not in line]
     assert [r[0].strip() for r in rows] == ["F", "flt", "Function", "kernel", "floor"]
     assert rows[0][2].strip() == "1.00" and all(float(r[1]) > 0 for r in rows)
+
+
+def test_small_calls_script_quick(tmp_path):
+    """bench/small_calls.py --quick: every registry loss, each form its registry row has
+    (explicit parameters, a weight, its operand, all together) timed beside the defaults and
+    NumPy's one-call floor, and no other."""
+    pytest.importorskip("fastloss.kernels")
+    from fastloss._registry import BY_NAME
+
+    stdout, result = _run_script("small_calls.py", "--quick", tmp_path=tmp_path)
+    rows = {r["loss"].split(" C=")[0]: r for r in result["rows"]}
+    assert set(rows) == set(BY_NAME)
+    for name, r in rows.items():
+        spec = BY_NAME[name]
+        has = {"defaults": True, "params": bool(spec.params), "weight": bool(spec.weight),
+               "operand": bool(spec.operand)}
+        has["all"] = sum(has.values()) > 2
+        for form, present in has.items():
+            assert (r[form] is not None) == present, (name, form)
+            assert r[form] is None or r[form] > 0
+        assert r["numpy_floor"] > 0
+    assert "np.subtract ns" in stdout
