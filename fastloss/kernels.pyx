@@ -268,7 +268,7 @@ def first_negative(cnp.ndarray a, int n_threads, bint strict):
     return first_breaking(POSITIVE if strict else NONNEGATIVE, a, n_threads)
 
 
-cdef double weight_sum(cnp.ndarray a) noexcept:
+cdef double float64_sum_of(cnp.ndarray a) noexcept:
     cdef idx n = cnp.PyArray_SIZE(a)
     cdef void* p = data(a)
     if is_f32(a):
@@ -277,22 +277,27 @@ cdef double weight_sum(cnp.ndarray a) noexcept:
 
 
 def float64_sum(cnp.ndarray a):
-    return weight_sum(a)
+    return float64_sum_of(a)
+
+
+cdef inline idx target_stats(const int64_t* tp, idx n, idx n_classes, bint has_ignore, int64_t ignore,
+                             const void* wp, bint f32, double* weight_sum) noexcept nogil:
+    """fl::class_target_stats with class weights wp of float32 (f32) or float64 (or NULL)."""
+    if f32:
+        return class_target_stats_c[float](tp, n, n_classes, has_ignore, ignore, <const float*>wp, weight_sum)
+    return class_target_stats_c[double](tp, n, n_classes, has_ignore, ignore, <const double*>wp, weight_sum)
 
 
 def class_target_stats(cnp.ndarray t, idx n_classes, ignore_index, w):
     cdef idx n = cnp.PyArray_SIZE(t), i
-    cdef const int64_t* tp = <const int64_t*>data(t)
     cdef bint has_ignore = ignore_index is not None
     cdef int64_t ignore = ignore_index if has_ignore else 0
-    cdef void* wp = data(w)
+    cdef const int64_t* tp = <const int64_t*>data(t)
+    cdef const void* wp = data(w)
     cdef bint f32 = w is not None and is_f32(w)
     cdef double weight_sum = 0
     with nogil:
-        if f32:
-            i = class_target_stats_c[float](tp, n, n_classes, has_ignore, ignore, <const float*>wp, &weight_sum)
-        else:
-            i = class_target_stats_c[double](tp, n, n_classes, has_ignore, ignore, <const double*>wp, &weight_sum)
+        i = target_stats(tp, n, n_classes, has_ignore, ignore, wp, f32, &weight_sum)
     if i >= 0:
         return int(t.reshape(-1)[i]), 0.0
     return None, weight_sum
@@ -692,7 +697,7 @@ cdef class _Elementwise:
             # a weighted "mean" divided by the weights' sum: the general path's divisor (the
             # float64 sum of the block, times its repeats), declined where that path would
             # rescale the weights (normal_reciprocal)
-            divisor = weight_sum(<cnp.ndarray>w) * <double>(n // cnp.PyArray_SIZE(<cnp.ndarray>w))
+            divisor = float64_sum_of(<cnp.ndarray>w) * <double>(n // cnp.PyArray_SIZE(<cnp.ndarray>w))
             if not normal_reciprocal(divisor, typenum):
                 return None
         if not usable_outs(out, x, typenum, t, w, want, pw):
@@ -840,14 +845,9 @@ cdef class _Classes:
         # (the general path's backend.class_target_stats: the same function, the same sum)
         if N * C >= NOGIL_FROM:
             with nogil:
-                if f32:
-                    bad = class_target_stats_c[float](tp, N, C, has_ignore, ignore, <const float*>wp, &count)
-                else:
-                    bad = class_target_stats_c[double](tp, N, C, has_ignore, ignore, <const double*>wp, &count)
-        elif f32:
-            bad = class_target_stats_c[float](tp, N, C, has_ignore, ignore, <const float*>wp, &count)
+                bad = target_stats(tp, N, C, has_ignore, ignore, wp, f32, &count)
         else:
-            bad = class_target_stats_c[double](tp, N, C, has_ignore, ignore, <const double*>wp, &count)
+            bad = target_stats(tp, N, C, has_ignore, ignore, wp, f32, &count)
         if bad >= 0:
             return None
         cdef double divisor = count if self.by_target_weight else N
